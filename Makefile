@@ -1,0 +1,127 @@
+# dsinfer: the one build entry point.
+#   make            build bin/dsinfer and build/libdsinfer.a
+#   make run        install missing packages, build, generate text with the default model
+#   make test       install missing packages, build, run every test (summary at the end)
+#   make check      the tests again under ASan+UBSan, every CPU-feature mask, and the fuzzers
+#   make bench      benchmarks (tokenizer, kernels, model); see docs/PERFORMANCE.md
+#   make fuzz       libFuzzer targets (clang) in build-fuzz/
+# Knobs: DEBUG=1 SANITIZE=1 NATIVE=1 WERROR=1 VULKAN=1, and CC, CFLAGS, BUILD.
+
+CC      ?= cc
+BUILD   ?= build
+CFLAGS  ?= -O2 -g
+DEPS    := libpcre2-8 libutf8proc libcjson
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(DEPS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(DEPS) 2>/dev/null)
+
+override CFLAGS += -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter -D_GNU_SOURCE \
+                   -fopenmp -I. $(PKG_CFLAGS) -MMD -MP
+LDLIBS  := $(PKG_LIBS) -fopenmp -lm -lpthread
+
+ifdef DEBUG
+override CFLAGS += -O0 -DDSI_DEBUG
+endif
+ifdef SANITIZE
+override CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=address,undefined
+endif
+ifdef NATIVE
+override CFLAGS += -march=native
+endif
+ifdef WERROR
+override CFLAGS += -Werror
+endif
+
+# ---- sources --------------------------------------------------------------------------------
+LIB_SRC   := $(wildcard core/*.c quant/*.c src/*.c src/models/*.c)
+CLI_SRC   := $(wildcard src/cli/*.c)
+TEST_SRC  := $(wildcard tests/test_*.c)
+TOOL_SRC  := $(wildcard tools/*.c)
+TESTS     := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+TOOLS     := $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
+LIB       := $(BUILD)/libdsinfer.a
+BIN       := bin/dsinfer
+ifneq ($(BUILD),build)
+BIN       := $(BUILD)/bin/dsinfer
+endif
+
+# Test data: tests/fixtures holds small files as they are and large ones xz-compressed;
+# both are mirrored, decompressed, into $(BUILD)/fixtures.
+FIX_ALL   := $(shell find tests/fixtures -type f 2>/dev/null)
+FIX_OUT   := $(patsubst tests/fixtures/%,$(BUILD)/fixtures/%,$(FIX_ALL:.xz=))
+
+NEED_DEPS := $(filter-out clean deps run test check format,$(or $(MAKECMDGOALS),all))
+ifneq ($(NEED_DEPS),)
+ifeq ($(PKG_LIBS),)
+$(error missing libraries ($(DEPS)); install them with: apt-get install -y pkg-config \
+libpcre2-dev libutf8proc-dev libcjson-dev   (or run tools/deps.sh))
+endif
+endif
+
+.PHONY: all deps run test check bench fuzz format clean tests tools fixtures
+all: $(BIN) $(LIB) tools
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN): $(patsubst %.c,$(BUILD)/%.o,$(CLI_SRC)) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/util.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/fixtures/%: tests/fixtures/%.xz
+	@mkdir -p $(@D)
+	xz -dc $< > $@.part && mv $@.part $@
+
+$(BUILD)/fixtures/%: tests/fixtures/%
+	@mkdir -p $(@D)
+	cp $< $@
+
+tests: $(TESTS) $(BIN)
+tools: $(TOOLS)
+fixtures: $(FIX_OUT)
+
+deps:
+	@sh tools/deps.sh build
+
+DEFAULT_MODEL := models/shakespeare-qwen2.gguf
+
+run:
+	@sh tools/deps.sh build
+	@$(MAKE) --no-print-directory $(BIN)
+	$(BIN) run -m $(DEFAULT_MODEL) -p "ROMEO:" -n 128 --seed 42
+
+test:
+	@sh tools/deps.sh test
+	@$(MAKE) --no-print-directory tests fixtures tools
+	@sh tests/run.sh $(BUILD) $(BIN)
+
+check:
+	@sh tools/deps.sh check
+	@sh tests/check.sh
+
+bench: $(BIN) tools fixtures
+	@sh tools/bench.sh $(BUILD) $(BIN)
+
+fuzz:
+	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz SANITIZE=1 $(BUILD)/../build-fuzz/libdsinfer.a
+	@sh tests/fuzz.sh build-fuzz
+
+format:
+	clang-format -i $(LIB_SRC) $(CLI_SRC) $(TEST_SRC) $(TOOL_SRC) $(wildcard */*.h */*/*.h)
+
+clean:
+	rm -rf build build-* bin
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,45 @@
+/* bin/dsinfer: one binary, subcommands. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "src/cli/cli.h"
+
+struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+};
+
+static const struct command commands[] = {
+    {"info", dsi_cmd_info, "print a GGUF file's metadata and tensor table"},
+    {"tokenize", dsi_cmd_tokenize, "print the token ids of a text (or decode ids)"},
+    {"convert", dsi_cmd_convert, "convert a Hugging Face checkpoint directory to GGUF"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: dsinfer <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nRun 'dsinfer <command> --help' for the options of a command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *v = getenv("DSI_LOG");
+    if (v && strcmp(v, "debug") == 0) dsi_log_set_level(DSI_LOG_DEBUG);
+    else if (v && strcmp(v, "info") == 0) dsi_log_set_level(DSI_LOG_INFO);
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "dsinfer: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

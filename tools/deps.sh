@@ -1,0 +1,21 @@
+#!/bin/sh
+# Checks the Debian packages dsinfer needs and installs the missing ones with apt-get
+# (as root, or through sudo), saying what it does. Usage: tools/deps.sh build|test|check
+set -e
+profile=${1:-build}
+pkgs="gcc make pkg-config libpcre2-dev libutf8proc-dev libcjson-dev libopenblas-dev xz-utils"
+case "$profile" in
+  test)  pkgs="$pkgs" ;;
+  check) pkgs="$pkgs clang libclang-rt-dev" ;;
+esac
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "dsinfer: installing missing Debian packages:$missing" >&2
+if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo; else
+  echo "dsinfer: not root and no sudo; run: apt-get install -y$missing" >&2; exit 1; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >&2 || true
+$SUDO apt-get install -y -qq --no-install-recommends $missing >&2
