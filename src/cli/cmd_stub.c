@@ -1,4 +1,3 @@
 #include <stdio.h>
 #include "src/cli/cli.h"
-int dsi_cmd_tokenize(int argc, char **argv) { (void)argc; (void)argv; return 1; }
 int dsi_cmd_convert(int argc, char **argv) { (void)argc; (void)argv; return 1; }
