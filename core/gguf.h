@@ -146,8 +146,7 @@ struct dsi_gguf_writer *dsi_gguf_writer_init(void);
 /* Frees the writer; an unfinished output file is removed. Accepts NULL. */
 void dsi_gguf_writer_free(struct dsi_gguf_writer *w);
 
-/* Key/values keep insertion order; setting an existing key replaces it (the key then moves
- * to the end). */
+/* Key/values keep insertion order; setting an existing key replaces its value in place. */
 enum dsi_status dsi_gguf_writer_set_u8(struct dsi_gguf_writer *w, const char *key, uint8_t v);
 enum dsi_status dsi_gguf_writer_set_u16(struct dsi_gguf_writer *w, const char *key, uint16_t v);
 enum dsi_status dsi_gguf_writer_set_u32(struct dsi_gguf_writer *w, const char *key, uint32_t v);

@@ -100,14 +100,14 @@ void dsi_gguf_writer_remove(struct dsi_gguf_writer *w, const char *key) {
         free(w->kvs[i].key);
         memmove(&w->kvs[i], &w->kvs[i + 1], (w->n_kv - i - 1) * sizeof *w->kvs);
         w->n_kv--;
-        for (size_t j = i; j < w->n_kv; j++)
+        for (size_t j = 0; j < w->n_kv; j++)
             if (w->kvs[j].off > off) w->kvs[j].off -= len;
         return;
     }
 }
 
-/* Start a record for `key`: remove any previous value, append key and type. On failure
- * the buffer is left as it was. */
+/* Start a record for `key`: append key and type at the end of the buffer. On failure the
+ * buffer is left as it was. */
 static enum dsi_status begin_kv(struct dsi_gguf_writer *w, const char *key, uint32_t type,
                                 size_t *start) {
     if (w->begun) {
@@ -115,7 +115,6 @@ static enum dsi_status begin_kv(struct dsi_gguf_writer *w, const char *key, uint
         return DSI_ERR_ARG;
     }
     if (!key || !*key) return DSI_ERR_ARG;
-    dsi_gguf_writer_remove(w, key);
     *start = w->kv_len;
     if (!put_str(w, key, strlen(key)) || !put_u32(w, type)) {
         w->kv_len = *start;
@@ -124,10 +123,36 @@ static enum dsi_status begin_kv(struct dsi_gguf_writer *w, const char *key, uint
     return DSI_OK;
 }
 
+/* Finish the record begun at `start`. A key that already exists keeps its position (as
+ * llama.cpp's writer does when a value is overwritten): the new record is moved there. */
 static enum dsi_status end_kv(struct dsi_gguf_writer *w, const char *key, size_t start, bool ok) {
     if (!ok) {
         w->kv_len = start;
         return DSI_ERR_NOMEM;
+    }
+    size_t len = w->kv_len - start;
+    for (size_t i = 0; i < w->n_kv; i++) {
+        if (strcmp(w->kvs[i].key, key) != 0) continue;
+        uint8_t *rec = malloc(len);
+        if (!rec) {
+            w->kv_len = start;
+            return DSI_ERR_NOMEM;
+        }
+        memcpy(rec, w->kv_buf + start, len);
+        w->kv_len = start;
+        size_t off = w->kvs[i].off, old = w->kvs[i].len;
+        if (len > old && !buf_reserve(w, len - old)) {
+            free(rec);
+            return DSI_ERR_NOMEM;
+        }
+        memmove(w->kv_buf + off + len, w->kv_buf + off + old, w->kv_len - off - old);
+        memcpy(w->kv_buf + off, rec, len);
+        free(rec);
+        w->kv_len = w->kv_len - old + len;
+        w->kvs[i].len = len;
+        for (size_t j = 0; j < w->n_kv; j++)
+            if (w->kvs[j].off > off) w->kvs[j].off = w->kvs[j].off - old + len;
+        return DSI_OK;
     }
     if (w->n_kv == w->kv_alloc) {
         size_t n = w->kv_alloc ? w->kv_alloc * 2 : 64;
@@ -144,7 +169,7 @@ static enum dsi_status end_kv(struct dsi_gguf_writer *w, const char *key, size_t
         w->kv_len = start;
         return DSI_ERR_NOMEM;
     }
-    w->kvs[w->n_kv++] = (struct wkv){k, start, w->kv_len - start};
+    w->kvs[w->n_kv++] = (struct wkv){k, start, len};
     return DSI_OK;
 }
 

@@ -32,7 +32,7 @@ void tu_init(int argc, char **argv) {
 
 void tu_capture_log(bool on) {
     capture = on;
-    last_log[0] = '\0';
+    if (on) last_log[0] = '\0';
 }
 
 const char *tu_last_log(void) { return last_log; }
