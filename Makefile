@@ -32,6 +32,9 @@ endif
 ifdef WERROR
 override CFLAGS += -Werror
 endif
+ifdef FUZZ
+override CFLAGS += -fsanitize=fuzzer-no-link
+endif
 
 # ---- sources --------------------------------------------------------------------------------
 LIB_SRC   := $(wildcard core/*.c quant/*.c src/*.c src/models/*.c)
@@ -40,6 +43,8 @@ TEST_SRC  := $(wildcard tests/test_*.c)
 TOOL_SRC  := $(wildcard tools/*.c)
 TESTS     := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 TOOLS     := $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZERS   := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 LIB       := $(BUILD)/libdsinfer.a
 BIN       := bin/dsinfer
 ifneq ($(BUILD),build)
@@ -59,7 +64,7 @@ libpcre2-dev libutf8proc-dev libcjson-dev   (or run tools/deps.sh))
 endif
 endif
 
-.PHONY: all deps run test check bench fuzz format clean tests tools fixtures
+.PHONY: all deps run test check bench fuzz format clean tests tools fixtures fuzzers
 all: $(BIN) $(LIB) tools
 
 $(BUILD)/%.o: %.c
@@ -80,6 +85,10 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/util.o $(LIB)
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+
 $(BUILD)/fixtures/%: tests/fixtures/%.xz
 	@mkdir -p $(@D)
 	xz -dc $< > $@.part && mv $@.part $@
@@ -90,6 +99,7 @@ $(BUILD)/fixtures/%: tests/fixtures/%
 
 tests: $(TESTS) $(BIN)
 tools: $(TOOLS)
+fuzzers: $(FUZZERS)
 fixtures: $(FIX_OUT)
 
 deps:
@@ -100,7 +110,8 @@ DEFAULT_MODEL := models/shakespeare-qwen2.gguf
 run:
 	@sh tools/deps.sh build
 	@$(MAKE) --no-print-directory $(BIN)
-	$(BIN) run -m $(DEFAULT_MODEL) -p "ROMEO:" -n 128 --seed 42
+	$(BIN) info --no-tensors $(DEFAULT_MODEL)
+	$(BIN) tokenize -m $(DEFAULT_MODEL) -p 'ROMEO:' 
 
 test:
 	@sh tools/deps.sh test
@@ -114,9 +125,10 @@ check:
 bench: $(BIN) tools fixtures
 	@sh tools/bench.sh $(BUILD) $(BIN)
 
+FUZZ_SECONDS ?= 60
 fuzz:
-	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz SANITIZE=1 $(BUILD)/../build-fuzz/libdsinfer.a
-	@sh tests/fuzz.sh build-fuzz
+	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz SANITIZE=1 FUZZ=1 fuzzers
+	@sh tests/fuzz.sh build-fuzz $(FUZZ_SECONDS)
 
 format:
 	clang-format -i $(LIB_SRC) $(CLI_SRC) $(TEST_SRC) $(TOOL_SRC) $(wildcard */*.h */*/*.h)

@@ -653,7 +653,8 @@ int64_t dsi_gguf_arr_i64(const struct dsi_gguf_arr *a, uint64_t i) {
     if (!load_int(a->elem_type, p, &v, &ok)) {
         double d = 0;
         load_f64(a->elem_type, p, &d);
-        v = (int64_t)d;
+        /* float arrays: truncate, saturating (and NaN -> 0) rather than invoking UB */
+        v = d != d ? 0 : d >= 9.2e18 ? INT64_MAX : d <= -9.2e18 ? INT64_MIN : (int64_t)d;
     }
     return v;
 }

@@ -50,6 +50,10 @@ enum dsi_status dsi_tokenizer_load_gguf(const struct dsi_gguf *g, struct dsi_tok
 enum dsi_status dsi_tokenizer_load_json(const char *tokenizer_json, const char *config_dir,
                                         struct dsi_tokenizer **out);
 
+/* The same from tokenizer.json text in memory (no configuration files). */
+enum dsi_status dsi_tokenizer_load_json_text(const char *text, size_t len, const char *label,
+                                             struct dsi_tokenizer **out);
+
 /* `path` is a .gguf file, a tokenizer.json, or a Hugging Face model directory. */
 enum dsi_status dsi_tokenizer_load(const char *path, struct dsi_tokenizer **out);
 

@@ -9,7 +9,7 @@
 #include "core/file.h"
 #include "src/tokenizer_impl.h"
 
-#define MAX_VOCAB (16 * 1024 * 1024)
+#define MAX_VOCAB (4 * 1024 * 1024)
 #define MAX_JSON_SIZE ((size_t)512 << 20)
 
 /* ---- GGUF ------------------------------------------------------------------------------ */
@@ -279,7 +279,9 @@ static void parse_post(struct dsi_tokenizer *t, const cJSON *pp, int depth) {
         const cJSON *ids = cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(sp, name->valuestring), "ids");
         const cJSON *id0 = cJSON_GetArrayItem(ids, 0);
-        int32_t id = cJSON_IsNumber(id0) ? (int32_t)id0->valuedouble : -1;
+        int32_t id = cJSON_IsNumber(id0) && id0->valuedouble >= 0 && id0->valuedouble < t->n_vocab
+                         ? (int32_t)id0->valuedouble
+                         : -1;
         if (id < 0) id = dsi_tokenizer_find(t, name->valuestring, strlen(name->valuestring));
         if (end == 0) {
             t->add_bos = t->add_bos_set = true;
@@ -486,25 +488,27 @@ static enum dsi_status load_json_model(struct dsi_tokenizer *t, const cJSON *roo
     return st;
 }
 
-enum dsi_status dsi_tokenizer_load_json(const char *path, const char *config_dir,
-                                        struct dsi_tokenizer **out) {
-    *out = NULL;
-    enum dsi_status st;
-    cJSON *root = load_json(path, true, &st);
-    if (!root) return st;
+/* Everything after the JSON text is parsed. */
+static enum dsi_status load_from_json(cJSON *root, const char *label, const char *config_dir,
+                                      struct dsi_tokenizer **out) {
     struct dsi_tokenizer *t = tok_alloc();
     if (!t) {
         cJSON_Delete(root);
         return DSI_ERR_NOMEM;
     }
     bool byte_level = false;
-    st = load_json_model(t, root, path);
+    enum dsi_status st = DSI_OK;
+    if (!cJSON_IsObject(root)) {
+        DSI_LOG_ERR("tokenizer '%s': not a JSON object", label);
+        st = DSI_ERR_FORMAT;
+    }
+    if (st == DSI_OK) st = load_json_model(t, root, label);
     if (st == DSI_OK) st = parse_normalizer(t, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), 0);
     if (st == DSI_OK)
         st = parse_pretok(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), 0, &byte_level);
     if (st == DSI_OK && !byte_level) {
         DSI_LOG_ERR("tokenizer '%s': not a byte-level BPE tokenizer (no ByteLevel pre-tokenizer)",
-                    path);
+                    label);
         st = DSI_ERR_UNSUPPORTED;
     }
     if (st == DSI_OK) parse_post(t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), 0);
@@ -518,12 +522,34 @@ enum dsi_status dsi_tokenizer_load_json(const char *path, const char *config_dir
         free(bos_z);
     }
     if (st) {
-        if (st == DSI_ERR_NOMEM) DSI_LOG_ERR("tokenizer: out of memory loading '%s'", path);
+        if (st == DSI_ERR_NOMEM) DSI_LOG_ERR("tokenizer: out of memory loading '%s'", label);
         dsi_tokenizer_free(t);
         return st;
     }
     *out = t;
     return DSI_OK;
+}
+
+enum dsi_status dsi_tokenizer_load_json(const char *path, const char *config_dir,
+                                        struct dsi_tokenizer **out) {
+    *out = NULL;
+    enum dsi_status st;
+    cJSON *root = load_json(path, true, &st);
+    if (!root) return st;
+    return load_from_json(root, path, config_dir, out);
+}
+
+enum dsi_status dsi_tokenizer_load_json_text(const char *text, size_t len, const char *label,
+                                             struct dsi_tokenizer **out) {
+    *out = NULL;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!root) {
+        DSI_LOG_ERR("tokenizer '%s': not valid JSON (near byte offset %zu)", label,
+                    end ? (size_t)(end - text) : (size_t)0);
+        return DSI_ERR_FORMAT;
+    }
+    return load_from_json(root, label, NULL, out);
 }
 
 enum dsi_status dsi_tokenizer_load(const char *path, struct dsi_tokenizer **out) {

@@ -15,7 +15,7 @@ for t in "$build"/tests/test_*; do
     fail=$((fail+1)); status=FAIL; failed="$failed $name"
   fi
   end=$(date +%s.%N)
-  printf '%-4s %-32s %6.2fs\n' "$status" "$name" "$(echo "$end - $start" | bc)"
+  printf '%-4s %-32s %6.2fs\n' "$status" "$name" "$(awk "BEGIN{print $end - $start}")"
   [ $status = FAIL ] && sed -n '1,40p' "$build/tests/$name.log"
 done
 for s in tests/cli/*.sh; do

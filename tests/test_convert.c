@@ -373,8 +373,136 @@ static void convert_variant(const char *model, void (*edit)(cJSON *), bool shoul
     rm_dir(dir);
 }
 
+/* Write tensors [a, b) of `st` as one safetensors shard. */
+static void write_shard(const struct dsi_st *st, int64_t a, int64_t b, const char *path) {
+    cJSON *h = cJSON_CreateObject();
+    uint64_t off = 0;
+    for (int64_t i = a; i < b; i++) {
+        const struct dsi_st_tensor *t = dsi_st_get(st, i);
+        cJSON *o = cJSON_AddObjectToObject(h, t->name);
+        cJSON_AddStringToObject(o, "dtype", dsi_st_dtype_name(t->dtype));
+        cJSON *shape = cJSON_AddArrayToObject(o, "shape");
+        for (int d = 0; d < t->n_dims; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[d]));
+        cJSON *offs = cJSON_AddArrayToObject(o, "data_offsets");
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+        off += t->nbytes;
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+    }
+    char *text = cJSON_PrintUnformatted(h);
+    uint64_t n = strlen(text);
+    FILE *f = fopen(path, "wb");
+    fwrite(&n, 8, 1, f);
+    fwrite(text, 1, n, f);
+    for (int64_t i = a; i < b; i++) fwrite(dsi_st_get(st, i)->data, 1, dsi_st_get(st, i)->nbytes, f);
+    fclose(f);
+    free(text);
+    cJSON_Delete(h);
+}
+
+/* A sharded copy of tiny-qwen2 (DeepSeek's 6-digit shard naming) converts to the same bytes
+ * as the single file; an index naming a missing tensor is an error. */
+static void test_sharded(void) {
+    char dir[256], src[512], dst[512];
+    snprintf(dir, sizeof dir, "%s", tu_tmp(4, "-sharded"));
+    mkdir(dir, 0755);
+    snprintf(src, sizeof src, "%s/models/tiny-qwen2", tu_fixture(0, ""));
+    struct dsi_st *st;
+    if (dsi_st_open(src, &st) != DSI_OK) {
+        TU_CHECK(0, "cannot open tiny-qwen2");
+        return;
+    }
+    int64_t n = dsi_st_count(st), half = n / 2;
+    static const char *const shard[2] = {"model-00001-of-000002.safetensors",
+                                         "model-00002-of-000002.safetensors"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(dst, sizeof dst, "%s/%s", dir, shard[k]);
+        write_shard(st, k ? half : 0, k ? n : half, dst);
+    }
+    cJSON *idx = cJSON_CreateObject(), *wm = cJSON_AddObjectToObject(idx, "weight_map");
+    cJSON_AddObjectToObject(idx, "metadata");
+    for (int64_t i = 0; i < n; i++)
+        cJSON_AddStringToObject(wm, dsi_st_get(st, i)->name, shard[i >= half]);
+    static const char *const files[] = {"config.json", "tokenizer.json", "tokenizer_config.json"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(src, sizeof src, "%s/models/tiny-qwen2/%s", tu_fixture(0, ""), files[k]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[k]);
+        char *abs = realpath(src, NULL);
+        unlink(dst);
+        if (!abs || symlink(abs, dst)) TU_CHECK(0, "symlink");
+        free(abs);
+    }
+    snprintf(dst, sizeof dst, "%s/model.safetensors.index.json", dir);
+    char *text = cJSON_Print(idx);
+    FILE *f = fopen(dst, "w");
+    fputs(text, f);
+    fclose(f);
+    free(text);
+
+    const char *o1 = tu_tmp(5, "-single.gguf"), *o2 = tu_tmp(6, "-sharded.gguf");
+    snprintf(src, sizeof src, "%s/models/tiny-qwen2", tu_fixture(0, ""));
+    struct dsi_convert_params p1 = {src, o1, -1, false}, p2 = {dir, o2, -1, false};
+    TU_CHECK(dsi_convert(&p1) == DSI_OK && dsi_convert(&p2) == DSI_OK, "sharded conversion failed");
+    /* identical except general.name (the directory name) */
+    struct dsi_gguf *g1, *g2;
+    if (dsi_gguf_open(o1, &g1) == DSI_OK && dsi_gguf_open(o2, &g2) == DSI_OK) {
+        TU_CHECK(dsi_gguf_n_tensors(g1) == dsi_gguf_n_tensors(g2) &&
+                     dsi_gguf_n_kv(g1) == dsi_gguf_n_kv(g2), "tensor or key count differs");
+        for (int64_t i = 0; i < dsi_gguf_n_tensors(g1); i++) {
+            const struct dsi_gguf_tensor *a = dsi_gguf_tensor(g1, i);
+            const struct dsi_gguf_tensor *b = dsi_gguf_find_tensor(g2, a->name);
+            TU_CHECK(b && a->nbytes == b->nbytes && !memcmp(a->data, b->data, a->nbytes),
+                     "sharded: tensor %s differs", a->name);
+        }
+        dsi_gguf_free(g1);
+        dsi_gguf_free(g2);
+    }
+    /* an index naming a tensor that no shard holds */
+    cJSON_AddStringToObject(wm, "model.layers.9.mlp.up_proj.weight", shard[0]);
+    text = cJSON_Print(idx);
+    f = fopen(dst, "w");
+    fputs(text, f);
+    fclose(f);
+    free(text);
+    tu_capture_log(true);
+    TU_CHECK(dsi_convert(&p2) == DSI_ERR_FORMAT, "index with a missing tensor accepted");
+    tu_capture_log(false);
+    TU_CHECK(strstr(tu_last_log(), "model.layers.9.mlp.up_proj.weight"), "message: %s", tu_last_log());
+    cJSON_Delete(idx);
+    dsi_st_free(st);
+    unlink(o1);
+    unlink(o2);
+    unlink(dst);
+    for (int k = 0; k < 2; k++) {
+        snprintf(dst, sizeof dst, "%s/%s", dir, shard[k]);
+        unlink(dst);
+    }
+    for (int k = 0; k < 3; k++) {
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[k]);
+        unlink(dst);
+    }
+    rmdir(dir);
+}
+
+/* models/shakespeare-qwen2.gguf is exactly what the converter makes of the fixture. */
+static void test_default_model(void) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/models/shakespeare-qwen2", tu_fixture(0, ""));
+    const char *out = tu_tmp(7, ".gguf");
+    struct dsi_convert_params p = {dir, out, DSI_TYPE_BF16, false};
+    TU_CHECK(dsi_convert(&p) == DSI_OK, "default model conversion");
+    size_t a, b;
+    char *x = tu_read(out, &a), *y = tu_read("models/shakespeare-qwen2.gguf", &b);
+    TU_CHECK(a == b && memcmp(x, y, a) == 0,
+             "models/shakespeare-qwen2.gguf is not the converter's output for the fixture");
+    free(x);
+    free(y);
+    unlink(out);
+}
+
 int main(int argc, char **argv) {
     tu_init(argc, argv);
+    test_default_model();
+    test_sharded();
     check_model("tiny-qwen2", "bf16", DSI_TYPE_BF16);
     check_model("tiny-qwen2", "f32", DSI_TYPE_F32);
     check_model("tiny-llama3", "bf16", DSI_TYPE_BF16);

@@ -6,7 +6,7 @@ profile=${1:-build}
 pkgs="gcc make pkg-config libpcre2-dev libutf8proc-dev libcjson-dev libopenblas-dev xz-utils"
 case "$profile" in
   test)  pkgs="$pkgs" ;;
-  check) pkgs="$pkgs clang libclang-rt-dev" ;;
+  check) pkgs="$pkgs clang libclang-rt-dev libomp-dev" ;;
 esac
 missing=""
 for p in $pkgs; do
