@@ -12,6 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     struct dsi_gguf *g;
     if (dsi_gguf_open_buffer(data, size, "fuzz", &g) != DSI_OK) return 0;
     volatile uint8_t sink = 0;
+    (void)sink;
     for (int64_t i = 0; i < dsi_gguf_n_kv(g); i++) {
         if (dsi_gguf_kv_type(g, i) == DSI_GGUF_ARRAY) {
             struct dsi_gguf_arr a = dsi_gguf_kv_arr(g, i);

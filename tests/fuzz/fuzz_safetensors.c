@@ -8,6 +8,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     struct dsi_st *st;
     if (dsi_st_open_buffer(data, size, "fuzz", &st) != DSI_OK) return 0;
     volatile uint8_t sink = 0;
+    (void)sink;
     for (int64_t i = 0; i < dsi_st_count(st); i++) {
         const struct dsi_st_tensor *t = dsi_st_get(st, i);
         if (t->nbytes) sink ^= ((const uint8_t *)t->data)[t->nbytes - 1];
