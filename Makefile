@@ -14,6 +14,14 @@ DEPS    := libpcre2-8 libutf8proc libcjson
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(DEPS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(DEPS) 2>/dev/null)
+# OpenBLAS for large float GEMMs (prompt processing); BLAS=0 builds without it.
+BLAS ?= 1
+ifeq ($(BLAS),1)
+ifneq ($(shell pkg-config --exists openblas 2>/dev/null && echo yes),)
+PKG_CFLAGS += $(shell pkg-config --cflags openblas) -DDSI_HAVE_BLAS
+PKG_LIBS   += $(shell pkg-config --libs openblas)
+endif
+endif
 
 override CFLAGS += -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter -D_GNU_SOURCE \
                    -fopenmp -I. $(PKG_CFLAGS) -MMD -MP
@@ -37,7 +45,14 @@ override CFLAGS += -fsanitize=fuzzer-no-link
 endif
 
 # ---- sources --------------------------------------------------------------------------------
+ARCH      := $(shell $(CC) -dumpmachine 2>/dev/null)
 LIB_SRC   := $(wildcard core/*.c quant/*.c src/*.c src/models/*.c)
+ifneq ($(findstring x86_64,$(ARCH)),)
+LIB_SRC   += $(wildcard quant/x86/*.c)
+endif
+ifneq ($(findstring aarch64,$(ARCH)),)
+LIB_SRC   += $(wildcard quant/arm/*.c)
+endif
 CLI_SRC   := $(wildcard src/cli/*.c)
 TEST_SRC  := $(wildcard tests/test_*.c)
 TOOL_SRC  := $(wildcard tools/*.c)
@@ -66,6 +81,11 @@ endif
 
 .PHONY: all deps run test check bench fuzz format clean tests tools fixtures fuzzers
 all: $(BIN) $(LIB) tools
+
+# ISA flags per file: only the kernels reached through the dispatch table get them.
+$(BUILD)/quant/x86/%_avx2.o: override CFLAGS += -mavx2 -mfma -mf16c
+$(BUILD)/quant/x86/%_avx512.o: override CFLAGS += -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mf16c
+$(BUILD)/quant/x86/%_vnni.o: override CFLAGS += -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni -mfma -mf16c
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)

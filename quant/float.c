@@ -1,0 +1,59 @@
+/* Scalar references for the float weight types F32, F16, BF16: exact element conversion and
+ * plain f32 accumulation in index order. They are the test oracle for the SIMD variants and
+ * the fallback on CPUs without them. */
+#include <string.h>
+
+#include "quant/kernels.h"
+
+void dsi_to_f32_f32_ref(const void *w, float *y, int64_t n) { memcpy(y, w, (size_t)n * 4); }
+
+void dsi_to_f32_f16_ref(const void *w, float *y, int64_t n) {
+    const uint8_t *p = w;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        y[i] = dsi_f16_to_f32(h);
+    }
+}
+
+void dsi_to_f32_bf16_ref(const void *w, float *y, int64_t n) {
+    const uint8_t *p = w;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        y[i] = dsi_bf16_to_f32(h);
+    }
+}
+
+/* One template for the three: element i of the row as float. */
+#define DOT_REF(NAME, ELEM)                                                                        \
+    void NAME(int64_t n, const void *w, const float *x, size_t xs, int nx, float *out,             \
+              size_t os) {                                                                         \
+        const uint8_t *p = w;                                                                      \
+        for (int j = 0; j < nx; j++) {                                                             \
+            const float *xj = x + (size_t)j * xs;                                                  \
+            float s = 0.0f;                                                                        \
+            for (int64_t i = 0; i < n; i++) s += ELEM * xj[i];                                     \
+            out[(size_t)j * os] = s;                                                               \
+        }                                                                                          \
+    }
+
+static inline float elem_f32(const uint8_t *p, int64_t i) {
+    float f;
+    memcpy(&f, p + 4 * i, 4);
+    return f;
+}
+static inline float elem_f16(const uint8_t *p, int64_t i) {
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return dsi_f16_to_f32(h);
+}
+static inline float elem_bf16(const uint8_t *p, int64_t i) {
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return dsi_bf16_to_f32(h);
+}
+
+DOT_REF(dsi_dot_f32_f32_ref, elem_f32(p, i))
+DOT_REF(dsi_dot_f32_f16_ref, elem_f16(p, i))
+DOT_REF(dsi_dot_f32_bf16_ref, elem_bf16(p, i))

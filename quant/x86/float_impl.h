@@ -1,0 +1,63 @@
+/* Template for the float-weight kernels (F32, F16, BF16), instantiated once per ISA by
+ * float_avx2.c and float_avx512.c. The including file defines:
+ *   VL            f32 lanes per vector (8 or 16)
+ *   VEC           the vector type (__m256 / __m512)
+ *   VZERO()       a zero vector
+ *   VFMA(a, b, c) a * b + c
+ *   VLOAD_F32(p)  VL floats from p (unaligned)
+ *   VLOAD_F16(p)  VL halfs from p (unaligned), widened to f32
+ *   VLOAD_BF16(p) VL bfloat16s from p (unaligned), widened to f32 (a 16-bit shift: exact)
+ *   VSTORE(p, v)  VL floats to p
+ *   VSUM(v)       horizontal sum
+ *   SUFFIX        the function name suffix (avx2 / avx512)
+ * Elements past the last whole vector go through the scalar reference. */
+#include <string.h>
+
+#include "quant/kernels.h"
+
+#define CAT2(a, b) a##_##b
+#define CAT(a, b) CAT2(a, b)
+
+/* Dot of one weight row with nx activation rows. Four accumulators per row for nx == 1
+ * (the decode case: enough independent FMAs to hide latency), one per row otherwise. */
+#define DEFINE_DOT(TY, ESIZE, LOAD)                                                                \
+    void CAT(dsi_dot_f32_##TY, SUFFIX)(int64_t n, const void *w, const float *x, size_t xs,       \
+                                       int nx, float *out, size_t os) {                            \
+        const uint8_t *p = w;                                                                      \
+        int64_t nv = n / VL * VL, i = 0;                                                           \
+        float tail[DSI_DOT_MAX_X] = {0};                                                           \
+        if (nv < n) dsi_dot_f32_##TY##_ref(n - nv, p + nv * ESIZE, x + nv, xs, nx, tail, 1);      \
+        if (nx == 1) {                                                                             \
+            VEC a0 = VZERO(), a1 = VZERO(), a2 = VZERO(), a3 = VZERO();                            \
+            for (; i + 4 * VL <= nv; i += 4 * VL) {                                                \
+                a0 = VFMA(LOAD(p + (i + 0 * VL) * ESIZE), VLOAD_F32(x + i + 0 * VL), a0);          \
+                a1 = VFMA(LOAD(p + (i + 1 * VL) * ESIZE), VLOAD_F32(x + i + 1 * VL), a1);          \
+                a2 = VFMA(LOAD(p + (i + 2 * VL) * ESIZE), VLOAD_F32(x + i + 2 * VL), a2);          \
+                a3 = VFMA(LOAD(p + (i + 3 * VL) * ESIZE), VLOAD_F32(x + i + 3 * VL), a3);          \
+            }                                                                                      \
+            for (; i < nv; i += VL) a0 = VFMA(LOAD(p + i * ESIZE), VLOAD_F32(x + i), a0);          \
+            out[0] = VSUM(VADD(VADD(a0, a1), VADD(a2, a3))) + tail[0];                             \
+            return;                                                                                \
+        }                                                                                          \
+        VEC acc[DSI_DOT_MAX_X];                                                                    \
+        for (int j = 0; j < DSI_DOT_MAX_X; j++) acc[j] = VZERO();                                  \
+        for (; i < nv; i += VL) {                                                                  \
+            VEC wv = LOAD(p + i * ESIZE);                                                          \
+            for (int j = 0; j < nx; j++) acc[j] = VFMA(wv, VLOAD_F32(x + (size_t)j * xs + i), acc[j]); \
+        }                                                                                          \
+        for (int j = 0; j < nx; j++) out[(size_t)j * os] = VSUM(acc[j]) + tail[j];                 \
+    }
+
+#define DEFINE_TO_F32(TY, ESIZE, LOAD)                                                             \
+    void CAT(dsi_to_f32_##TY, SUFFIX)(const void *w, float *y, int64_t n) {                        \
+        const uint8_t *p = w;                                                                      \
+        int64_t nv = n / VL * VL;                                                                  \
+        for (int64_t i = 0; i < nv; i += VL) VSTORE(y + i, LOAD(p + i * ESIZE));                  \
+        if (nv < n) dsi_to_f32_##TY##_ref(p + nv * ESIZE, y + nv, n - nv);                         \
+    }
+
+DEFINE_DOT(f32, 4, VLOAD_F32P)
+DEFINE_DOT(f16, 2, VLOAD_F16)
+DEFINE_DOT(bf16, 2, VLOAD_BF16)
+DEFINE_TO_F32(f16, 2, VLOAD_F16)
+DEFINE_TO_F32(bf16, 2, VLOAD_BF16)

@@ -1,0 +1,79 @@
+/* Models and inference contexts.
+ *
+ * A model is immutable after loading: hyper-parameters, weight views into the mapped GGUF
+ * file (weights are never copied), the tokenizer and the chat template. Several contexts may
+ * use one model concurrently. A context owns the KV cache and the scratch buffers of one
+ * sequence and is used by one thread at a time. */
+#ifndef DSI_MODEL_H
+#define DSI_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+#include "core/log.h"
+#include "src/tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct dsi_model;
+struct dsi_context;
+
+/* Load from a .gguf file or a Hugging Face checkpoint directory (converted in memory; f16/bf16
+ * as the checkpoint). Checks the architecture, every tensor's presence, shape and type; a
+ * problem is an error naming the tensor. */
+enum dsi_status dsi_model_load(const char *path, struct dsi_model **out);
+void dsi_model_free(struct dsi_model *m);
+
+const struct dsi_tokenizer *dsi_model_tokenizer(const struct dsi_model *m);
+const char *dsi_model_arch(const struct dsi_model *m);     /* "qwen2", "llama", ... */
+const char *dsi_model_name(const struct dsi_model *m);     /* general.name or the file name */
+const char *dsi_model_chat_template(const struct dsi_model *m); /* NULL if none */
+int64_t dsi_model_n_vocab(const struct dsi_model *m);      /* rows of the output head */
+int64_t dsi_model_n_ctx_train(const struct dsi_model *m);
+int64_t dsi_model_n_embd(const struct dsi_model *m);
+int64_t dsi_model_n_layer(const struct dsi_model *m);
+uint64_t dsi_model_n_params(const struct dsi_model *m);
+uint64_t dsi_model_weight_bytes(const struct dsi_model *m);
+
+struct dsi_context_params {
+    int64_t n_ctx;          /* context length in tokens (default: min(4096, training length)) */
+    int64_t n_batch;        /* most tokens evaluated in one pass (default 512) */
+    int n_threads;          /* default: all cores */
+    enum dsi_type kv_type;  /* DSI_TYPE_F16 (default) or DSI_TYPE_F32 */
+};
+
+/* The defaults above. */
+struct dsi_context_params dsi_context_default_params(void);
+
+enum dsi_status dsi_context_init(const struct dsi_model *m, const struct dsi_context_params *p,
+                                 struct dsi_context **out);
+void dsi_context_free(struct dsi_context *c);
+
+/* Evaluate n tokens at positions [pos, pos + n). The cache must already hold positions
+ * [0, pos) (pos <= dsi_context_n_past; a smaller pos rewinds). With all_logits, logits of
+ * every token are kept, else only the last one's. Returns DSI_ERR_LIMIT (logged) if the
+ * tokens do not fit in the context, DSI_ERR_ARG for an id outside the vocabulary. Long
+ * inputs are processed n_batch tokens at a time. */
+enum dsi_status dsi_context_decode(struct dsi_context *c, const int32_t *tokens, int64_t n,
+                                   int64_t pos, bool all_logits);
+
+/* Logits [n_vocab] of token i of the last decode (i = -1: the last token). */
+const float *dsi_context_logits(const struct dsi_context *c, int64_t i);
+
+int64_t dsi_context_n_ctx(const struct dsi_context *c);
+int64_t dsi_context_n_past(const struct dsi_context *c);
+const struct dsi_model *dsi_context_model(const struct dsi_context *c);
+
+/* Test and debugging hook: called after each layer with the hidden states [T][n_embd] of the
+ * tokens being evaluated (layer = n_layer: after the final norm). */
+typedef void (*dsi_layer_cb)(void *user, int layer, const float *h, int64_t T, int64_t n_embd);
+void dsi_context_set_layer_cb(struct dsi_context *c, dsi_layer_cb cb, void *user);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

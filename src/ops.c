@@ -1,0 +1,293 @@
+/* CPU operators (see ops.h). The fast paths go through the kernel table (quant/kernels.h)
+ * and OpenMP; the references are plain loops in the order a reader expects. */
+#include "src/ops.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "quant/kernels.h"
+
+#ifdef DSI_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+bool dsi_op_have_blas(void) {
+#ifdef DSI_HAVE_BLAS
+    return true;
+#else
+    return false;
+#endif
+}
+
+/* ---- matmul ---------------------------------------------------------------------------- */
+
+void dsi_op_matmul_ref(float *y, const float *x, int64_t T, const struct dsi_tensor *W,
+                       const float *bias) {
+    int64_t K = W->ne[0], N = W->ne[1];
+    const struct dsi_type_kernels *kt = dsi_kernels(W->type);
+    dsi_to_f32_fn to_f32 = W->type == DSI_TYPE_F16    ? dsi_to_f32_f16_ref
+                           : W->type == DSI_TYPE_BF16 ? dsi_to_f32_bf16_ref
+                                                      : kt->to_f32;
+    float *row = malloc((size_t)K * sizeof *row);
+    DSI_ASSERT(row);
+    for (int64_t r = 0; r < N; r++) {
+        to_f32(dsi_tensor_row(W, r), row, K);
+        for (int64_t t = 0; t < T; t++) {
+            const float *xt = x + t * K;
+            double s = 0;
+            for (int64_t k = 0; k < K; k++) s += (double)row[k] * xt[k];
+            y[t * N + r] = (float)s + (bias ? bias[r] : 0.0f);
+        }
+    }
+    free(row);
+}
+
+/* Rows [r0, r1) for all T tokens, DSI_DOT_MAX_X tokens per kernel call so that each weight
+ * row is read from memory once per group of tokens. */
+static void matmul_rows(float *y, const float *x, int64_t T, const struct dsi_tensor *W,
+                        const float *bias, int64_t r0, int64_t r1, dsi_dot_f32_fn dot) {
+    int64_t K = W->ne[0], N = W->ne[1];
+    for (int64_t r = r0; r < r1; r++) {
+        const void *w = dsi_tensor_row(W, r);
+        for (int64_t t = 0; t < T; t += DSI_DOT_MAX_X) {
+            int nx = (int)(T - t < DSI_DOT_MAX_X ? T - t : DSI_DOT_MAX_X);
+            dot(K, w, x + t * K, (size_t)K, nx, y + t * N + r, (size_t)N);
+        }
+        if (bias)
+            for (int64_t t = 0; t < T; t++) y[t * N + r] += bias[r];
+    }
+}
+
+void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor *W,
+                   const float *bias, int n_threads, struct dsi_matmul_scratch *s) {
+    int64_t K = W->ne[0], N = W->ne[1];
+    const struct dsi_type_kernels *kt = dsi_kernels(W->type);
+    DSI_ASSERT(kt && kt->dot_f32);
+#ifdef DSI_HAVE_BLAS
+    if (T >= DSI_BLAS_MIN_T && s && s->wbuf_floats >= (size_t)(DSI_BLAS_BLOCK * K)) {
+        for (int64_t r0 = 0; r0 < N; r0 += DSI_BLAS_BLOCK) {
+            int64_t nr = N - r0 < DSI_BLAS_BLOCK ? N - r0 : DSI_BLAS_BLOCK;
+            const float *wb;
+            if (W->type == DSI_TYPE_F32 && W->nb[1] == (size_t)K * 4) {
+                wb = (const float *)dsi_tensor_row(W, r0);
+            } else {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+                for (int64_t r = 0; r < nr; r++)
+                    kt->to_f32(dsi_tensor_row(W, r0 + r), s->wbuf + r * K, K);
+                wb = s->wbuf;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)nr, (int)K, 1.0f, x,
+                        (int)K, wb, (int)K, 0.0f, y + r0, (int)N);
+        }
+        if (bias) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t r = 0; r < N; r++) y[t * N + r] += bias[r];
+        }
+        return;
+    }
+#endif
+    (void)s;
+    const int64_t chunk = 16;
+    int64_t n_chunks = (N + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t c = 0; c < n_chunks; c++) {
+        int64_t r0 = c * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
+        matmul_rows(y, x, T, W, bias, r0, r1, kt->dot_f32);
+    }
+}
+
+/* ---- rmsnorm --------------------------------------------------------------------------- */
+
+static void rmsnorm_row(float *y, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
+}
+
+void dsi_op_rmsnorm_ref(float *y, const float *x, const float *w, int64_t T, int64_t n, float eps) {
+    for (int64_t t = 0; t < T; t++) rmsnorm_row(y + t * n, x + t * n, w, n, eps);
+}
+
+void dsi_op_rmsnorm(float *y, const float *x, const float *w, int64_t T, int64_t n, float eps,
+                    int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (T > 1)
+    for (int64_t t = 0; t < T; t++) rmsnorm_row(y + t * n, x + t * n, w, n, eps);
+}
+
+/* ---- rope ------------------------------------------------------------------------------ */
+
+/* cos/sin of p * inv_freq[i]: the angle rounded to f32 (as PyTorch forms it), the functions
+ * evaluated in double and rounded. */
+static void rope_table(float *cs, float *sn, int32_t p, const struct dsi_rope *r) {
+    for (int i = 0; i < r->n_dims / 2; i++) {
+        float a = (float)p * r->inv_freq[i];
+        cs[i] = (float)cos((double)a) * r->mscale;
+        sn[i] = (float)sin((double)a) * r->mscale;
+    }
+}
+
+static void rope_head(float *v, const float *cs, const float *sn, const struct dsi_rope *r) {
+    int half = r->n_dims / 2;
+    for (int i = 0; i < half; i++) {
+        int a = r->mode == DSI_ROPE_NEOX ? i : 2 * i;
+        int b = r->mode == DSI_ROPE_NEOX ? i + half : 2 * i + 1;
+        float x0 = v[a], x1 = v[b];
+        v[a] = x0 * cs[i] - x1 * sn[i];
+        v[b] = x0 * sn[i] + x1 * cs[i];
+    }
+}
+
+void dsi_op_rope_ref(float *x, int64_t T, int n_head, int head_dim, const int32_t *pos,
+                     const struct dsi_rope *r) {
+    float cs[512], sn[512];
+    DSI_ASSERT(r->n_dims <= 1024 && r->n_dims <= head_dim);
+    for (int64_t t = 0; t < T; t++) {
+        rope_table(cs, sn, pos[t], r);
+        for (int h = 0; h < n_head; h++) rope_head(x + (t * n_head + h) * head_dim, cs, sn, r);
+    }
+}
+
+void dsi_op_rope(float *x, int64_t T, int n_head, int head_dim, const int32_t *pos,
+                 const struct dsi_rope *r, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (T > 1)
+    for (int64_t t = 0; t < T; t++) {
+        float cs[512], sn[512];
+        rope_table(cs, sn, pos[t], r);
+        for (int h = 0; h < n_head; h++) rope_head(x + (t * n_head + h) * head_dim, cs, sn, r);
+    }
+}
+
+/* ---- KV cache and attention ------------------------------------------------------------ */
+
+static void store_row(enum dsi_type type, void *dst, const float *src, int64_t n) {
+    if (type == DSI_TYPE_F32) {
+        memcpy(dst, src, (size_t)n * 4);
+        return;
+    }
+    uint16_t *d = dst;
+    for (int64_t i = 0; i < n; i++) d[i] = dsi_f32_to_f16(src[i]);
+}
+
+void dsi_op_kv_store(const struct dsi_kv_view *kv, const float *k, const float *v, int64_t pos0,
+                     int64_t T, int n_threads) {
+    size_t es = (size_t)dsi_type_traits(kv->type)->size;
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (T > 1)
+    for (int64_t t = 0; t < T; t++) {
+        store_row(kv->type, (char *)kv->k + (size_t)(pos0 + t) * kv->k_row * es, k + t * kv->k_row,
+                  kv->k_row);
+        store_row(kv->type, (char *)kv->v + (size_t)(pos0 + t) * kv->v_row * es, v + t * kv->v_row,
+                  kv->v_row);
+    }
+}
+
+/* Attention of one query head over cache positions [0, n); `s` has n floats, `tmp` hd_v. */
+static void attend(float *out, const float *q, const struct dsi_kv_view *kv, int kvh, int64_t n,
+                   const struct dsi_attn_params *p, const struct dsi_type_kernels *kt, float *s,
+                   float *tmp) {
+    size_t es = (size_t)dsi_type_traits(kv->type)->size;
+    const char *kb = (const char *)kv->k + (size_t)kvh * p->head_dim * es;
+    const char *vb = (const char *)kv->v + (size_t)kvh * p->head_dim_v * es;
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+        kt->dot_f32(p->head_dim, kb + (size_t)j * kv->k_row * es, q, 0, 1, &s[j], 0);
+        s[j] *= p->scale;
+        if (s[j] > mx) mx = s[j];
+    }
+    float sum = 0;
+    for (int64_t j = 0; j < n; j++) {
+        s[j] = expf(s[j] - mx);
+        sum += s[j];
+    }
+    float inv = 1.0f / sum;
+    memset(out, 0, (size_t)p->head_dim_v * sizeof *out);
+    for (int64_t j = 0; j < n; j++) {
+        kt->to_f32(vb + (size_t)j * kv->v_row * es, tmp, p->head_dim_v);
+        float a = s[j] * inv;
+        for (int d = 0; d < p->head_dim_v; d++) out[d] += a * tmp[d];
+    }
+}
+
+void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, int64_t pos0,
+                      int64_t T, const struct dsi_attn_params *p, int n_threads, float *scratch,
+                      int64_t n_ctx) {
+    const struct dsi_type_kernels *kt = dsi_kernels(kv->type);
+    int group = p->n_head / p->n_head_kv;
+    int64_t work = T * p->n_head;
+#pragma omp parallel num_threads(n_threads)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *s = scratch + (size_t)tid * (size_t)(n_ctx + p->head_dim_v);
+        float *tmp = s + n_ctx;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t w = 0; w < work; w++) {
+            int64_t t = w / p->n_head;
+            int h = (int)(w % p->n_head);
+            attend(out + (t * p->n_head + h) * p->head_dim_v, q + (t * p->n_head + h) * p->head_dim,
+                   kv, h / group, pos0 + t + 1, p, kt, s, tmp);
+        }
+    }
+}
+
+void dsi_op_attention_ref(float *out, const float *q, const struct dsi_kv_view *kv, int64_t pos0,
+                          int64_t T, const struct dsi_attn_params *p) {
+    int group = p->n_head / p->n_head_kv;
+    size_t es = (size_t)dsi_type_traits(kv->type)->size;
+    int64_t n_max = pos0 + T;
+    double *s = malloc((size_t)n_max * sizeof *s);
+    float *kr = malloc((size_t)(p->head_dim + p->head_dim_v) * sizeof *kr), *vr = kr + p->head_dim;
+    DSI_ASSERT(s && kr);
+    dsi_to_f32_fn conv = kv->type == DSI_TYPE_F32 ? dsi_to_f32_f32_ref : dsi_to_f32_f16_ref;
+    for (int64_t t = 0; t < T; t++) {
+        for (int h = 0; h < p->n_head; h++) {
+            int kvh = h / group;
+            const float *qh = q + (t * p->n_head + h) * p->head_dim;
+            int64_t n = pos0 + t + 1;
+            double mx = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < n; j++) {
+                conv((const char *)kv->k + ((size_t)j * kv->k_row + (size_t)kvh * p->head_dim) * es, kr,
+                     p->head_dim);
+                double d = 0;
+                for (int i = 0; i < p->head_dim; i++) d += (double)qh[i] * kr[i];
+                s[j] = d * p->scale;
+                if (s[j] > mx) mx = s[j];
+            }
+            for (int64_t j = 0; j < n; j++) sum += s[j] = exp(s[j] - mx);
+            float *o = out + (t * p->n_head + h) * p->head_dim_v;
+            for (int d = 0; d < p->head_dim_v; d++) o[d] = 0;
+            for (int64_t j = 0; j < n; j++) {
+                conv((const char *)kv->v + ((size_t)j * kv->v_row + (size_t)kvh * p->head_dim_v) * es,
+                     vr, p->head_dim_v);
+                for (int d = 0; d < p->head_dim_v; d++) o[d] += (float)(s[j] / sum) * vr[d];
+            }
+        }
+    }
+    free(s);
+    free(kr);
+}
+
+/* ---- elementwise ----------------------------------------------------------------------- */
+
+void dsi_op_swiglu(float *g, const float *u, int64_t n, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void dsi_op_add(float *y, const float *x, int64_t n, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+void dsi_op_get_rows(float *y, const struct dsi_tensor *table, const int32_t *ids, int64_t n) {
+    const struct dsi_type_kernels *kt = dsi_kernels(table->type);
+    int64_t K = table->ne[0];
+    for (int64_t i = 0; i < n; i++) kt->to_f32(dsi_tensor_row(table, ids[i]), y + i * K, K);
+}

@@ -1,0 +1,101 @@
+/* CPU operators of the transformer layers, on f32 activation rows. Each operator splits its
+ * work over `n_threads` OpenMP threads; each has a plain scalar reference (`_ref`) that the
+ * tests compare the fast path against.
+ *
+ * Shapes: activations are row-major [T][n] (T tokens); a weight W has GGUF shape ne = [K, N]
+ * (N rows of K elements), so y[t][r] = sum_k W[r][k] * x[t][k]. */
+#ifndef DSI_OPS_H
+#define DSI_OPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/log.h"
+#include "core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Scratch for matmul: a buffer to widen weight blocks to f32 for BLAS. */
+struct dsi_matmul_scratch {
+    float *wbuf;
+    size_t wbuf_floats;
+};
+
+/* Rows a weight block handed to BLAS holds (the scratch needs DSI_BLAS_BLOCK * K floats). */
+#define DSI_BLAS_BLOCK 256
+/* Token count from which float-weight matmuls go through BLAS (when built with it). */
+#define DSI_BLAS_MIN_T 32
+
+/* y [T][N] = x [T][K] * W^T (+ bias [N]). W: F32, F16 or BF16. */
+void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor *W,
+                   const float *bias, int n_threads, struct dsi_matmul_scratch *s);
+void dsi_op_matmul_ref(float *y, const float *x, int64_t T, const struct dsi_tensor *W,
+                       const float *bias);
+/* True when this build links BLAS. */
+bool dsi_op_have_blas(void);
+
+/* y = x / sqrt(mean(x^2) + eps) * w, per row of n (T rows). y may alias x. */
+void dsi_op_rmsnorm(float *y, const float *x, const float *w, int64_t T, int64_t n, float eps,
+                    int n_threads);
+void dsi_op_rmsnorm_ref(float *y, const float *x, const float *w, int64_t T, int64_t n, float eps);
+
+/* Rotary embedding parameters (models.md 0.4). */
+enum dsi_rope_mode {
+    DSI_ROPE_NEOX, /* pair (v[i], v[i + d/2]) */
+    DSI_ROPE_NORM, /* pair (v[2i], v[2i + 1]) */
+};
+
+struct dsi_rope {
+    enum dsi_rope_mode mode;
+    int n_dims;            /* rotated dimensions: the first n_dims of each head */
+    const float *inv_freq; /* [n_dims / 2]: angle_i(p) = p * inv_freq[i] (scaling included) */
+    float mscale;          /* multiplier on cos and sin (YaRN magnitude), 1 otherwise */
+};
+
+/* Rotate, in place, x [T][n_head * head_dim] for token positions pos[T]. */
+void dsi_op_rope(float *x, int64_t T, int n_head, int head_dim, const int32_t *pos,
+                 const struct dsi_rope *r, int n_threads);
+void dsi_op_rope_ref(float *x, int64_t T, int n_head, int head_dim, const int32_t *pos,
+                     const struct dsi_rope *r);
+
+/* One layer's KV cache: rows of n_head_kv * head_dim values per position, F32 or F16. */
+struct dsi_kv_view {
+    enum dsi_type type;
+    void *k, *v;
+    int64_t k_row, v_row; /* elements per position */
+};
+
+/* Store k, v [T][n_kv*hd] at positions [pos0, pos0 + T). */
+void dsi_op_kv_store(const struct dsi_kv_view *kv, const float *k, const float *v, int64_t pos0,
+                     int64_t T, int n_threads);
+
+struct dsi_attn_params {
+    int n_head, n_head_kv;
+    int head_dim, head_dim_v;
+    float scale;
+};
+
+/* Causal attention of queries q [T][n_head * head_dim] at positions pos0.. against cache
+ * positions [0, pos0 + t]; out [T][n_head * head_dim_v]. Query head h reads KV head
+ * h / (n_head / n_head_kv). `scratch` holds n_threads * (n_ctx + head_dim_v) floats. */
+void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, int64_t pos0,
+                      int64_t T, const struct dsi_attn_params *p, int n_threads, float *scratch,
+                      int64_t n_ctx);
+void dsi_op_attention_ref(float *out, const float *q, const struct dsi_kv_view *kv, int64_t pos0,
+                          int64_t T, const struct dsi_attn_params *p);
+
+/* g = silu(g) * u, n elements. */
+void dsi_op_swiglu(float *g, const float *u, int64_t n, int n_threads);
+/* y += x, n elements. */
+void dsi_op_add(float *y, const float *x, int64_t n, int n_threads);
+/* y [n][K] = rows ids[n] of table (any float type) widened to f32. */
+void dsi_op_get_rows(float *y, const struct dsi_tensor *table, const int32_t *ids, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
