@@ -130,8 +130,7 @@ DEFAULT_MODEL := models/shakespeare-qwen2.gguf
 run:
 	@sh tools/deps.sh build
 	@$(MAKE) --no-print-directory $(BIN)
-	$(BIN) info --no-tensors $(DEFAULT_MODEL)
-	$(BIN) tokenize -m $(DEFAULT_MODEL) -p 'ROMEO:' 
+	$(BIN) run -m $(DEFAULT_MODEL) -p 'ROMEO:' -n 128 --seed 42
 
 test:
 	@sh tools/deps.sh test

@@ -47,7 +47,7 @@ static size_t carve(struct dsi_context *c, struct dsi_arena *a) {
         /* widest K among the matmuls */
         int64_t kmax = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
         if (o > kmax) kmax = o;
-        s->mm.wbuf_floats = (size_t)(DSI_BLAS_BLOCK * kmax);
+        s->mm.wbuf_floats = (size_t)c->p.n_threads * DSI_BLAS_BLOCK * (size_t)kmax;
         TAKE(s->mm.wbuf, s->mm.wbuf_floats, float);
     }
 #undef TAKE

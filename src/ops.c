@@ -13,6 +13,15 @@
 
 #ifdef DSI_HAVE_BLAS
 #include <cblas.h>
+#include <pthread.h>
+
+/* OpenBLAS's own thread pool is set to one thread, once: our OpenMP threads call it in
+ * parallel on separate blocks (OpenBLAS's setting is process-wide; nothing else in the
+ * process uses BLAS). */
+void openblas_set_num_threads(int);
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_one(void) { openblas_set_num_threads(1); }
+static void blas_single_thread(void) { pthread_once(&blas_once, blas_one); }
 #endif
 
 bool dsi_op_have_blas(void) {
@@ -68,25 +77,32 @@ void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor 
     const struct dsi_type_kernels *kt = dsi_kernels(W->type);
     DSI_ASSERT(kt && kt->dot_f32);
 #ifdef DSI_HAVE_BLAS
-    if (T >= DSI_BLAS_MIN_T && s && s->wbuf_floats >= (size_t)(DSI_BLAS_BLOCK * K)) {
-        for (int64_t r0 = 0; r0 < N; r0 += DSI_BLAS_BLOCK) {
-            int64_t nr = N - r0 < DSI_BLAS_BLOCK ? N - r0 : DSI_BLAS_BLOCK;
+    if (T >= DSI_BLAS_MIN_T && s && s->wbuf_floats >= (size_t)n_threads * DSI_BLAS_BLOCK * (size_t)K) {
+        /* Each thread widens a block of weight rows to f32 in its own slice of the scratch
+         * and multiplies it with single-threaded BLAS: no second thread pool competing with
+         * OpenMP's for the cores. */
+        blas_single_thread();
+        int64_t n_blocks = (N + DSI_BLAS_BLOCK - 1) / DSI_BLAS_BLOCK;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
+        for (int64_t b = 0; b < n_blocks; b++) {
+            int tid = 0;
+#ifdef _OPENMP
+            tid = omp_get_thread_num();
+#endif
+            int64_t r0 = b * DSI_BLAS_BLOCK, nr = N - r0 < DSI_BLAS_BLOCK ? N - r0 : DSI_BLAS_BLOCK;
             const float *wb;
             if (W->type == DSI_TYPE_F32 && W->nb[1] == (size_t)K * 4) {
                 wb = (const float *)dsi_tensor_row(W, r0);
             } else {
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-                for (int64_t r = 0; r < nr; r++)
-                    kt->to_f32(dsi_tensor_row(W, r0 + r), s->wbuf + r * K, K);
-                wb = s->wbuf;
+                float *buf = s->wbuf + (size_t)tid * DSI_BLAS_BLOCK * (size_t)K;
+                for (int64_t r = 0; r < nr; r++) kt->to_f32(dsi_tensor_row(W, r0 + r), buf + r * K, K);
+                wb = buf;
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)nr, (int)K, 1.0f, x,
                         (int)K, wb, (int)K, 0.0f, y + r0, (int)N);
-        }
-        if (bias) {
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-            for (int64_t t = 0; t < T; t++)
-                for (int64_t r = 0; r < N; r++) y[t * N + r] += bias[r];
+            if (bias)
+                for (int64_t t = 0; t < T; t++)
+                    for (int64_t r = r0; r < r0 + nr; r++) y[t * N + r] += bias[r];
         }
         return;
     }

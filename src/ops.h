@@ -18,14 +18,15 @@
 extern "C" {
 #endif
 
-/* Scratch for matmul: a buffer to widen weight blocks to f32 for BLAS. */
+/* Scratch for matmul: per thread, a buffer to widen a weight block to f32 for BLAS
+ * (n_threads * DSI_BLAS_BLOCK * K floats). */
 struct dsi_matmul_scratch {
     float *wbuf;
     size_t wbuf_floats;
 };
 
 /* Rows a weight block handed to BLAS holds (the scratch needs DSI_BLAS_BLOCK * K floats). */
-#define DSI_BLAS_BLOCK 256
+#define DSI_BLAS_BLOCK 128
 /* Token count from which float-weight matmuls go through BLAS (when built with it). */
 #define DSI_BLAS_MIN_T 32
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/gguf.h"
 #include "core/safetensors.h"
 #include "src/convert.h"
 #include "src/model.h"
@@ -197,8 +198,76 @@ static void run_model(const char *name, const char *source) {
     if (path == gguf) unlink(gguf);
 }
 
+/* Rewrite a GGUF with one change: drop a tensor, change its shape, or set the architecture. */
+static void *variant(const struct dsi_gguf *g, const char *drop, const char *reshape,
+                     const char *arch, size_t *size) {
+    struct dsi_gguf_writer *w = dsi_gguf_writer_init();
+    for (int64_t i = 0; i < dsi_gguf_n_kv(g); i++) dsi_gguf_writer_copy_kv(w, g, i);
+    if (arch) dsi_gguf_writer_set_str(w, "general.architecture", arch);
+    for (int64_t i = 0; i < dsi_gguf_n_tensors(g); i++) {
+        const struct dsi_gguf_tensor *t = dsi_gguf_tensor(g, i);
+        if (drop && !strcmp(t->name, drop)) continue;
+        int64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
+        uint32_t nd = t->n_dims;
+        if (reshape && !strcmp(t->name, reshape)) ne[0] /= 2, ne[1] *= 2; /* same bytes */
+        dsi_gguf_writer_add_tensor(w, t->name, t->type, nd, ne);
+    }
+    dsi_gguf_writer_begin(w, NULL);
+    for (int64_t i = 0; i < dsi_gguf_n_tensors(g); i++) {
+        const struct dsi_gguf_tensor *t = dsi_gguf_tensor(g, i);
+        if (drop && !strcmp(t->name, drop)) continue;
+        dsi_gguf_writer_write(w, t->data, t->nbytes);
+    }
+    void *mem = NULL;
+    dsi_gguf_writer_finish(w, &mem, size);
+    dsi_gguf_writer_free(w);
+    return mem;
+}
+
+static void test_bad_models(void) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/models/tiny-qwen2", tu_fixture(0, ""));
+    const char *gguf = tu_tmp(1, ".gguf");
+    struct dsi_convert_params p = {dir, gguf, -1, false};
+    struct dsi_gguf *g;
+    if (dsi_convert(&p) != DSI_OK || dsi_gguf_open(gguf, &g) != DSI_OK) {
+        TU_CHECK(0, "bad models: base conversion failed");
+        return;
+    }
+    static const struct {
+        const char *drop, *reshape, *arch, *msg;
+        enum dsi_status want;
+    } cases[] = {
+        {"blk.1.attn_k.weight", NULL, NULL, "'blk.1.attn_k.weight' is missing", DSI_ERR_FORMAT},
+        {"output_norm.weight", NULL, NULL, "'output_norm.weight' is missing", DSI_ERR_FORMAT},
+        {NULL, "blk.0.ffn_up.weight", NULL, "'blk.0.ffn_up.weight' has shape", DSI_ERR_FORMAT},
+        {NULL, NULL, "gpt2", "architecture 'gpt2' is not supported", DSI_ERR_UNSUPPORTED},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        size_t size;
+        void *mem = variant(g, cases[k].drop, cases[k].reshape, cases[k].arch, &size);
+        const char *path = tu_tmp(2, ".gguf");
+        FILE *f = fopen(path, "wb");
+        fwrite(mem, 1, size, f);
+        fclose(f);
+        free(mem);
+        struct dsi_model *m = NULL;
+        tu_capture_log(true);
+        enum dsi_status s = dsi_model_load(path, &m);
+        tu_capture_log(false);
+        TU_CHECK(s == cases[k].want && !m, "bad model %zu: status %s", k, dsi_status_str(s));
+        TU_CHECK(strstr(tu_last_log(), cases[k].msg) != NULL, "bad model %zu: message '%s' lacks '%s'", k,
+                 tu_last_log(), cases[k].msg);
+        dsi_model_free(m);
+        unlink(path);
+    }
+    dsi_gguf_free(g);
+    unlink(gguf);
+}
+
 int main(int argc, char **argv) {
     tu_init(argc, argv);
+    test_bad_models();
     run_model("tiny-qwen2", "gguf");
     run_model("tiny-qwen2", "hf-dir");
     run_model("shakespeare-qwen2", "gguf");

@@ -3,7 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cpu.h"
 #include "core/log.h"
+#include "quant/kernels.h"
 #include "src/cli/cli.h"
 
 struct command {
@@ -13,6 +15,9 @@ struct command {
 };
 
 static const struct command commands[] = {
+    {"run", dsi_cmd_run, "generate text from a prompt"},
+    {"logits", dsi_cmd_logits, "write the logits of every prompt position (float32)"},
+    {"perplexity", dsi_cmd_perplexity, "perplexity of a text file"},
     {"info", dsi_cmd_info, "print a GGUF file's metadata and tensor table"},
     {"tokenize", dsi_cmd_tokenize, "print the token ids of a text (or decode ids)"},
     {"convert", dsi_cmd_convert, "convert a Hugging Face checkpoint directory to GGUF"},
@@ -30,6 +35,9 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    /* the CPU-feature mask hook: DSI_CPU_DISABLE=avx512,avx2 runs the slower kernels */
+    if (!dsi_cpu_init(getenv("DSI_CPU_DISABLE"))) return 2;
+    dsi_kernels_init();
     const char *v = getenv("DSI_LOG");
     if (v && strcmp(v, "debug") == 0) dsi_log_set_level(DSI_LOG_DEBUG);
     else if (v && strcmp(v, "info") == 0) dsi_log_set_level(DSI_LOG_INFO);

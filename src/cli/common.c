@@ -1,0 +1,236 @@
+/* Shared options of the generation subcommands (see common.h). */
+#include "src/cli/common.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/file.h"
+#include "src/cli/cli.h"
+#include "src/generate.h"
+
+void cli_opts_init(struct cli_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_predict = -1;
+    o->n_batch = 512;
+    o->kv_type = DSI_TYPE_F16;
+    o->sp = dsi_sampler_default_params();
+}
+
+static const char *need(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "dsinfer: option %s needs a value\n", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int cli_opts_parse(struct cli_opts *o, int argc, char **argv, int *i) {
+    const char *a = argv[*i], *v;
+    int64_t x;
+#define IS(s) (!strcmp(a, s))
+#define VAL() if (!(v = need(argc, argv, i))) return -1
+    if (IS("-m") || IS("--model")) { VAL(); o->model = v; }
+    else if (IS("-p") || IS("--prompt")) { VAL(); o->prompt = v; }
+    else if (IS("-f") || IS("--file")) { VAL(); o->file = v; }
+    else if (IS("--prompt-ids")) { VAL(); o->prompt_ids = v; }
+    else if (IS("-o") || IS("--output")) { VAL(); o->out = v; }
+    else if (IS("--chat-template")) { VAL(); o->chat_template = v; }
+    else if (IS("-n") || IS("--n-predict")) {
+        VAL();
+        if (!cli_parse_i64(a, v, -1, (int64_t)1 << 40, &o->n_predict)) return -1;
+    } else if (IS("-c") || IS("--ctx-size")) {
+        VAL();
+        if (!cli_parse_i64(a, v, 0, (int64_t)1 << 24, &o->n_ctx)) return -1;
+    } else if (IS("-b") || IS("--batch-size")) {
+        VAL();
+        if (!cli_parse_i64(a, v, 1, 1 << 16, &o->n_batch)) return -1;
+    } else if (IS("-t") || IS("--threads")) {
+        VAL();
+        if (!cli_parse_i64(a, v, 1, 1024, &x)) return -1;
+        o->n_threads = (int)x;
+    } else if (IS("--kv-type") || IS("-ctk")) {
+        VAL();
+        if (!strcmp(v, "f16")) o->kv_type = DSI_TYPE_F16;
+        else if (!strcmp(v, "f32")) o->kv_type = DSI_TYPE_F32;
+        else {
+            fprintf(stderr, "dsinfer: --kv-type must be f16 or f32, got '%s'\n", v);
+            return -1;
+        }
+    } else if (IS("--temp") || IS("--temperature")) {
+        VAL();
+        if (!cli_parse_f32(a, v, &o->sp.temperature)) return -1;
+    } else if (IS("--top-k")) {
+        VAL();
+        if (!cli_parse_i64(a, v, 0, INT32_MAX, &x)) return -1;
+        o->sp.top_k = (int32_t)x;
+    } else if (IS("--top-p")) {
+        VAL();
+        if (!cli_parse_f32(a, v, &o->sp.top_p)) return -1;
+    } else if (IS("--min-p")) {
+        VAL();
+        if (!cli_parse_f32(a, v, &o->sp.min_p)) return -1;
+    } else if (IS("--repeat-penalty")) {
+        VAL();
+        if (!cli_parse_f32(a, v, &o->sp.repeat_penalty) || o->sp.repeat_penalty <= 0) {
+            fprintf(stderr, "dsinfer: --repeat-penalty must be positive\n");
+            return -1;
+        }
+    } else if (IS("--repeat-last-n")) {
+        VAL();
+        if (!cli_parse_i64(a, v, -1, 1 << 20, &x)) return -1;
+        o->sp.repeat_last_n = (int32_t)x;
+    } else if (IS("--presence-penalty")) {
+        VAL();
+        if (!cli_parse_f32(a, v, &o->sp.presence_penalty)) return -1;
+    } else if (IS("--frequency-penalty")) {
+        VAL();
+        if (!cli_parse_f32(a, v, &o->sp.frequency_penalty)) return -1;
+    } else if (IS("-s") || IS("--seed")) {
+        VAL();
+        char *end;
+        errno = 0;
+        unsigned long long s = strtoull(v, &end, 10);
+        if (errno || end == v || *end) {
+            fprintf(stderr, "dsinfer: --seed expects a non-negative integer\n");
+            return -1;
+        }
+        o->sp.seed = s;
+        o->seed_set = true;
+    } else if (IS("--stop")) {
+        VAL();
+        if (o->n_stop >= 16) {
+            fprintf(stderr, "dsinfer: at most 16 --stop strings\n");
+            return -1;
+        }
+        o->stop[o->n_stop++] = v;
+    } else if (IS("--print-ids")) o->print_ids = true;
+    else if (IS("--ignore-eos")) o->ignore_eos = true;
+    else if (IS("--no-echo")) o->no_echo = true;
+    else if (IS("--no-think-display")) o->no_think_display = true;
+    else if (IS("-v") || IS("--verbose")) o->verbose = true;
+    else return 0;
+#undef IS
+#undef VAL
+    return 1;
+}
+
+void cli_opts_help(FILE *f, bool sampling) {
+    fprintf(f, "  -m, --model PATH       a .gguf file or a Hugging Face model directory\n"
+               "  -t, --threads N        threads (default: all cores)\n"
+               "  -c, --ctx-size N       context length in tokens (default: min(4096, trained))\n"
+               "  -b, --batch-size N     tokens per forward pass (default 512)\n"
+               "  --kv-type f16|f32      KV cache precision (default f16)\n");
+    if (sampling)
+        fprintf(f, "  -n, --n-predict N      tokens to generate (default: until EOS or full context)\n"
+                   "  --temp T               temperature (default 0.8; 0 = greedy)\n"
+                   "  --top-k K              (default 40; 0 = off)\n"
+                   "  --top-p P              (default 0.95; 1 = off)\n"
+                   "  --min-p P              (default 0.05; 0 = off)\n"
+                   "  --repeat-penalty R     (default 1.0 = off), over --repeat-last-n N (64)\n"
+                   "  --presence-penalty P, --frequency-penalty F   (default 0)\n"
+                   "  -s, --seed S           random seed (default: from the clock, printed)\n"
+                   "  --stop STR             stop when STR is generated (repeatable)\n"
+                   "  --ignore-eos           do not stop at end-of-generation tokens\n");
+}
+
+struct dsi_model *cli_load_model(const struct cli_opts *o, double *seconds) {
+    if (!o->model) {
+        fprintf(stderr, "dsinfer: no model given (-m MODEL)\n");
+        return NULL;
+    }
+    double t0 = dsi_time_now();
+    struct dsi_model *m;
+    if (dsi_model_load(o->model, &m) != DSI_OK) {
+        fprintf(stderr, "dsinfer: cannot load model '%s'\n", o->model);
+        return NULL;
+    }
+    if (seconds) *seconds = dsi_time_now() - t0;
+    return m;
+}
+
+struct dsi_context *cli_make_context(const struct cli_opts *o, const struct dsi_model *m,
+                                     int64_t min_ctx) {
+    struct dsi_context_params p = dsi_context_default_params();
+    p.n_ctx = o->n_ctx;
+    if (p.n_ctx > 0 && p.n_ctx < min_ctx) p.n_ctx = min_ctx;
+    p.n_batch = o->n_batch;
+    p.n_threads = o->n_threads;
+    p.kv_type = o->kv_type;
+    struct dsi_context *c;
+    if (dsi_context_init(m, &p, &c) != DSI_OK) return NULL;
+    return c;
+}
+
+bool cli_parse_ids(const char *s, int32_t **ids, int64_t *n) {
+    int64_t cap = 64;
+    *n = 0;
+    *ids = malloc((size_t)cap * sizeof **ids);
+    if (!*ids) return false;
+    while (*s) {
+        while (*s == ' ' || *s == ',' || *s == '\n' || *s == '\t' || *s == '\r') s++;
+        if (!*s) break;
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (end == s || errno || v < 0 || v > INT32_MAX) {
+            fprintf(stderr, "dsinfer: '%.20s' is not a token id\n", s);
+            free(*ids);
+            *ids = NULL;
+            return false;
+        }
+        if (*n == cap) {
+            cap *= 2;
+            int32_t *q = realloc(*ids, (size_t)cap * sizeof *q);
+            if (!q) return false;
+            *ids = q;
+        }
+        (*ids)[(*n)++] = (int32_t)v;
+        s = end;
+    }
+    return true;
+}
+
+bool cli_prompt_tokens(const struct cli_opts *o, const struct dsi_model *m, int32_t **ids,
+                       int64_t *n) {
+    *ids = NULL;
+    *n = 0;
+    int given = !!o->prompt + !!o->file + !!o->prompt_ids;
+    if (given != 1) {
+        fprintf(stderr, "dsinfer: give exactly one of -p TEXT, -f FILE, --prompt-ids \"1 2 3\"\n");
+        return false;
+    }
+    if (o->prompt_ids) {
+        if (!cli_parse_ids(o->prompt_ids, ids, n)) return false;
+        for (int64_t i = 0; i < *n; i++)
+            if ((*ids)[i] >= dsi_model_n_vocab(m)) {
+                fprintf(stderr, "dsinfer: prompt id %d is outside the vocabulary (0..%lld)\n",
+                        (*ids)[i], (long long)dsi_model_n_vocab(m) - 1);
+                free(*ids);
+                *ids = NULL;
+                return false;
+            }
+        return true;
+    }
+    char *buf = NULL;
+    size_t len;
+    const char *text = o->prompt;
+    if (o->file) {
+        if (dsi_file_read_all(o->file, (size_t)1 << 30, &buf, &len)) return false;
+        text = buf;
+    } else {
+        len = strlen(text);
+    }
+    size_t nn;
+    enum dsi_status s = dsi_tokenizer_encode(dsi_model_tokenizer(m), text, len,
+                                             DSI_TOK_ADD_SPECIAL | DSI_TOK_PARSE_SPECIAL, ids, &nn);
+    free(buf);
+    if (s) {
+        fprintf(stderr, "dsinfer: cannot tokenize the prompt%s\n",
+                s == DSI_ERR_FORMAT ? " (it must be UTF-8 text)" : "");
+        return false;
+    }
+    *n = (int64_t)nn;
+    return true;
+}

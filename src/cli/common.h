@@ -1,0 +1,43 @@
+/* Options shared by the generation-related subcommands (run, chat, logits, perplexity, bench),
+ * with llama.cpp's flag names where they exist. */
+#ifndef DSI_CLI_COMMON_H
+#define DSI_CLI_COMMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "src/model.h"
+#include "src/sampler.h"
+
+struct cli_opts {
+    const char *model, *prompt, *file, *prompt_ids, *out, *chat_template;
+    int64_t n_predict, n_ctx, n_batch;
+    int n_threads;
+    enum dsi_type kv_type;
+    struct dsi_sampler_params sp;
+    bool seed_set, print_ids, ignore_eos, no_echo, verbose, no_think_display;
+    const char *stop[16];
+    int n_stop;
+};
+
+void cli_opts_init(struct cli_opts *o);
+/* Consume the option at argv[*i] (and its value) if it is a shared one. Returns 1 if consumed,
+ * 0 if not a shared option, -1 on a bad value (message printed). */
+int cli_opts_parse(struct cli_opts *o, int argc, char **argv, int *i);
+/* Help text of the shared options. */
+void cli_opts_help(FILE *f, bool sampling);
+
+/* Load the model named by -m, with timing on stderr. */
+struct dsi_model *cli_load_model(const struct cli_opts *o, double *seconds);
+/* A context for the model with -c/-b/-t/--kv-type (n_ctx at least min_ctx). */
+struct dsi_context *cli_make_context(const struct cli_opts *o, const struct dsi_model *m,
+                                     int64_t min_ctx);
+/* The prompt as token ids: --prompt-ids, or -p/-f text tokenized with BOS as configured and
+ * special tokens parsed. *ids is malloc'd. Returns false with a message on failure. */
+bool cli_prompt_tokens(const struct cli_opts *o, const struct dsi_model *m, int32_t **ids,
+                       int64_t *n);
+/* Parse "1 2 3" into ids (malloc'd). */
+bool cli_parse_ids(const char *s, int32_t **ids, int64_t *n);
+
+#endif
