@@ -1,11 +1,12 @@
 /* Hugging Face -> GGUF converter (see convert.h).
  *
- * Three steps: read config.json into `struct hparams`; build a plan (one `struct otensor`
+ * Three steps: read config.json into `struct dsi_hf_hparams`; build a plan (one `struct otensor`
  * per GGUF tensor, saying where its data comes from and how it is transformed); write the
  * key/values, declare the tensors, then stream each tensor's data through a bounded buffer.
  * Every source tensor must be used by the plan (or be known to be ignorable), so that a
  * checkpoint with an unexpected layout is an error rather than a silently broken file. */
 #include "src/convert.h"
+#include "src/convert_impl.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -22,28 +23,6 @@
 #define CHUNK_ELEMS ((int64_t)1 << 20)
 
 /* ---- configuration --------------------------------------------------------------------- */
-
-enum arch { ARCH_QWEN2, ARCH_LLAMA, ARCH_DEEPSEEK2 };
-
-struct hparams {
-    enum arch arch;
-    const char *name; /* GGUF general.architecture */
-    int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_vocab, n_ctx, head_dim;
-    bool has_head_dim, has_n_ctx, tie;
-    double rope_theta, rms_eps;
-    bool has_rope_theta, has_rms_eps;
-    /* rope scaling (rope_scaling or rope_parameters) */
-    char rope_type[32];
-    double rope_factor, low_freq, high_freq, beta_fast, beta_slow, mscale_all_dim;
-    int64_t rope_orig_ctx;
-    bool has_factor, has_orig_ctx, has_beta_fast, has_beta_slow, has_mscale_all_dim;
-    /* deepseek2 */
-    int64_t q_lora, kv_lora, qk_nope, qk_rope, v_head, n_ff_exp, n_expert, n_expert_used,
-        n_shared, first_dense, n_group, topk_group;
-    bool has_n_expert, has_n_expert_used, has_n_group, has_topk_group, has_scale, norm_topk;
-    double routed_scale;
-    char scoring[16];
-};
 
 static const cJSON *jget(const cJSON *o, const char *k) {
     return cJSON_GetObjectItemCaseSensitive(o, k);
@@ -74,7 +53,7 @@ static enum dsi_status need_int(const cJSON *cfg, const char *k, int64_t *out, i
 }
 
 /* Rope settings: the newer `rope_parameters` block or the older top-level keys. */
-static void read_rope(const cJSON *cfg, struct hparams *h) {
+static void read_rope(const cJSON *cfg, struct dsi_hf_hparams *h) {
     const cJSON *rp = jget(cfg, "rope_parameters");
     const cJSON *rs = jget(cfg, "rope_scaling");
     h->has_rope_theta = jnum(cfg, "rope_theta", &h->rope_theta) ||
@@ -94,7 +73,7 @@ static void read_rope(const cJSON *cfg, struct hparams *h) {
     h->has_mscale_all_dim = jnum(src, "mscale_all_dim", &h->mscale_all_dim);
 }
 
-static enum dsi_status read_config(const char *dir, struct hparams *h) {
+static enum dsi_status read_config(const char *dir, struct dsi_hf_hparams *h) {
     memset(h, 0, sizeof *h);
     char *path = dsi_path_join(dir, "config.json");
     if (!path) return DSI_ERR_NOMEM;
@@ -117,9 +96,9 @@ static enum dsi_status read_config(const char *dir, struct hparams *h) {
     const cJSON *archs = jget(cfg, "architectures");
     const cJSON *a0 = cJSON_GetArrayItem(archs, 0);
     const char *an = cJSON_IsString(a0) ? a0->valuestring : "(none)";
-    if (!strcmp(an, "Qwen2ForCausalLM")) h->arch = ARCH_QWEN2, h->name = "qwen2";
-    else if (!strcmp(an, "LlamaForCausalLM")) h->arch = ARCH_LLAMA, h->name = "llama";
-    else if (!strcmp(an, "DeepseekV2ForCausalLM")) h->arch = ARCH_DEEPSEEK2, h->name = "deepseek2";
+    if (!strcmp(an, "Qwen2ForCausalLM")) h->arch = DSI_HF_QWEN2, h->name = "qwen2";
+    else if (!strcmp(an, "LlamaForCausalLM")) h->arch = DSI_HF_LLAMA, h->name = "llama";
+    else if (!strcmp(an, "DeepseekV2ForCausalLM")) h->arch = DSI_HF_DEEPSEEK2, h->name = "deepseek2";
     else {
         DSI_LOG_ERR("convert: architecture '%.60s' is not supported (Qwen2ForCausalLM, "
                     "LlamaForCausalLM, DeepseekV2ForCausalLM)", an);
@@ -144,7 +123,7 @@ static enum dsi_status read_config(const char *dir, struct hparams *h) {
                     (long long)h->n_head_kv, (long long)h->n_head);
         st = DSI_ERR_FORMAT;
     }
-    if (!st && h->arch == ARCH_DEEPSEEK2) {
+    if (!st && h->arch == DSI_HF_DEEPSEEK2) {
         const cJSON *ql = jget(cfg, "q_lora_rank");
         h->q_lora = 0;
         if (cJSON_IsNumber(ql)) st = need_int(cfg, "q_lora_rank", &h->q_lora, 1, big);
@@ -203,7 +182,7 @@ struct otensor {
 
 struct conv {
     const struct dsi_convert_params *p;
-    struct hparams h;
+    struct dsi_hf_hparams h;
     struct dsi_st *st;
     uint8_t *used; /* per source tensor */
     struct otensor *t;
@@ -219,14 +198,13 @@ static const struct dsi_st_tensor *find_src(struct conv *c, const char *name) {
     return t;
 }
 
-/* The type llama.cpp's converter stores a tensor in (gguf.md 4.2). */
-static enum dsi_type pick_type(const struct conv *c, const char *name, uint32_t n_dims) {
+enum dsi_type dsi_convert_tensor_type(const char *name, uint32_t n_dims, enum dsi_type outtype) {
     size_t n = strlen(name);
     if (n_dims <= 1) return DSI_TYPE_F32;
     if (n >= 12 && !strcmp(name + n - 12, "_norm.weight")) return DSI_TYPE_F32;
     if (strstr(name, "ffn_gate_inp.weight") || strstr(name, "rope_freqs")) return DSI_TYPE_F32;
     if (n < 7 || strcmp(name + n - 7, ".weight") != 0) return DSI_TYPE_F32;
-    return c->outtype;
+    return outtype;
 }
 
 static struct otensor *add_out(struct conv *c, const char *name, enum src_kind kind,
@@ -331,15 +309,7 @@ static enum dsi_status map_experts(struct conv *c, int64_t layer, const char *pr
 }
 
 /* llama3 rope: the divisor of each frequency, computed in float32 as llama.cpp's converter. */
-static enum dsi_status add_rope_freqs(struct conv *c) {
-    const struct hparams *h = &c->h;
-    int64_t dim = h->has_head_dim ? h->head_dim : h->n_embd / h->n_head;
-    struct otensor *o = add_out(c, "rope_freqs.weight", SRC_DATA, NULL);
-    if (!o) return DSI_ERR_NOMEM;
-    o->data = malloc((size_t)(dim / 2) * sizeof(float));
-    if (!o->data) return DSI_ERR_NOMEM;
-    o->n_dims = 1;
-    o->ne[0] = dim / 2;
+void dsi_convert_llama3_factors(const struct dsi_hf_hparams *h, int64_t dim, float *out) {
     float base = (float)(h->has_rope_theta ? h->rope_theta : 10000.0);
     float factor = (float)(h->has_factor ? h->rope_factor : 8.0);
     float lo = (float)h->low_freq, hi = (float)h->high_freq;
@@ -355,14 +325,26 @@ static enum dsi_status add_rope_freqs(struct conv *c) {
             float smooth = (old_ctx / wl - lo) / (hi - lo);
             r = 1.0f / ((1.0f - smooth) / factor + smooth);
         }
-        o->data[i] = r;
+        out[i] = r;
     }
+}
+
+static enum dsi_status add_rope_freqs(struct conv *c) {
+    const struct dsi_hf_hparams *h = &c->h;
+    int64_t dim = h->has_head_dim ? h->head_dim : h->n_embd / h->n_head;
+    struct otensor *o = add_out(c, "rope_freqs.weight", SRC_DATA, NULL);
+    if (!o) return DSI_ERR_NOMEM;
+    o->data = malloc((size_t)(dim / 2) * sizeof(float));
+    if (!o->data) return DSI_ERR_NOMEM;
+    o->n_dims = 1;
+    o->ne[0] = dim / 2;
+    dsi_convert_llama3_factors(h, dim, o->data);
     return DSI_OK;
 }
 
 static enum dsi_status plan_layer_attn_mha(struct conv *c, int64_t i) {
-    const struct hparams *h = &c->h;
-    bool perm = h->arch == ARCH_LLAMA;
+    const struct dsi_hf_hparams *h = &c->h;
+    bool perm = h->arch == DSI_HF_LLAMA;
     char hf[160], gg[64];
     static const struct {
         const char *hf, *gg;
@@ -390,7 +372,7 @@ static enum dsi_status plan_layer_attn_mha(struct conv *c, int64_t i) {
 }
 
 static enum dsi_status plan_layer_attn_mla(struct conv *c, int64_t i) {
-    const struct hparams *h = &c->h;
+    const struct dsi_hf_hparams *h = &c->h;
     char hf[160], gg[64];
     enum dsi_status st;
 #define MAP(HF, GG, REQ)                                                                           \
@@ -449,18 +431,18 @@ static enum dsi_status plan_ffn(struct conv *c, int64_t i, const char *hf_prefix
 }
 
 static enum dsi_status plan_layer(struct conv *c, int64_t i) {
-    const struct hparams *h = &c->h;
+    const struct dsi_hf_hparams *h = &c->h;
     char hf[160], gg[64];
     enum dsi_status st;
     snprintf(hf, sizeof hf, "model.layers.%lld.input_layernorm.weight", (long long)i);
     snprintf(gg, sizeof gg, "blk.%lld.attn_norm.weight", (long long)i);
     if ((st = map1(c, hf, gg, true, SRC_PLAIN, 0))) return st;
-    st = h->arch == ARCH_DEEPSEEK2 ? plan_layer_attn_mla(c, i) : plan_layer_attn_mha(c, i);
+    st = h->arch == DSI_HF_DEEPSEEK2 ? plan_layer_attn_mla(c, i) : plan_layer_attn_mha(c, i);
     if (st) return st;
     snprintf(hf, sizeof hf, "model.layers.%lld.post_attention_layernorm.weight", (long long)i);
     snprintf(gg, sizeof gg, "blk.%lld.ffn_norm.weight", (long long)i);
     if ((st = map1(c, hf, gg, true, SRC_PLAIN, 0))) return st;
-    if (h->arch != ARCH_DEEPSEEK2 || i < h->first_dense || !h->has_n_expert)
+    if (h->arch != DSI_HF_DEEPSEEK2 || i < h->first_dense || !h->has_n_expert)
         return plan_ffn(c, i, "mlp", "", true);
 
     snprintf(hf, sizeof hf, "model.layers.%lld.mlp.gate.weight", (long long)i);
@@ -489,9 +471,9 @@ static bool ignorable(const struct conv *c, const char *name) {
 }
 
 static enum dsi_status build_plan(struct conv *c) {
-    const struct hparams *h = &c->h;
+    const struct dsi_hf_hparams *h = &c->h;
     enum dsi_status st;
-    if (h->arch == ARCH_LLAMA && !strcmp(h->rope_type, "llama3") && (st = add_rope_freqs(c)))
+    if (h->arch == DSI_HF_LLAMA && !strcmp(h->rope_type, "llama3") && (st = add_rope_freqs(c)))
         return st;
     if ((st = map1(c, "model.embed_tokens.weight", "token_embd.weight", true, SRC_PLAIN, 0)))
         return st;
@@ -502,7 +484,7 @@ static enum dsi_status build_plan(struct conv *c) {
         return st;
 
     /* shapes that every architecture shares */
-    const struct otensor *emb = &c->t[h->arch == ARCH_LLAMA && !strcmp(h->rope_type, "llama3")];
+    const struct otensor *emb = &c->t[h->arch == DSI_HF_LLAMA && !strcmp(h->rope_type, "llama3")];
     if ((st = check_shape(emb, "model.embed_tokens.weight", h->n_embd, emb->ne[1]))) return st;
     if (emb->ne[1] > h->n_vocab) {
         DSI_LOG_ERR("convert: the embedding has %lld rows but vocab_size is %lld",
@@ -517,16 +499,17 @@ static enum dsi_status build_plan(struct conv *c) {
             return DSI_ERR_UNSUPPORTED;
         }
     }
-    for (int k = 0; k < c->n; k++) c->t[k].type = pick_type(c, c->t[k].name, c->t[k].n_dims);
+    for (int k = 0; k < c->n; k++) c->t[k].type = dsi_convert_tensor_type(c->t[k].name, c->t[k].n_dims, c->outtype);
     return DSI_OK;
 }
 
 /* ---- key/values ------------------------------------------------------------------------ */
 
-static enum dsi_status write_kv(struct conv *c, struct dsi_gguf_writer *w,
-                                const struct dsi_tokenizer *tok) {
-    const struct hparams *h = &c->h;
-    const char *a = h->name;
+enum dsi_status dsi_convert_write_kv(const struct dsi_hf_hparams *h, const char *name,
+                                     enum dsi_type outtype, const struct dsi_tokenizer *tok,
+                                     struct dsi_gguf_writer *w) {
+    const char *a = h->arch == DSI_HF_QWEN2 ? "qwen2" : h->arch == DSI_HF_LLAMA ? "llama"
+                    : h->arch == DSI_HF_DEEPSEEK2 ? "deepseek2" : "deepseek";
     char k[128];
     enum dsi_status st = DSI_OK;
 #define KEY(suffix) (snprintf(k, sizeof k, "%s.%s", a, suffix), k)
@@ -534,11 +517,9 @@ static enum dsi_status write_kv(struct conv *c, struct dsi_gguf_writer *w,
 #define F32(key, v) if (!st) st = dsi_gguf_writer_set_f32(w, key, (float)(v))
     if (!st) st = dsi_gguf_writer_set_str(w, "general.architecture", a);
     if (!st) st = dsi_gguf_writer_set_str(w, "general.type", "model");
-    const char *base = strrchr(c->p->in_dir, '/');
-    base = base && base[1] ? base + 1 : c->p->in_dir;
-    if (!st) st = dsi_gguf_writer_set_str(w, "general.name", base);
+    if (!st) st = dsi_gguf_writer_set_str(w, "general.name", name);
 
-    int64_t n_head_kv = h->arch == ARCH_DEEPSEEK2 ? 1 : h->n_head_kv;
+    int64_t n_head_kv = h->arch == DSI_HF_DEEPSEEK2 ? 1 : h->n_head_kv;
     U32(KEY("block_count"), h->n_layer);
     if (h->has_n_ctx) U32(KEY("context_length"), h->n_ctx);
     U32(KEY("embedding_length"), h->n_embd);
@@ -569,13 +550,13 @@ static enum dsi_status write_kv(struct conv *c, struct dsi_gguf_writer *w,
         U32(KEY("attention.key_length"), h->head_dim);
         U32(KEY("attention.value_length"), h->head_dim);
     }
-    uint32_t ftype = c->outtype == DSI_TYPE_F32 ? 0 : c->outtype == DSI_TYPE_F16 ? 1 : 32;
+    uint32_t ftype = outtype == DSI_TYPE_F32 ? 0 : outtype == DSI_TYPE_F16 ? 1 : 32;
     U32("general.file_type", ftype);
 
-    if (h->arch == ARCH_LLAMA) {
+    if (h->arch == DSI_HF_LLAMA) {
         U32(KEY("vocab_size"), h->n_vocab);
         U32(KEY("rope.dimension_count"), h->has_head_dim ? h->head_dim : h->n_embd / h->n_head);
-    } else if (h->arch == ARCH_DEEPSEEK2) {
+    } else if (h->arch == DSI_HF_DEEPSEEK2) {
         U32(KEY("leading_dense_block_count"), h->first_dense);
         U32(KEY("vocab_size"), h->n_vocab);
         if (h->q_lora > 0) U32(KEY("attention.q_lora_rank"), h->q_lora);
@@ -592,12 +573,20 @@ static enum dsi_status write_kv(struct conv *c, struct dsi_gguf_writer *w,
         U32(KEY("rope.dimension_count"), h->qk_rope);
         if (h->has_mscale_all_dim)
             F32(KEY("rope.scaling.yarn_log_multiplier"), (float)(0.1 * h->mscale_all_dim));
+    } else if (h->arch == DSI_HF_DEEPSEEK) { /* DeepSeek-MoE v1 (VL2-Tiny's language model) */
+        U32(KEY("leading_dense_block_count"), h->first_dense);
+        U32(KEY("vocab_size"), h->n_vocab);
+        U32(KEY("expert_feed_forward_length"), h->n_ff_exp);
+        if (h->has_n_expert) U32(KEY("expert_count"), h->n_expert);
+        U32(KEY("expert_shared_count"), h->n_shared);
+        F32(KEY("expert_weights_scale"), h->has_scale ? h->routed_scale : 1.0);
+        U32(KEY("rope.dimension_count"), h->has_head_dim ? h->head_dim : h->n_embd / h->n_head);
     }
     U32("general.quantization_version", 2);
 #undef KEY
 #undef U32
 #undef F32
-    if (!st) st = dsi_tokenizer_write_gguf(tok, (int32_t)h->n_vocab, w);
+    if (!st && tok) st = dsi_tokenizer_write_gguf(tok, (int32_t)h->n_vocab, w);
     return st;
 }
 
@@ -682,7 +671,7 @@ static enum dsi_status write_tensor(struct conv *c, struct sink *s, const struct
         return st;
     }
     case SRC_VB: {
-        const struct hparams *h = &c->h;
+        const struct dsi_hf_hparams *h = &c->h;
         int64_t per = h->qk_nope + h->v_head, cols = h->kv_lora;
         for (int64_t hh = 0; hh < o->heads && !st; hh++)
             st = put_range(c, s, t, (hh * per + h->qk_nope) * cols, h->v_head * cols, o->type);
@@ -690,7 +679,7 @@ static enum dsi_status write_tensor(struct conv *c, struct sink *s, const struct
     }
     case SRC_KB: {
         /* per head: [nope, kv_lora] block, written transposed as [kv_lora][nope] */
-        const struct hparams *h = &c->h;
+        const struct dsi_hf_hparams *h = &c->h;
         int64_t per = h->qk_nope + h->v_head, cols = h->kv_lora, nope = h->qk_nope;
         float *blk = malloc((size_t)(nope * cols) * sizeof *blk);
         float *tr = malloc((size_t)(nope * cols) * sizeof *tr);
@@ -758,7 +747,11 @@ static enum dsi_status run(const struct dsi_convert_params *p, void **mem, size_
         w = dsi_gguf_writer_init();
         if (!w) st = DSI_ERR_NOMEM;
     }
-    if (!st) st = write_kv(&c, w, tok);
+    if (!st) {
+        const char *base = strrchr(p->in_dir, '/');
+        base = base && base[1] ? base + 1 : p->in_dir;
+        st = dsi_convert_write_kv(&c.h, base, c.outtype, tok, w);
+    }
     for (int k = 0; k < c.n && !st; k++)
         st = dsi_gguf_writer_add_tensor(w, c.t[k].name, c.t[k].type, c.t[k].n_dims, c.t[k].ne);
     if (!st) {

@@ -726,7 +726,8 @@ static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b
     }
     if (!strcmp(op, "*") && (a.t == JV_STR || a.t == JV_LIST) && is_intlike(b)) {
         int64_t k = ival(b);
-        if (k > 1000000) {
+        size_t unit = a.t == JV_STR ? a.s.n : (size_t)a.l->n * sizeof(struct jv);
+        if (k > 1000000 || (k > 0 && unit > MAX_OUTPUT / (size_t)k)) {
             eerr(x, "repetition count %lld is too large", (long long)k);
             return undef(NULL);
         }
@@ -769,9 +770,20 @@ static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b
         return undef(NULL);
     }
     bool ints = is_intlike(a) && is_intlike(b);
-    if (!strcmp(op, "+")) return ints ? jint(ival(a) + ival(b)) : jfloat(num(a) + num(b));
-    if (!strcmp(op, "-")) return ints ? jint(ival(a) - ival(b)) : jfloat(num(a) - num(b));
-    if (!strcmp(op, "*")) return ints ? jint(ival(a) * ival(b)) : jfloat(num(a) * num(b));
+    if (ints && (op[0] == '+' || op[0] == '-' || (op[0] == '*' && !op[1]))) {
+        int64_t r;
+        bool ovf = op[0] == '+'   ? __builtin_add_overflow(ival(a), ival(b), &r)
+                   : op[0] == '-' ? __builtin_sub_overflow(ival(a), ival(b), &r)
+                                  : __builtin_mul_overflow(ival(a), ival(b), &r);
+        if (ovf) {
+            eerr(x, "integer overflow in %s", op);
+            return undef(NULL);
+        }
+        return jint(r);
+    }
+    if (!strcmp(op, "+")) return jfloat(num(a) + num(b));
+    if (!strcmp(op, "-")) return jfloat(num(a) - num(b));
+    if (!strcmp(op, "*")) return jfloat(num(a) * num(b));
     if (!strcmp(op, "/")) {
         if (num(b) == 0) {
             eerr(x, "division by zero");
@@ -785,6 +797,10 @@ static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b
             return undef(NULL);
         }
         if (ints) {
+            if (ival(b) == -1 && ival(a) == INT64_MIN) {
+                eerr(x, "integer overflow in %s", op);
+                return undef(NULL);
+            }
             int64_t q = ival(a) / ival(b), r = ival(a) % ival(b);
             if (r != 0 && ((r < 0) != (ival(b) < 0))) q--, r += ival(b);
             return jint(op[0] == '/' ? q : r);
@@ -795,7 +811,16 @@ static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b
     if (!strcmp(op, "**")) {
         if (ints && ival(b) >= 0) {
             int64_t r = 1;
-            for (int64_t i = 0; i < ival(b) && i < 64; i++) r *= ival(a);
+            for (int64_t i = 0; i < ival(b) && r != 0; i++) {
+                if (__builtin_mul_overflow(r, ival(a), &r)) {
+                    eerr(x, "integer overflow in **");
+                    return undef(NULL);
+                }
+                if (r == 1 || r == -1) { /* 1 and -1 stay bounded: finish by parity */
+                    if (r == -1 && (ival(b) - i - 1) % 2) r = 1;
+                    break;
+                }
+            }
             return jint(r);
         }
         return jfloat(pow(num(a), num(b)));
@@ -1057,12 +1082,15 @@ static struct jv call_global(struct ectx *x, const char *name, const struct args
             eerr(x, "range() needs arguments");
             return undef(NULL);
         }
-        if (step == 0 || (stop - start) / step > 1000000) {
+        int64_t span;
+        if (step == 0 || __builtin_sub_overflow(stop, start, &span) ||
+            (step != -1 ? span / step : -(span / 2)) > 1000000 || (step == -1 && span < -2000000)) {
             eerr(x, "range() is too large or has step 0");
             return undef(NULL);
         }
         struct jlist *l = new_list(x);
-        for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) list_push(x, l, jint(i));
+        int64_t count = span / step + (span % step != 0);
+        for (int64_t k = 0; k < count; k++) list_push(x, l, jint(start + k * step));
         return jlist_v(l);
     }
     if (!strcmp(name, "namespace") || !strcmp(name, "dict")) {
@@ -1164,6 +1192,10 @@ static struct jv eval(struct ectx *x, const struct jexpr *e) {
             return undef(NULL);
         }
         if (e->kind == EX_POS) return is_intlike(v) ? jint(ival(v)) : v;
+        if (is_intlike(v) && ival(v) == INT64_MIN) {
+            eerr(x, "integer overflow in unary -");
+            return undef(NULL);
+        }
         return is_intlike(v) ? jint(-ival(v)) : jfloat(-v.f);
     }
     case EX_NOT: return jbool(!truthy(eval(x, e->a)));
@@ -1403,7 +1435,9 @@ static struct jv apply_filter(struct ectx *x, const char *f, struct jv v, const 
         struct jv d = arg(a, 0, "default");
         return d.t == JV_UNDEF ? jfloat(0) : d;
     }
-    if (!strcmp(f, "abs")) return is_intlike(v) ? jint(ival(v) < 0 ? -ival(v) : ival(v)) : jfloat(fabs(num(v)));
+    if (!strcmp(f, "abs"))
+        return is_intlike(v) && ival(v) != INT64_MIN ? jint(ival(v) < 0 ? -ival(v) : ival(v))
+                                                     : jfloat(fabs(num(v)));
     if (!strcmp(f, "round")) {
         struct jv p = arg(a, 0, "precision");
         double m = pow(10, p.t == JV_UNDEF ? 0 : (double)ival(p));

@@ -208,7 +208,7 @@ static int lex_tag(struct parser *P, const char *src, size_t n, size_t *i, int *
             size_t k = 1;
             for (int j = 0; j < 6; j++)
                 if (*i + 1 < n && !strncmp(src + *i, ops2[j], 2)) k = 2;
-            if (k == 1 && !strchr("+-*/%~<>=()[]{},.:|!", c)) {
+            if (k == 1 && (c == '\0' || !strchr("+-*/%~<>=()[]{},.:|!", c))) {
                 char s[2] = {c, 0};
                 fail(P, t.line, "unexpected character '%s' in a tag", s);
                 return -1;
@@ -304,8 +304,9 @@ static bool lex(struct parser *P, const char *src, size_t n) {
                 size_t k2 = k + 3;
                 while (k2 < n && is_space(src[k2])) k2++;
                 if (k2 + 1 < n && (src[k2] == '-' || src[k2] == '%')) {
-                    const char *close = src[k2] == '-' ? src + k2 + 1 : src + k2;
-                    if (close[0] == '%' && close[1] == '}') {
+                    size_t ck = src[k2] == '-' ? k2 + 1 : k2;
+                    const char *close = src + ck;
+                    if (ck + 1 < n && close[0] == '%' && close[1] == '}') {
                         size_t body = (size_t)(close - src) + 2;
                         const char *end = NULL;
                         for (size_t q = body; q + 1 < n; q++)
@@ -327,7 +328,7 @@ static bool lex(struct parser *P, const char *src, size_t n) {
                         if (!t.s || !push_tok(P, t)) return false;
                         for (const char *q = src + body; q < end; q++)
                             if (*q == '\n') line++;
-                        const char *ce = strstr(end, "%}");
+                        const char *ce = memmem(end, (size_t)(src + n - end), "%}", 2);
                         if (!ce) {
                             fail(P, line, "unclosed endraw%s", "");
                             return false;

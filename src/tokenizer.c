@@ -32,6 +32,8 @@ int tok_byte_char(uint8_t b, char out[2]) {
     return 2;
 }
 
+int dsi_tokenizer_byte_char(uint8_t b, char out[2]) { return tok_byte_char(b, out); }
+
 /* Inverse: byte of code point cp (< 0x144), or -1. Built on first use into a table. */
 static int cp_byte(uint32_t cp) {
     static int16_t inv[0x144];
@@ -121,7 +123,7 @@ enum dsi_status tok_set_text(struct dsi_tokenizer *t, int32_t id, const char *s,
 }
 
 static const char *tok_str(const struct dsi_tokenizer *t, int32_t id) {
-    return t->pool + t->tok[id].off;
+    return t->pool ? t->pool + t->tok[id].off : "";
 }
 
 int32_t dsi_tokenizer_find(const struct dsi_tokenizer *t, const char *s, size_t len) {

@@ -93,6 +93,10 @@ const char *dsi_tokenizer_pre_name(const struct dsi_tokenizer *t);
 /* The chat template from tokenizer_config.json / tokenizer.chat_template, or NULL. */
 const char *dsi_tokenizer_chat_template(const struct dsi_tokenizer *t);
 
+/* UTF-8 of byte b in the GPT-2 byte-level alphabet (1 or 2 bytes written to out); returns the
+ * length. */
+int dsi_tokenizer_byte_char(uint8_t b, char out[2]);
+
 /* Write the tokenizer.* keys llama.cpp's converter writes. `n_vocab` >= the tokenizer's own
  * size pads with "[PAD<id>]" UNUSED tokens (to the embedding's row count). Fails with
  * DSI_ERR_UNSUPPORTED if the pre-tokenizer matches no llama.cpp name. */
