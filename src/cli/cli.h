@@ -9,6 +9,7 @@ int dsi_cmd_convert(int argc, char **argv);
 int dsi_cmd_run(int argc, char **argv);
 int dsi_cmd_chat(int argc, char **argv);
 int dsi_cmd_synth(int argc, char **argv);
+int dsi_cmd_bench(int argc, char **argv);
 int dsi_cmd_logits(int argc, char **argv);
 int dsi_cmd_perplexity(int argc, char **argv);
 

@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"perplexity", dsi_cmd_perplexity, "perplexity of a text file"},
     {"info", dsi_cmd_info, "print a GGUF file's metadata and tensor table"},
     {"tokenize", dsi_cmd_tokenize, "print the token ids of a text (or decode ids)"},
+    {"bench", dsi_cmd_bench, "prompt and generation speed (like llama-bench)"},
     {"synth", dsi_cmd_synth, "write a synthetic model of a real model's shape (benchmarks)"},
     {"convert", dsi_cmd_convert, "convert a Hugging Face checkpoint directory to GGUF"},
 };

@@ -33,6 +33,16 @@ check $? 0 "perplexity $ppl within 0.1% of 128.96"
 $BIN logits -m $M --prompt-ids "$prompt" -o "$T/l.bin" 2>/dev/null; check $? 0 "logits exit"
 check "$(wc -c < "$T/l.bin")" $(( $(echo $prompt | wc -w) * 4096 * 4 )) "logits file size"
 
+# stop strings end the text before them, also across token boundaries (greedy continues
+# "ROMEO:\n" with "I will be a word to be a word.")
+out=$($BIN run -m $M --prompt-ids "825 269" --temp 0 -n 40 --stop "a word" --no-echo 2>"$T/err")
+check "$out" "I will be " "stop string"
+grep -q "stop: stop string" "$T/err"; check $? 0 "stop reason"
+out=$($BIN run -m $M --prompt-ids "825 269" --temp 0 -n 40 --stop "be a w" --no-echo 2>/dev/null)
+check "$out" "I will " "stop string across tokens"
+out=$($BIN run -m $FIX/models/tiny-qwen2 --prompt-ids "825 269" --temp 0 -n 3 --print-ids 2>/dev/null)
+check "$(echo $out | wc -w)" 3 "run from a Hugging Face directory"
+
 printf 'ROMEO: \377\376 bad' > "$T/bad.txt"
 $BIN run -m $M -f "$T/bad.txt" -n 4 >/dev/null 2>"$T/err"; check $? 1 "non-UTF-8 prompt file"
 grep -q "UTF-8" "$T/err"; check $? 0 "non-UTF-8 message"
