@@ -51,6 +51,22 @@ void dsi_dot_f32_f16_ref(int64_t n, const void *w, const float *x, size_t xs, in
 void dsi_dot_f32_bf16_ref(int64_t n, const void *w, const float *x, size_t xs, int nx, float *out,
                           size_t os);
 
+/* Dequantization references (quant/dequant.c); n is a multiple of the block size. */
+void dsi_to_f32_q4_0_ref(const void *w, float *y, int64_t n);
+void dsi_to_f32_q4_1_ref(const void *w, float *y, int64_t n);
+void dsi_to_f32_q5_0_ref(const void *w, float *y, int64_t n);
+void dsi_to_f32_q5_1_ref(const void *w, float *y, int64_t n);
+void dsi_to_f32_q8_0_ref(const void *w, float *y, int64_t n);
+void dsi_to_f32_q2_K_ref(const void *w, float *y, int64_t n);
+void dsi_to_f32_q3_K_ref(const void *w, float *y, int64_t n);
+void dsi_to_f32_q4_K_ref(const void *w, float *y, int64_t n);
+void dsi_to_f32_q5_K_ref(const void *w, float *y, int64_t n);
+void dsi_to_f32_q6_K_ref(const void *w, float *y, int64_t n);
+void dsi_to_f32_iq4_nl_ref(const void *w, float *y, int64_t n);
+void dsi_to_f32_iq4_xs_ref(const void *w, float *y, int64_t n);
+/* Scale and min of sub-block j (0..7) of a Q4_K/Q5_K block's packed scales[12]. */
+void dsi_q4k_scale_min(int j, const uint8_t *scales, uint8_t *sc, uint8_t *mn);
+
 /* ---- ISA variants (quant/x86/, quant/arm/), reached only through the table ------------- */
 #if defined(__x86_64__)
 void dsi_to_f32_f16_avx2(const void *w, float *y, int64_t n);

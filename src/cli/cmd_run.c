@@ -17,6 +17,22 @@ static void usage(FILE *f) {
                "  --no-echo              do not print the prompt before the generated text\n");
 }
 
+/* Peak and current resident memory from /proc/self/status (Linux), in MiB. */
+static void print_memory(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return;
+    char line[256];
+    long hwm = -1, anon = -1, file = -1;
+    while (fgets(line, sizeof line, f)) {
+        sscanf(line, "VmHWM: %ld kB", &hwm);
+        sscanf(line, "RssAnon: %ld kB", &anon);
+        sscanf(line, "RssFile: %ld kB", &file);
+    }
+    fclose(f);
+    fprintf(stderr, "dsinfer: memory: peak RSS %.0f MiB; now %.0f MiB anonymous (KV cache, scratch) + "
+                    "%.0f MiB of mapped weight pages\n", hwm / 1024.0, anon / 1024.0, file / 1024.0);
+}
+
 static bool print_text(void *user, const char *text, size_t len, int32_t token) {
     (void)user;
     (void)token;
@@ -98,6 +114,7 @@ int dsi_cmd_run(int argc, char **argv) {
         if (st.stop == DSI_STOP_CONTEXT)
             fprintf(stderr, "dsinfer: the context of %lld tokens is full (raise -c)\n",
                     (long long)dsi_context_n_ctx(c));
+        if (o.verbose) print_memory();
         rc = 0;
     }
     free(out);
