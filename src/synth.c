@@ -217,6 +217,12 @@ enum dsi_status dsi_synth(const struct dsi_synth_params *p) {
         DSI_LOG_ERR("synth: unknown architecture '%s' (%s)", p->arch, dsi_synth_archs());
         return DSI_ERR_ARG;
     }
+    if (p->n_layer > 0) h.n_layer = p->n_layer;
+    if (p->n_vocab > 0) h.n_vocab = p->n_vocab;
+    if (h.n_vocab < 258) {
+        DSI_LOG_ERR("synth: a vocabulary needs at least 258 tokens");
+        return DSI_ERR_ARG;
+    }
     enum dsi_type type = p->type >= 0 ? (enum dsi_type)p->type : DSI_TYPE_F16;
     if (type != DSI_TYPE_F16 && type != DSI_TYPE_BF16 && type != DSI_TYPE_F32) {
         DSI_LOG_ERR("synth: type %s is not supported (f16, bf16, f32; quantize the result with "

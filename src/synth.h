@@ -20,6 +20,8 @@ struct dsi_synth_params {
     const char *tokenizer; /* .gguf, tokenizer.json or HF directory; NULL: a byte-level stand-in */
     uint64_t seed;
     bool progress;
+    int64_t n_layer;       /* > 0: keep only this many layers (quick tests) */
+    int64_t n_vocab;       /* > 0: a smaller vocabulary (quick tests; >= the tokenizer's) */
 };
 
 /* The architecture names dsi_synth accepts, space-separated. */

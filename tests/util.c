@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/file.h"
@@ -81,4 +82,20 @@ int tu_finish(const char *name) {
     }
     if (tu_verbose) printf("%s: ok\n", name);
     return 0;
+}
+
+void *tu_guarded_alloc(size_t size) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), span = (size + page - 1) / page * page;
+    char *base = mmap(NULL, span + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) {
+        fprintf(stderr, "FATAL: mmap failed\n");
+        exit(2);
+    }
+    mprotect(base + span, page, PROT_NONE);
+    return base + span - size;
+}
+
+void tu_guarded_free(void *p, size_t size) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), span = (size + page - 1) / page * page;
+    munmap((char *)p + size - span, span + page);
 }

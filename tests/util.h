@@ -27,6 +27,11 @@ const char *tu_tmp(int slot, const char *suffix);
 void tu_capture_log(bool on);
 const char *tu_last_log(void);
 
+/* `size` bytes that end exactly at an inaccessible page, so that any read past the end
+ * crashes (libdeflate's test_util idea). Free with tu_guarded_free. */
+void *tu_guarded_alloc(size_t size);
+void tu_guarded_free(void *p, size_t size);
+
 #define TU_CHECK(cond, ...)                                                                        \
     do {                                                                                           \
         if (!(cond)) tu_fail(__FILE__, __LINE__, __VA_ARGS__);                                     \

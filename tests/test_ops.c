@@ -1,0 +1,200 @@
+/* Operators and kernels against their scalar references:
+ *  - every reachable ISA variant of the F32/F16/BF16 row kernels (dot with 1..4 activation rows,
+ *    widening) on odd and real sizes, with the weight row ending at an inaccessible page;
+ *  - matmul (BLAS and row paths) against a double-precision reference;
+ *  - rope (NEOX and NORM) against hand-computed rotations, attention against its reference with
+ *    GQA and f32/f16 caches, rmsnorm, swiglu. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cpu.h"
+#include "quant/kernels.h"
+#include "src/ops.h"
+#include "tests/util.h"
+
+static uint64_t rng = 12345;
+static float frand(void) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
+}
+
+struct variant {
+    const char *name;
+    uint32_t need;
+    dsi_dot_f32_fn dot[3]; /* f32, f16, bf16 */
+    dsi_to_f32_fn conv[2]; /* f16, bf16 */
+};
+
+static void test_kernels(void) {
+    static const int64_t sizes[] = {1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 255, 256, 257, 1000, 1536, 8960};
+    struct variant vars[3] = {{"ref", 0, {dsi_dot_f32_f32_ref, dsi_dot_f32_f16_ref, dsi_dot_f32_bf16_ref}, {dsi_to_f32_f16_ref, dsi_to_f32_bf16_ref}}};
+    int nv = 1;
+#if defined(__x86_64__)
+    vars[nv++] = (struct variant){"avx2", DSI_CPU_AVX2, {dsi_dot_f32_f32_avx2, dsi_dot_f32_f16_avx2, dsi_dot_f32_bf16_avx2}, {dsi_to_f32_f16_avx2, dsi_to_f32_bf16_avx2}};
+    vars[nv++] = (struct variant){"avx512", DSI_CPU_AVX512, {dsi_dot_f32_f32_avx512, dsi_dot_f32_f16_avx512, dsi_dot_f32_bf16_avx512}, {dsi_to_f32_f16_avx512, dsi_to_f32_bf16_avx512}};
+#endif
+    int tested = 0;
+    for (int v = 1; v < nv; v++) {
+        if (!dsi_cpu_has(vars[v].need)) {
+            TU_LOG("kernels: %s not available on this CPU (or masked), skipped\n", vars[v].name);
+            continue;
+        }
+        tested++;
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            int64_t n = sizes[si];
+            float *x = malloc((size_t)(4 * n + 1) * sizeof *x);
+            for (int64_t i = 0; i < 4 * n + 1; i++) x[i] = frand();
+            for (int ty = 0; ty < 3; ty++) {
+                size_t es = ty == 0 ? 4 : 2, bytes = (size_t)n * es;
+                uint8_t *w = tu_guarded_alloc(bytes);
+                for (int64_t i = 0; i < n; i++) {
+                    float f = frand();
+                    if (ty == 0) memcpy(w + 4 * i, &f, 4);
+                    else {
+                        uint16_t h = ty == 1 ? dsi_f32_to_f16(f) : dsi_f32_to_bf16(f);
+                        memcpy(w + 2 * i, &h, 2);
+                    }
+                }
+                for (int nx = 1; nx <= DSI_DOT_MAX_X; nx++) {
+                    float a[4], b[4];
+                    vars[0].dot[ty](n, w, x + 1, (size_t)n, nx, a, 1); /* odd offset of x */
+                    vars[v].dot[ty](n, w, x + 1, (size_t)n, nx, b, 1);
+                    for (int j = 0; j < nx; j++) {
+                        double mag = 0;
+                        float wf[1];
+                        for (int64_t i = 0; i < n; i++) {
+                            if (ty == 0) memcpy(wf, w + 4 * i, 4);
+                            else {
+                                uint16_t h;
+                                memcpy(&h, w + 2 * i, 2);
+                                wf[0] = ty == 1 ? dsi_f16_to_f32(h) : dsi_bf16_to_f32(h);
+                            }
+                            mag += fabs(wf[0] * x[1 + j * n + i]);
+                        }
+                        double tol = 2.0 * (double)n * FLT_EPSILON * mag + 1e-30;
+                        if (fabs((double)a[j] - b[j]) > tol)
+                            TU_CHECK(0, "%s dot type %d n=%lld nx=%d row %d: %.9g vs ref %.9g (tol %.3g)",
+                                     vars[v].name, ty, (long long)n, nx, j, b[j], a[j], tol);
+                    }
+                }
+                if (ty > 0) {
+                    float *ya = malloc((size_t)n * 4), *yb = malloc((size_t)n * 4);
+                    vars[0].conv[ty - 1](w, ya, n);
+                    vars[v].conv[ty - 1](w, yb, n);
+                    TU_CHECK(!memcmp(ya, yb, (size_t)n * 4), "%s widen type %d n=%lld differs", vars[v].name, ty, (long long)n);
+                    free(ya);
+                    free(yb);
+                }
+                tu_guarded_free(w, bytes);
+            }
+            free(x);
+        }
+    }
+    TU_LOG("kernels: %d SIMD variant(s) checked against ref\n", tested);
+}
+
+static void test_matmul(void) {
+    int64_t K = 200, N = 300;
+    enum dsi_type types[3] = {DSI_TYPE_F32, DSI_TYPE_F16, DSI_TYPE_BF16};
+    for (int ty = 0; ty < 3; ty++) {
+        size_t es = ty == 0 ? 4 : 2;
+        uint8_t *wd = malloc((size_t)(K * N) * es);
+        for (int64_t i = 0; i < K * N; i++) {
+            float f = frand() * 0.1f;
+            if (ty == 0) memcpy(wd + 4 * i, &f, 4);
+            else {
+                uint16_t h = ty == 1 ? dsi_f32_to_f16(f) : dsi_f32_to_bf16(f);
+                memcpy(wd + 2 * i, &h, 2);
+            }
+        }
+        struct dsi_tensor W = dsi_tensor_make(types[ty], K, N, 1, 1, wd);
+        float bias[300];
+        for (int i = 0; i < N; i++) bias[i] = frand();
+        int64_t Ts[3] = {1, 3, 40}; /* decode, small batch, BLAS-sized batch */
+        for (int k = 0; k < 3; k++) {
+            int64_t T = Ts[k];
+            float *x = malloc((size_t)(T * K) * 4), *y = malloc((size_t)(T * N) * 4), *r = malloc((size_t)(T * N) * 4);
+            for (int64_t i = 0; i < T * K; i++) x[i] = frand();
+            struct dsi_matmul_scratch s = {malloc((size_t)(2 * DSI_BLAS_BLOCK * K) * 4), (size_t)(2 * DSI_BLAS_BLOCK * K)};
+            dsi_op_matmul(y, x, T, &W, bias, 2, &s);
+            dsi_op_matmul_ref(r, x, T, &W, bias);
+            double worst = 0;
+            for (int64_t i = 0; i < T * N; i++) worst = fmax(worst, fabs(y[i] - r[i]));
+            TU_CHECK(worst < 1e-4, "matmul type %d T=%lld: max diff %.3g", ty, (long long)T, worst);
+            free(s.wbuf);
+            free(x);
+            free(y);
+            free(r);
+        }
+        free(wd);
+    }
+}
+
+static void test_rope_attention(void) {
+    /* rope against the rotation written out by hand */
+    float inv[4] = {1.0f, 0.1f, 0.01f, 0.001f};
+    for (int mode = 0; mode < 2; mode++) {
+        struct dsi_rope r = {mode ? DSI_ROPE_NORM : DSI_ROPE_NEOX, 8, inv, 1.0f};
+        float v[8], o[8];
+        for (int i = 0; i < 8; i++) v[i] = o[i] = frand();
+        int32_t pos = 7;
+        dsi_op_rope(v, 1, 1, 8, &pos, &r, 1);
+        for (int i = 0; i < 4; i++) {
+            int a = mode ? 2 * i : i, b = mode ? 2 * i + 1 : i + 4;
+            double th = 7.0 * inv[i];
+            double ea = o[a] * cos(th) - o[b] * sin(th), eb = o[a] * sin(th) + o[b] * cos(th);
+            TU_CHECK(fabs(v[a] - ea) < 1e-6 && fabs(v[b] - eb) < 1e-6, "rope mode %d pair %d", mode, i);
+        }
+    }
+    /* attention: GQA 6 query heads over 2 KV heads, caches f32 and f16 */
+    int H = 6, KV = 2, hd = 16;
+    int64_t pos0 = 3, T = 5, n_ctx = 16;
+    for (int kvt = 0; kvt < 2; kvt++) {
+        enum dsi_type t = kvt ? DSI_TYPE_F16 : DSI_TYPE_F32;
+        size_t es = kvt ? 2 : 4;
+        void *k = calloc((size_t)(n_ctx * KV * hd), es), *v = calloc((size_t)(n_ctx * KV * hd), es);
+        struct dsi_kv_view kvv = {t, k, v, KV * hd, KV * hd};
+        float *kk = malloc((size_t)((pos0 + T) * KV * hd) * 4), *vv = malloc((size_t)((pos0 + T) * KV * hd) * 4);
+        for (int64_t i = 0; i < (pos0 + T) * KV * hd; i++) kk[i] = frand(), vv[i] = frand();
+        dsi_op_kv_store(&kvv, kk, vv, 0, pos0 + T, 1);
+        float *q = malloc((size_t)(T * H * hd) * 4), *o1 = malloc((size_t)(T * H * hd) * 4), *o2 = malloc((size_t)(T * H * hd) * 4);
+        for (int64_t i = 0; i < T * H * hd; i++) q[i] = frand();
+        struct dsi_attn_params ap = {H, KV, hd, hd, 0.25f};
+        float *scratch = malloc((size_t)(2 * (n_ctx + hd)) * 4);
+        dsi_op_attention(o1, q, &kvv, pos0, T, &ap, 2, scratch, n_ctx);
+        dsi_op_attention_ref(o2, q, &kvv, pos0, T, &ap);
+        double worst = 0;
+        for (int64_t i = 0; i < T * H * hd; i++) worst = fmax(worst, fabs(o1[i] - o2[i]));
+        TU_CHECK(worst < 1e-5, "attention (kv %s): max diff %.3g", kvt ? "f16" : "f32", worst);
+        /* causality: the first query sees positions 0..pos0 only; changing a later key must not matter */
+        float keep = o1[0];
+        kk[(pos0 + 2) * KV * hd] += 5.0f;
+        dsi_op_kv_store(&kvv, kk, vv, 0, pos0 + T, 1);
+        dsi_op_attention(o1, q, &kvv, pos0, T, &ap, 2, scratch, n_ctx);
+        TU_CHECK(o1[0] == keep, "attention is not causal");
+        free(k), free(v), free(kk), free(vv), free(q), free(o1), free(o2), free(scratch);
+    }
+    /* rmsnorm and swiglu against their formulas */
+    float x[64], w[64], y[64], g[64], u[64], g0[64];
+    for (int i = 0; i < 64; i++) x[i] = frand(), w[i] = frand(), g[i] = g0[i] = 3 * frand(), u[i] = frand();
+    dsi_op_rmsnorm(y, x, w, 1, 64, 1e-6f, 1);
+    double ss = 0;
+    for (int i = 0; i < 64; i++) ss += (double)x[i] * x[i];
+    for (int i = 0; i < 64; i++)
+        TU_CHECK(fabs(y[i] - w[i] * x[i] / sqrt(ss / 64 + 1e-6)) < 1e-6, "rmsnorm element %d", i);
+    dsi_op_swiglu(g, u, 64, 1);
+    for (int i = 0; i < 64; i++)
+        TU_CHECK(fabs(g[i] - g0[i] / (1 + exp(-g0[i])) * u[i]) < 1e-6, "swiglu element %d", i);
+}
+
+int main(int argc, char **argv) {
+    tu_init(argc, argv);
+    dsi_cpu_init(getenv("DSI_CPU_DISABLE"));
+    dsi_kernels_init();
+    test_kernels();
+    test_matmul();
+    test_rope_attention();
+    return tu_finish("test_ops");
+}
