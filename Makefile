@@ -86,6 +86,7 @@ all: $(BIN) $(LIB) tools
 $(BUILD)/quant/x86/%_avx2.o: override CFLAGS += -mavx2 -mfma -mf16c
 $(BUILD)/quant/x86/%_avx512.o: override CFLAGS += -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mf16c
 $(BUILD)/quant/x86/%_vnni.o: override CFLAGS += -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni -mfma -mf16c
+$(BUILD)/quant/x86/%_avx2vnni.o: override CFLAGS += -mavx2 -mfma -mf16c -mavxvnni
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)

@@ -158,6 +158,8 @@ uint32_t dsi_cpu_features(void) {
 
 bool dsi_cpu_has(enum dsi_cpu_feature f) { return (dsi_cpu_features() & (uint32_t)f) != 0; }
 
+bool dsi_cpu_has_all(uint32_t mask) { return (dsi_cpu_features() & mask) == mask; }
+
 const char *dsi_cpu_describe(void) {
     dsi_cpu_features();
     return g_desc;

@@ -43,6 +43,8 @@ bool dsi_cpu_init(const char *disable);
 /* The detected (and not masked) feature bits. dsi_cpu_init(NULL) runs on first use. */
 uint32_t dsi_cpu_features(void);
 bool dsi_cpu_has(enum dsi_cpu_feature f);
+/* True when every bit of `mask` is present (a kernel set's requirements). */
+bool dsi_cpu_has_all(uint32_t mask);
 
 /* Space-separated names of the usable features, e.g. "avx2 fma f16c avx512". */
 const char *dsi_cpu_describe(void);

@@ -64,3 +64,21 @@ void dsi_abort_impl(const char *file, int line, const char *fmt, ...) {
     fputc('\n', stderr);
     abort();
 }
+
+void dsi_progress_add(struct dsi_progress *p, uint64_t n) {
+    p->done += n;
+    if (!p->on || p->total == 0) return;
+    if (p->done < p->total && p->done - p->shown < p->total / 200) return;
+    p->shown = p->done ? p->done : 1;
+    double frac = p->done >= p->total ? 1.0 : (double)p->done / (double)p->total;
+    char bar[41];
+    for (int i = 0; i < 40; i++) bar[i] = i < (int)(frac * 40) ? '#' : '.';
+    bar[40] = '\0';
+    fprintf(stderr, "\r%s: [%s] %3d%%  %.1f / %.1f MiB", p->label, bar, (int)(frac * 100),
+            p->done / 1048576.0, p->total / 1048576.0);
+}
+
+void dsi_progress_end(struct dsi_progress *p) {
+    if (p->on && p->shown) fputc('\n', stderr);
+    p->shown = 0;
+}

@@ -10,6 +10,8 @@
 #define DSI_CORE_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,6 +60,17 @@ void dsi_logv(enum dsi_log_level level, const char *fmt, va_list ap);
 #define DSI_LOG_WRN(...) dsi_log(DSI_LOG_WARN, __VA_ARGS__)
 #define DSI_LOG_INF(...) dsi_log(DSI_LOG_INFO, __VA_ARGS__)
 #define DSI_LOG_DBG(...) dsi_log(DSI_LOG_DEBUG, __VA_ARGS__)
+
+/* A progress bar on stderr for long file jobs (convert, quantize, synth): redrawn at most
+ * every 0.5% of `total`; off when `on` is false. */
+struct dsi_progress {
+    const char *label;
+    uint64_t total, done, shown;
+    bool on;
+};
+void dsi_progress_add(struct dsi_progress *p, uint64_t n);
+/* End the bar's line if anything was drawn. */
+void dsi_progress_end(struct dsi_progress *p);
 
 /* Bugs only: print file:line and the message, then abort. */
 void dsi_abort_impl(const char *file, int line, const char *fmt, ...)

@@ -89,7 +89,7 @@ void dsi_to_f32_q2_K_ref(const void *w, float *y, int64_t n) {
 }
 
 /* The 16 signed 6-bit scales of a Q3_K block. */
-static void q3k_scales(const uint8_t *s, int8_t sc[16]) {
+void dsi_q3k_scales(const uint8_t *s, int8_t sc[16]) {
     for (int i = 0; i < 16; i++) {
         int low4 = i < 8 ? (s[i] & 0xf) : (s[i - 8] >> 4);
         int high2 = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
@@ -102,7 +102,7 @@ void dsi_to_f32_q3_K_ref(const void *w, float *y, int64_t n) {
     for (int64_t i = 0; i < n / QK_K; i++) {
         float d = h2f(b[i].d);
         int8_t sc[16];
-        q3k_scales(b[i].scales, sc);
+        dsi_q3k_scales(b[i].scales, sc);
         const uint8_t *q = b[i].qs;
         int is = 0;
         uint8_t m = 1;

@@ -28,10 +28,54 @@ typedef void (*dsi_to_f32_fn)(const void *w, float *y, int64_t n);
 typedef void (*dsi_dot_f32_fn)(int64_t n, const void *w, const float *x, size_t xs, int nx,
                                float *out, size_t os);
 
+/* ---- 8-bit activations ------------------------------------------------------------------
+ * The quantized weight types multiply activations quantized on the fly to 8 bits, in blocks
+ * of 32 (finer than ggml's 256 for the K-quants, so the activation error is the same for every
+ * weight type). A row of n values (n % 32 == 0) takes dsi_xq_row_bytes(n) bytes:
+ *   int8_t  q[n]       q = round-half-even(x * (127 / amax)) in each block of 32
+ *   float   d[n/32]    amax / 127: x ~ q * d
+ *   float   ds32[n/32] d * (sum of q over the block)      - the terms of the weights'
+ *   float   ds16[n/16] d * (sum of q over each half)        offsets and minimums
+ *   int16_t s16[n/16]  sum of q over each half (exact)
+ * padded to a multiple of 64 bytes. Every variant of the quantizer yields the same bytes. */
+#define DSI_XQ_BLOCK 32
+
+struct dsi_xq_view {
+    const int8_t *q;
+    const float *d, *ds32, *ds16;
+    const int16_t *s16;
+};
+
+static inline size_t dsi_xq_row_bytes(int64_t n) {
+    size_t b = (size_t)n + (size_t)n / 32 * 8 + (size_t)n / 16 * 6;
+    return (b + 63) & ~(size_t)63;
+}
+
+static inline struct dsi_xq_view dsi_xq_view(const void *row, int64_t n) {
+    struct dsi_xq_view v;
+    v.q = (const int8_t *)row;
+    v.d = (const float *)(const void *)(v.q + n);
+    v.ds32 = v.d + n / 32;
+    v.ds16 = v.ds32 + n / 32;
+    v.s16 = (const int16_t *)(const void *)(v.ds16 + n / 16);
+    return v;
+}
+
+/* Quantize one row of n floats (n % 32 == 0) into `row` (dsi_xq_row_bytes(n) bytes). */
+typedef void (*dsi_quantize_x_fn)(const float *x, void *row, int64_t n);
+
+/* out[j * os] = sum_i w[i] * x_j[i] for the quantized activation rows x_j at x + j * xs bytes
+ * (j < nx <= DSI_DOT_MAX_X), with integer products within each block: the integer sums are
+ * exact, the float combination of the block scales is accurate to a few ulps of the sum of
+ * the absolute block terms. n is a multiple of the weight type's block size. */
+typedef void (*dsi_dot_q8_fn)(int64_t n, const void *w, const void *x, size_t xs, int nx,
+                              float *out, size_t os);
+
 struct dsi_type_kernels {
     dsi_to_f32_fn to_f32;
-    dsi_dot_f32_fn dot_f32;
-    const char *variant; /* "ref", "avx2", "avx512", "neon", ... of dot_f32 */
+    dsi_dot_f32_fn dot_f32;  /* float weights: f32 activations */
+    dsi_dot_q8_fn dot_q8;    /* quantized weights: 8-bit activations */
+    const char *variant;     /* "ref", "avx2", "avx512", "avx512vnni", "neon", ... */
 };
 
 /* Fill the table from the detected CPU features (dsi_cpu_init first). Idempotent. */
@@ -39,6 +83,10 @@ void dsi_kernels_init(void);
 
 /* Kernels of a type; entries are NULL where the type has no such kernel. */
 const struct dsi_type_kernels *dsi_kernels(enum dsi_type t);
+
+/* The activation quantizer of the best variant, and that variant's name. */
+dsi_quantize_x_fn dsi_kernels_quantize_x(void);
+const char *dsi_kernels_variant(void);
 
 /* ---- scalar references (quant/float.c) ------------------------------------------------- */
 void dsi_to_f32_f32_ref(const void *w, float *y, int64_t n);
@@ -66,6 +114,28 @@ void dsi_to_f32_iq4_nl_ref(const void *w, float *y, int64_t n);
 void dsi_to_f32_iq4_xs_ref(const void *w, float *y, int64_t n);
 /* Scale and min of sub-block j (0..7) of a Q4_K/Q5_K block's packed scales[12]. */
 void dsi_q4k_scale_min(int j, const uint8_t *scales, uint8_t *sc, uint8_t *mn);
+/* The 16 signed scales (-32..31) of a Q3_K block's packed scales[12]. */
+void dsi_q3k_scales(const uint8_t *scales, int8_t sc[16]);
+
+/* Activation quantizer and integer dot products (quant/dot_ref.c). */
+void dsi_quantize_x_ref(const float *x, void *row, int64_t n);
+void dsi_dot_q8_q4_0_ref(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out, size_t os);
+void dsi_dot_q8_q4_1_ref(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out, size_t os);
+void dsi_dot_q8_q5_0_ref(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out, size_t os);
+void dsi_dot_q8_q5_1_ref(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out, size_t os);
+void dsi_dot_q8_q8_0_ref(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out, size_t os);
+void dsi_dot_q8_q2_K_ref(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out, size_t os);
+void dsi_dot_q8_q3_K_ref(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out, size_t os);
+void dsi_dot_q8_q4_K_ref(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out, size_t os);
+void dsi_dot_q8_q5_K_ref(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out, size_t os);
+void dsi_dot_q8_q6_K_ref(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out, size_t os);
+void dsi_dot_q8_iq4_nl_ref(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out, size_t os);
+void dsi_dot_q8_iq4_xs_ref(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out, size_t os);
+
+/* Decomposition of a quantized row shared by the references and the tests: element i of the
+ * 32-element sub-block j is a[i / 16] * q[i] + m[i / 16], q an integer (offsets applied). */
+typedef void (*dsi_decode32_fn)(const void *w, int64_t j, int q[32], float a[2], float m[2]);
+dsi_decode32_fn dsi_decode32(enum dsi_type t);
 
 /* ---- ISA variants (quant/x86/, quant/arm/), reached only through the table ------------- */
 #if defined(__x86_64__)
@@ -85,7 +155,37 @@ void dsi_dot_f32_f16_avx512(int64_t n, const void *w, const float *x, size_t xs,
                             float *out, size_t os);
 void dsi_dot_f32_bf16_avx512(int64_t n, const void *w, const float *x, size_t xs, int nx,
                              float *out, size_t os);
+/* integer row kernels: one set per instruction set (quant/x86/qdot_*.c) */
+#define DSI_DECLARE_QDOT(SFX)                                                                      \
+    void dsi_quantize_x_##SFX(const float *x, void *row, int64_t n);                             \
+    void dsi_dot_q8_q4_0_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q4_1_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q5_0_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q5_1_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q8_0_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q2_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q3_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q4_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q5_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q6_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_iq4_nl_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t); \
+    void dsi_dot_q8_iq4_xs_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);
+DSI_DECLARE_QDOT(avx2)
+DSI_DECLARE_QDOT(avx2vnni)
+DSI_DECLARE_QDOT(avx512vnni)
 #endif
+
+/* One instruction set's integer kernels, in the order of dsi_qdot_types (for tests). */
+#define DSI_QDOT_NTYPES 12
+extern const enum dsi_type dsi_qdot_types[DSI_QDOT_NTYPES];
+struct dsi_qdot_set {
+    const char *name;
+    uint32_t need; /* dsi_cpu_feature bits */
+    dsi_quantize_x_fn quantize_x;
+    dsi_dot_q8_fn dot[DSI_QDOT_NTYPES];
+};
+/* The sets built into this binary, reference first; returns their count. */
+int dsi_qdot_sets(const struct dsi_qdot_set **sets);
 
 #ifdef __cplusplus
 }

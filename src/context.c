@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "quant/kernels.h"
 #include "src/model_impl.h"
 
 struct dsi_context_params dsi_context_default_params(void) {
@@ -43,10 +44,14 @@ static size_t carve(struct dsi_context *c, struct dsi_arena *a) {
     TAKE(s->up, B * hp->n_ff, float);
     TAKE(s->att_scratch, (int64_t)c->p.n_threads * (c->p.n_ctx + hp->head_dim_v), float);
     TAKE(s->pos, B, int32_t);
+    /* widest K among the matmuls */
+    int64_t kmax = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
+    if (o > kmax) kmax = o;
+    if (kmax % DSI_XQ_BLOCK == 0) {
+        s->mm.xq_bytes = (size_t)B * dsi_xq_row_bytes(kmax);
+        TAKE(s->mm.xq, s->mm.xq_bytes, uint8_t);
+    }
     if (dsi_op_have_blas() && B >= DSI_BLAS_MIN_T) {
-        /* widest K among the matmuls */
-        int64_t kmax = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
-        if (o > kmax) kmax = o;
         s->mm.wbuf_floats = (size_t)c->p.n_threads * DSI_BLAS_BLOCK * (size_t)kmax;
         TAKE(s->mm.wbuf, s->mm.wbuf_floats, float);
     }

@@ -18,6 +18,7 @@
 #include "core/file.h"
 #include "core/gguf.h"
 #include "core/safetensors.h"
+#include "quant/quantize.h"
 #include "src/tokenizer.h"
 
 #define CHUNK_ELEMS ((int64_t)1 << 20)
@@ -188,8 +189,7 @@ struct conv {
     struct otensor *t;
     int n, cap;
     enum dsi_type outtype;
-    /* progress */
-    uint64_t total, done, last_shown;
+    struct dsi_progress prog;
 };
 
 static const struct dsi_st_tensor *find_src(struct conv *c, const char *name) {
@@ -198,12 +198,15 @@ static const struct dsi_st_tensor *find_src(struct conv *c, const char *name) {
     return t;
 }
 
-enum dsi_type dsi_convert_tensor_type(const char *name, uint32_t n_dims, enum dsi_type outtype) {
+enum dsi_type dsi_convert_tensor_type(const char *name, uint32_t n_dims, int64_t ne0,
+                                      enum dsi_type outtype) {
     size_t n = strlen(name);
     if (n_dims <= 1) return DSI_TYPE_F32;
     if (n >= 12 && !strcmp(name + n - 12, "_norm.weight")) return DSI_TYPE_F32;
     if (strstr(name, "ffn_gate_inp.weight") || strstr(name, "rope_freqs")) return DSI_TYPE_F32;
     if (n < 7 || strcmp(name + n - 7, ".weight") != 0) return DSI_TYPE_F32;
+    /* a row that is not whole blocks stays f16, as llama.cpp's converter does for q8_0 */
+    if (ne0 % dsi_type_traits(outtype)->blck != 0) return DSI_TYPE_F16;
     return outtype;
 }
 
@@ -499,7 +502,7 @@ static enum dsi_status build_plan(struct conv *c) {
             return DSI_ERR_UNSUPPORTED;
         }
     }
-    for (int k = 0; k < c->n; k++) c->t[k].type = dsi_convert_tensor_type(c->t[k].name, c->t[k].n_dims, c->outtype);
+    for (int k = 0; k < c->n; k++) c->t[k].type = dsi_convert_tensor_type(c->t[k].name, c->t[k].n_dims, c->t[k].ne[0], c->outtype);
     return DSI_OK;
 }
 
@@ -550,7 +553,10 @@ enum dsi_status dsi_convert_write_kv(const struct dsi_hf_hparams *h, const char 
         U32(KEY("attention.key_length"), h->head_dim);
         U32(KEY("attention.value_length"), h->head_dim);
     }
-    uint32_t ftype = outtype == DSI_TYPE_F32 ? 0 : outtype == DSI_TYPE_F16 ? 1 : 32;
+    uint32_t ftype = outtype == DSI_TYPE_F32    ? 0
+                     : outtype == DSI_TYPE_F16  ? 1
+                     : outtype == DSI_TYPE_Q8_0 ? 7
+                                                : 32;
     U32("general.file_type", ftype);
 
     if (h->arch == DSI_HF_LLAMA) {
@@ -592,19 +598,7 @@ enum dsi_status dsi_convert_write_kv(const struct dsi_hf_hparams *h, const char 
 
 /* ---- tensor data ----------------------------------------------------------------------- */
 
-static void progress(struct conv *c, uint64_t add) {
-    c->done += add;
-    if (!c->p->progress || c->total == 0) return;
-    if (c->done != c->total && c->done - c->last_shown < c->total / 200) return;
-    c->last_shown = c->done;
-    int pct = (int)(100.0 * (double)c->done / (double)c->total);
-    char bar[41];
-    for (int i = 0; i < 40; i++) bar[i] = i < pct * 40 / 100 ? '#' : '.';
-    bar[40] = '\0';
-    fprintf(stderr, "\rconvert: [%s] %3d%%  %.1f / %.1f MiB", bar, pct, c->done / 1048576.0,
-            c->total / 1048576.0);
-    if (c->done >= c->total) fputc('\n', stderr);
-}
+static void progress(struct conv *c, uint64_t add) { dsi_progress_add(&c->prog, add); }
 
 struct sink {
     struct dsi_gguf_writer *w;
@@ -623,10 +617,16 @@ static enum dsi_status put_floats(struct conv *c, struct sink *s, const float *f
         uint16_t *o = (uint16_t *)s->out;
         for (int64_t i = 0; i < n; i++) o[i] = dsi_f32_to_f16(f[i]);
         bytes = (size_t)n * 2;
-    } else {
+    } else if (type == DSI_TYPE_BF16) {
         uint16_t *o = (uint16_t *)s->out;
         for (int64_t i = 0; i < n; i++) o[i] = dsi_f32_to_bf16(f[i]);
         bytes = (size_t)n * 2;
+    } else {
+        /* a quantized type: every piece written is whole rows or a multiple of
+         * CHUNK_ELEMS, so whole blocks (dsi_convert_tensor_type checked the row) */
+        DSI_ASSERT(n % dsi_type_traits(type)->blck == 0);
+        if (!dsi_quantize_row(type, f, s->out, n)) return DSI_ERR_UNSUPPORTED;
+        bytes = dsi_row_size(type, n);
     }
     enum dsi_status st = dsi_gguf_writer_write(s->w, s->out, bytes);
     progress(c, bytes);
@@ -735,8 +735,9 @@ static enum dsi_status run(const struct dsi_convert_params *p, void **mem, size_
             const struct dsi_st_tensor *e = dsi_st_find(c.st, "model.embed_tokens.weight");
             if (e && e->dtype == DSI_ST_BF16) c.outtype = DSI_TYPE_BF16;
         }
-        if (c.outtype != DSI_TYPE_F32 && c.outtype != DSI_TYPE_F16 && c.outtype != DSI_TYPE_BF16) {
-            DSI_LOG_ERR("convert: output type %s is not supported (f32, f16, bf16)",
+        if (c.outtype != DSI_TYPE_F32 && c.outtype != DSI_TYPE_F16 && c.outtype != DSI_TYPE_BF16 &&
+            c.outtype != DSI_TYPE_Q8_0) {
+            DSI_LOG_ERR("convert: output type %s is not supported (f32, f16, bf16, q8_0)",
                         dsi_type_name(c.outtype));
             st = DSI_ERR_UNSUPPORTED;
         }
@@ -759,13 +760,13 @@ static enum dsi_status run(const struct dsi_convert_params *p, void **mem, size_
         s.f = malloc((size_t)CHUNK_ELEMS * sizeof(float));
         s.out = malloc((size_t)CHUNK_ELEMS * 4);
         if (!s.f || !s.out) st = DSI_ERR_NOMEM;
-        c.total = dsi_gguf_writer_data_size(w);
+        c.prog = (struct dsi_progress){"convert", dsi_gguf_writer_data_size(w), 0, 0, p->progress};
     }
     if (!st) st = dsi_gguf_writer_begin(w, p->out_path);
     for (int k = 0; k < c.n && !st; k++) st = write_tensor(&c, &s, &c.t[k]);
     if (!st) st = dsi_gguf_writer_finish(w, mem, mem_size);
     if (st == DSI_ERR_NOMEM) DSI_LOG_ERR("convert: out of memory");
-    if (p->progress && c.total && c.done < c.total) fputc('\n', stderr);
+    dsi_progress_end(&c.prog);
     free(s.f);
     free(s.out);
     dsi_gguf_writer_free(w);

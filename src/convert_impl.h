@@ -42,6 +42,7 @@ enum dsi_status dsi_convert_write_kv(const struct dsi_hf_hparams *h, const char 
 void dsi_convert_llama3_factors(const struct dsi_hf_hparams *h, int64_t dim, float *out);
 
 /* The type llama.cpp's converter stores a tensor in (gguf.md 4.2). */
-enum dsi_type dsi_convert_tensor_type(const char *name, uint32_t n_dims, enum dsi_type outtype);
+enum dsi_type dsi_convert_tensor_type(const char *name, uint32_t n_dims, int64_t ne0,
+                                      enum dsi_type outtype);
 
 #endif

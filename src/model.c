@@ -98,8 +98,11 @@ static void read_hparams(struct loader *L) {
 
 /* ---- tensors --------------------------------------------------------------------------- */
 
-static bool is_float_type(enum dsi_type t) {
-    return t == DSI_TYPE_F32 || t == DSI_TYPE_F16 || t == DSI_TYPE_BF16;
+/* Types the CPU kernels compute with: float weights and every quantized type with an
+ * integer dot product. */
+static bool is_compute_type(enum dsi_type t) {
+    const struct dsi_type_kernels *kt = dsi_kernels(t);
+    return kt && kt->to_f32 && (kt->dot_f32 || kt->dot_q8);
 }
 
 /* Bind tensor `name` with the expected shape (ne1 = 0 for 1-D). Absent and !required: the
@@ -124,9 +127,10 @@ static struct dsi_tensor bind(struct loader *L, const char *name, int64_t ne0, i
         L->st = DSI_ERR_FORMAT;
         return t;
     }
-    if (!is_float_type(gt->type)) {
-        DSI_LOG_ERR("model: tensor '%s' has type %s; this build computes with f32/f16/bf16 weights "
-                    "only", name, dsi_type_name(gt->type));
+    if (!is_compute_type(gt->type)) {
+        DSI_LOG_ERR("model: tensor '%s' has type %s, which dsinfer cannot compute with (supported: "
+                    "f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl iq4_xs)",
+                    name, dsi_type_name(gt->type));
         L->st = DSI_ERR_UNSUPPORTED;
         return t;
     }

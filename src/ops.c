@@ -71,10 +71,51 @@ static void matmul_rows(float *y, const float *x, int64_t T, const struct dsi_te
     }
 }
 
+/* Quantized weights: quantize the T activation rows once, then each thread takes chunks of
+ * weight rows and multiplies each row with groups of DSI_DOT_MAX_X activation rows. */
+static void matmul_q8(float *y, const float *x, int64_t T, const struct dsi_tensor *W,
+                      const float *bias, int n_threads, struct dsi_matmul_scratch *s) {
+    int64_t K = W->ne[0], N = W->ne[1];
+    dsi_dot_q8_fn dot = dsi_kernels(W->type)->dot_q8;
+    dsi_quantize_x_fn quant = dsi_kernels_quantize_x();
+    size_t rb = dsi_xq_row_bytes(K);
+    uint8_t *xq = s && s->xq_bytes >= rb * (size_t)T ? s->xq : NULL, *owned = NULL;
+    if (!xq) {
+        owned = aligned_alloc(64, rb * (size_t)T);
+        DSI_ASSERT(owned);
+        xq = owned;
+    }
+    const int64_t chunk = 16;
+    int64_t n_chunks = (N + chunk - 1) / chunk;
+#pragma omp parallel num_threads(n_threads)
+    {
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < T; t++) quant(x + t * K, xq + (size_t)t * rb, K);
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < n_chunks; c++) {
+            int64_t r0 = c * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
+            for (int64_t r = r0; r < r1; r++) {
+                const void *w = dsi_tensor_row(W, r);
+                for (int64_t t = 0; t < T; t += DSI_DOT_MAX_X) {
+                    int nx = (int)(T - t < DSI_DOT_MAX_X ? T - t : DSI_DOT_MAX_X);
+                    dot(K, w, xq + (size_t)t * rb, rb, nx, y + t * N + r, (size_t)N);
+                }
+                if (bias)
+                    for (int64_t t = 0; t < T; t++) y[t * N + r] += bias[r];
+            }
+        }
+    }
+    free(owned);
+}
+
 void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor *W,
                    const float *bias, int n_threads, struct dsi_matmul_scratch *s) {
     int64_t K = W->ne[0], N = W->ne[1];
     const struct dsi_type_kernels *kt = dsi_kernels(W->type);
+    if (kt && kt->dot_q8) {
+        matmul_q8(y, x, T, W, bias, n_threads, s);
+        return;
+    }
     DSI_ASSERT(kt && kt->dot_f32);
 #ifdef DSI_HAVE_BLAS
     if (T >= DSI_BLAS_MIN_T && s && s->wbuf_floats >= (size_t)n_threads * DSI_BLAS_BLOCK * (size_t)K) {

@@ -19,10 +19,14 @@ extern "C" {
 #endif
 
 /* Scratch for matmul: per thread, a buffer to widen a weight block to f32 for BLAS
- * (n_threads * DSI_BLAS_BLOCK * K floats). */
+ * (n_threads * DSI_BLAS_BLOCK * K floats); the activations quantized to 8 bits for the
+ * quantized weight types (T * dsi_xq_row_bytes(K) bytes). A matmul whose scratch is missing
+ * or too small allocates what it needs for the call. */
 struct dsi_matmul_scratch {
     float *wbuf;
     size_t wbuf_floats;
+    uint8_t *xq;
+    size_t xq_bytes;
 };
 
 /* Rows a weight block handed to BLAS holds (the scratch needs DSI_BLAS_BLOCK * K floats). */
@@ -30,7 +34,9 @@ struct dsi_matmul_scratch {
 /* Token count from which float-weight matmuls go through BLAS (when built with it). */
 #define DSI_BLAS_MIN_T 32
 
-/* y [T][N] = x [T][K] * W^T (+ bias [N]). W: F32, F16 or BF16. */
+/* y [T][N] = x [T][K] * W^T (+ bias [N]). W: F32, F16, BF16 (f32 arithmetic), or a quantized
+ * type (x quantized to 8 bits per block of 32, integer dot products; quant/kernels.h). The
+ * reference dequantizes W and computes in double with the f32 x. */
 void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor *W,
                    const float *bias, int n_threads, struct dsi_matmul_scratch *s);
 void dsi_op_matmul_ref(float *y, const float *x, int64_t T, const struct dsi_tensor *W,

@@ -252,7 +252,7 @@ enum dsi_status dsi_synth(const struct dsi_synth_params *p) {
     }
     for (int i = 0; !st && i < plan.n; i++) {
         struct stensor *t = &plan.t[i];
-        t->type = dsi_convert_tensor_type(t->name, t->n_dims, type);
+        t->type = dsi_convert_tensor_type(t->name, t->n_dims, t->ne[0], type);
         st = dsi_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne);
     }
     if (!st) {
@@ -261,7 +261,7 @@ enum dsi_status dsi_synth(const struct dsi_synth_params *p) {
         if (!f || !buf) st = DSI_ERR_NOMEM;
     }
     if (!st) st = dsi_gguf_writer_begin(w, p->out);
-    uint64_t total = dsi_gguf_writer_data_size(w), done = 0, shown = 0;
+    struct dsi_progress prog = {"synth", w ? dsi_gguf_writer_data_size(w) : 0, 0, 0, p->progress};
     for (int i = 0; !st && i < plan.n; i++) {
         const struct stensor *t = &plan.t[i];
         int64_t n = t->ne[0] * t->ne[1] * t->ne[2];
@@ -294,16 +294,11 @@ enum dsi_status dsi_synth(const struct dsi_synth_params *p) {
                 bytes = (size_t)k * 2;
             }
             st = dsi_gguf_writer_write(w, buf, bytes);
-            done += bytes;
-            if (p->progress && (done - shown > total / 200 || done == total)) {
-                shown = done;
-                fprintf(stderr, "\rsynth: %3d%%  %.2f / %.2f GiB", (int)(100.0 * done / total),
-                        done / 1073741824.0, total / 1073741824.0);
-            }
+            dsi_progress_add(&prog, bytes);
         }
         free(freqs);
     }
-    if (p->progress && total) fputc('\n', stderr);
+    dsi_progress_end(&prog);
     if (!st) st = dsi_gguf_writer_finish(w, NULL, NULL);
     if (st == DSI_ERR_NOMEM) DSI_LOG_ERR("synth: out of memory");
     free(f);

@@ -1,4 +1,4 @@
-/* dsinfer convert HF_DIR OUT.gguf [--outtype f32|f16|bf16] */
+/* dsinfer convert HF_DIR OUT.gguf [--outtype f32|f16|bf16|q8_0] */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -7,11 +7,12 @@
 #include "src/convert.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: dsinfer convert HF_DIR OUT.gguf [--outtype f32|f16|bf16|auto] [--no-progress]\n"
+    fprintf(f, "usage: dsinfer convert HF_DIR OUT.gguf [--outtype f32|f16|bf16|q8_0|auto] [--no-progress]\n"
                "  Converts a Hugging Face checkpoint (config.json, *.safetensors, tokenizer.json)\n"
                "  of Qwen2 / Llama / DeepSeek-V2 to GGUF, as llama.cpp's converter would.\n"
                "  Norms, biases and the MoE router are stored as f32. Default outtype: auto\n"
-               "  (bf16 for bf16 weights, else f16).\n");
+               "  (bf16 for bf16 weights, else f16). q8_0 quantizes every matrix whose rows\n"
+               "  are whole blocks of 32 (others stay f16), as llama.cpp's converter does.\n");
 }
 
 int dsi_cmd_convert(int argc, char **argv) {
@@ -29,9 +30,10 @@ int dsi_cmd_convert(int argc, char **argv) {
             if (!strcmp(t, "f32")) p.outtype = DSI_TYPE_F32;
             else if (!strcmp(t, "f16")) p.outtype = DSI_TYPE_F16;
             else if (!strcmp(t, "bf16")) p.outtype = DSI_TYPE_BF16;
+            else if (!strcmp(t, "q8_0")) p.outtype = DSI_TYPE_Q8_0;
             else if (!strcmp(t, "auto")) p.outtype = -1;
             else {
-                fprintf(stderr, "dsinfer convert: unknown --outtype '%s' (f32, f16, bf16, auto)\n", t);
+                fprintf(stderr, "dsinfer convert: unknown --outtype '%s' (f32, f16, bf16, q8_0, auto)\n", t);
                 return 2;
             }
         } else if (!strcmp(a, "--progress")) {

@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"bench", dsi_cmd_bench, "prompt and generation speed (like llama-bench)"},
     {"synth", dsi_cmd_synth, "write a synthetic model of a real model's shape (benchmarks)"},
     {"convert", dsi_cmd_convert, "convert a Hugging Face checkpoint directory to GGUF"},
+    {"quantize", dsi_cmd_quantize, "quantize a GGUF model (Q8_0, Q4_K_M, IQ4_XS, ...)"},
 };
 
 static void usage(FILE *f) {
