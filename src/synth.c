@@ -252,6 +252,7 @@ enum dsi_status dsi_synth(const struct dsi_synth_params *p) {
     }
     for (int i = 0; !st && i < plan.n; i++) {
         struct stensor *t = &plan.t[i];
+        if (p->max_rows > 0 && t->n_dims >= 2 && t->ne[1] > p->max_rows) t->ne[1] = p->max_rows;
         t->type = dsi_convert_tensor_type(t->name, t->n_dims, t->ne[0], type);
         st = dsi_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne);
     }

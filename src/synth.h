@@ -22,6 +22,9 @@ struct dsi_synth_params {
     bool progress;
     int64_t n_layer;       /* > 0: keep only this many layers (quick tests) */
     int64_t n_vocab;       /* > 0: a smaller vocabulary (quick tests; >= the tokenizer's) */
+    int64_t max_rows;      /* > 0: cap every matrix's row count (ne1) at this: the real names,
+                              row lengths, layer count and metadata, but not a runnable model
+                              (tests of quantization type rules) */
 };
 
 /* The architecture names dsi_synth accepts, space-separated. */

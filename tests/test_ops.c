@@ -11,6 +11,7 @@
 
 #include "core/cpu.h"
 #include "quant/kernels.h"
+#include "quant/quantize.h"
 #include "src/ops.h"
 #include "tests/util.h"
 
@@ -95,6 +96,66 @@ static void test_kernels(void) {
     TU_LOG("kernels: %d SIMD variant(s) checked against ref\n", tested);
 }
 
+/* Quantized weights: the integer path (activations quantized to 8 bits per block of 32)
+ * against the reference in double on the f32 activations. The only difference allowed is the
+ * activation rounding, at most half a step (amax/127/2) per element, so per output
+ * |y - ref| <= sum_i |w_i| * amax(block of i) / 254 (+ float summation slack). Row counts
+ * and token counts that are not multiples of the kernels' chunks and groups. */
+static void test_matmul_quant(void) {
+    static const enum dsi_type types[] = {DSI_TYPE_Q4_0, DSI_TYPE_Q8_0, DSI_TYPE_Q5_1,
+                                          DSI_TYPE_Q4_K, DSI_TYPE_Q6_K, DSI_TYPE_IQ4_XS};
+    const int64_t K = 512, N = 37;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        enum dsi_type t = types[ti];
+        size_t rs = dsi_row_size(t, K);
+        uint8_t *wd = malloc(rs * (size_t)N);
+        float *wf = malloc((size_t)(K * N) * 4), *row = malloc((size_t)K * 4);
+        for (int64_t r = 0; r < N; r++) {
+            for (int64_t k = 0; k < K; k++) row[k] = frand() * 0.1f;
+            TU_CHECK(dsi_quantize_row(t, row, wd + (size_t)r * rs, K), "quantize %s", dsi_type_name(t));
+            dsi_kernels(t)->to_f32(wd + (size_t)r * rs, wf + r * K, K);
+        }
+        struct dsi_tensor W = dsi_tensor_make(t, K, N, 1, 1, wd);
+        float bias[37];
+        for (int i = 0; i < N; i++) bias[i] = frand();
+        static const int64_t Ts[] = {1, 2, 3, 5, 9, 40};
+        for (size_t k = 0; k < sizeof Ts / sizeof Ts[0]; k++) {
+            int64_t T = Ts[k];
+            float *x = malloc((size_t)(T * K) * 4), *y = malloc((size_t)(T * N) * 4),
+                  *r = malloc((size_t)(T * N) * 4);
+            for (int64_t i = 0; i < T * K; i++) x[i] = frand() * (i % 61 == 0 ? 8.0f : 1.0f);
+            struct dsi_matmul_scratch s = {0};
+            dsi_op_matmul(y, x, T, &W, bias, 2, &s);
+            dsi_op_matmul_ref(r, x, T, &W, bias);
+            for (int64_t tok = 0; tok < T; tok++)
+                for (int64_t n = 0; n < N; n++) {
+                    double bound = 0, mag = 0;
+                    for (int64_t b = 0; b < K / 32; b++) {
+                        float amax = 0;
+                        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[tok * K + 32 * b + i]));
+                        for (int i = 0; i < 32; i++) {
+                            double w = fabs(wf[n * K + 32 * b + i]);
+                            bound += w * amax / 254.0;
+                            mag += w * (fabs(x[tok * K + 32 * b + i]) + amax / 254.0);
+                        }
+                    }
+                    bound += 1e-5 * mag + 1e-6;
+                    double d = fabs((double)y[tok * N + n] - r[tok * N + n]);
+                    if (!(d <= bound))
+                        TU_CHECK(0, "matmul %s T=%lld token %lld row %lld: %g vs %g (bound %.3g)",
+                                 dsi_type_name(t), (long long)T, (long long)tok, (long long)n,
+                                 y[tok * N + n], r[tok * N + n], bound);
+                }
+            free(x);
+            free(y);
+            free(r);
+        }
+        free(wd);
+        free(wf);
+        free(row);
+    }
+}
+
 static void test_matmul(void) {
     int64_t K = 200, N = 300;
     enum dsi_type types[3] = {DSI_TYPE_F32, DSI_TYPE_F16, DSI_TYPE_BF16};
@@ -117,7 +178,7 @@ static void test_matmul(void) {
             int64_t T = Ts[k];
             float *x = malloc((size_t)(T * K) * 4), *y = malloc((size_t)(T * N) * 4), *r = malloc((size_t)(T * N) * 4);
             for (int64_t i = 0; i < T * K; i++) x[i] = frand();
-            struct dsi_matmul_scratch s = {malloc((size_t)(2 * DSI_BLAS_BLOCK * K) * 4), (size_t)(2 * DSI_BLAS_BLOCK * K)};
+            struct dsi_matmul_scratch s = {malloc((size_t)(2 * DSI_BLAS_BLOCK * K) * 4), (size_t)(2 * DSI_BLAS_BLOCK * K), NULL, 0};
             dsi_op_matmul(y, x, T, &W, bias, 2, &s);
             dsi_op_matmul_ref(r, x, T, &W, bias);
             double worst = 0;
@@ -195,6 +256,7 @@ int main(int argc, char **argv) {
     dsi_kernels_init();
     test_kernels();
     test_matmul();
+    test_matmul_quant();
     test_rope_attention();
     return tu_finish("test_ops");
 }
