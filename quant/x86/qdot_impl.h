@@ -15,6 +15,9 @@
 #include "quant/formats.h"
 #include "quant/kernels.h"
 
+#ifndef UNROLL4
+#define UNROLL4 _Pragma("GCC unroll 4")
+#endif
 #define CAT2(a, b) a##_##b
 #define CAT(a, b) CAT2(a, b)
 #define FN(name) CAT(name, SUFFIX)
@@ -53,17 +56,38 @@ static inline __m256i bits32_to_bytes(const uint8_t *p) {
 
 static inline __m256i load32(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
+/* acc[0..nx) and acc[DSI_DOT_MAX_X..+nx): the even and odd sub-blocks' sums, two independent
+ * FMA chains per token; accm: the minimum/offset terms. */
 #define ACT_SETUP                                                                                  \
     struct dsi_xq_view X[DSI_DOT_MAX_X];                                                           \
-    __m256 acc[DSI_DOT_MAX_X], accm[DSI_DOT_MAX_X];                                                \
-    for (int t = 0; t < nx; t++) {                                                                 \
+    __m256 acc[2 * DSI_DOT_MAX_X], accm[DSI_DOT_MAX_X];                                            \
+    UNROLL4 for (int t = 0; t < nx; t++) {                                                                 \
         X[t] = dsi_xq_view((const uint8_t *)x + (size_t)t * xs, n);                                \
-        acc[t] = _mm256_setzero_ps();                                                              \
-        accm[t] = _mm256_setzero_ps();                                                             \
+        acc[t] = acc[DSI_DOT_MAX_X + t] = accm[t] = _mm256_setzero_ps();                           \
     }
 
 #define ACT_FINISH                                                                                 \
-    for (int t = 0; t < nx; t++) out[(size_t)t * os] = hsum8(_mm256_add_ps(acc[t], accm[t]));
+    UNROLL4 for (int t = 0; t < nx; t++)                                                                   \
+        out[(size_t)t * os] =                                                                      \
+            hsum8(_mm256_add_ps(_mm256_add_ps(acc[t], acc[DSI_DOT_MAX_X + t]), accm[t]));
+
+/* Each kernel is written once as an always-inlined body taking nx, and exported through a
+ * switch that calls it with nx = 1..4 as a constant: the per-token loops unroll and the
+ * accumulators stay in registers. */
+#define AI static inline __attribute__((always_inline))
+#define QDOT_EXPORT(T)                                                                             \
+    void FN(dsi_dot_q8_##T)(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out, \
+                            size_t os) {                                                           \
+        switch (nx) {                                                                              \
+        case 1: body_##T(n, w, x, xs, 1, out, os); break;                                          \
+        case 2: body_##T(n, w, x, xs, 2, out, os); break;                                          \
+        case 3: body_##T(n, w, x, xs, 3, out, os); break;                                          \
+        default: body_##T(n, w, x, xs, 4, out, os); break;                                         \
+        }                                                                                          \
+    }
+#define BODY(T)                                                                                    \
+    AI void body_##T(int64_t n, const void *w, const void *x, size_t xs, const int nx, float *out,  \
+                     size_t os)
 
 /* acc += float(isum) * s */
 static inline __m256 scale_acc(__m256 acc, __m256i isum, __m256 s) {
@@ -114,52 +138,101 @@ void FN(dsi_quantize_x)(const float *x, void *row, int64_t n) {
 
 /* ---- 32-element block types ------------------------------------------------------------ */
 
-/* Body shared by the types with one scale per 32-element block: QV is the block's weight
- * vector, DOT the dot function, SCALE the block scale a and MIN its m (0 for none). */
-#define BLOCK32_LOOP(BT, QV, DOT, SCALE, MIN)                                                      \
+/* Body shared by the types with one fp16 scale d per 32-element block: QV(i) is block i's
+ * weight vector, DOT the dot function, MINV(av) the vector of minimum/offset values m of 8
+ * blocks given their scales av (MIN_NONE when there is none), MIN1(a, i) the same for one
+ * block. Blocks go in groups of 8: the scale products a * d_x of a group are one vector
+ * multiply per token and the minimum terms one FMA per token; the products are then broadcast
+ * from memory. A remainder of fewer than 8 blocks goes one by one. */
+#define GATHER8_F16(field)                                                                         \
+    _mm256_cvtph_ps(_mm_setr_epi16((short)b[i0].field, (short)b[i0 + 1].field,                     \
+                                   (short)b[i0 + 2].field, (short)b[i0 + 3].field,                 \
+                                   (short)b[i0 + 4].field, (short)b[i0 + 5].field,                 \
+                                   (short)b[i0 + 6].field, (short)b[i0 + 7].field))
+#define MIN_NONE(av) _mm256_setzero_ps()
+#define MIN1_NONE(a, i) 0.0f
+#define BLOCK32_LOOP(BT, QV, DOT, MINV, MIN1)                                                      \
     const BT *b = w;                                                                               \
     ACT_SETUP                                                                                      \
-    float mterm[DSI_DOT_MAX_X] = {0};                                                              \
-    for (int64_t i = 0; i < n / 32; i++) {                                                         \
-        __m256i qv = QV;                                                                           \
-        float a = SCALE, m = MIN;                                                                  \
-        for (int t = 0; t < nx; t++) {                                                             \
-            __m256i s = DOT(qv, load32(X[t].q + 32 * i));                                          \
-            acc[t] = scale_acc(acc[t], s, _mm256_set1_ps(a * X[t].d[i]));                          \
-            mterm[t] += m * X[t].ds32[i];                                                          \
+    const int64_t nb = n / 32, nb8 = nb & ~(int64_t)7;                                             \
+    for (int64_t i0 = 0; i0 < nb8; i0 += 8) {                                                      \
+        _Alignas(32) float sc[DSI_DOT_MAX_X][8];                                                   \
+        __m256 av = GATHER8_F16(d), mv = MINV(av);                                                 \
+        UNROLL4 for (int t = 0; t < nx; t++) {                                                     \
+            _mm256_store_ps(sc[t], _mm256_mul_ps(av, _mm256_loadu_ps(X[t].d + i0)));               \
+            accm[t] = _mm256_fmadd_ps(mv, _mm256_loadu_ps(X[t].ds32 + i0), accm[t]);               \
+        }                                                                                          \
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {                                      \
+            int64_t i = i0 + j;                                                                    \
+            __m256i qv = QV(i);                                                                    \
+            __m256 *A = acc + (j & 1) * DSI_DOT_MAX_X;                                             \
+            UNROLL4 for (int t = 0; t < nx; t++)                                                   \
+                A[t] = scale_acc(A[t], DOT(qv, load32(X[t].q + 32 * i)), _mm256_broadcast_ss(&sc[t][j])); \
         }                                                                                          \
     }                                                                                              \
-    for (int t = 0; t < nx; t++) out[(size_t)t * os] = hsum8(_mm256_add_ps(acc[t], accm[t])) + mterm[t];
+    float mt[DSI_DOT_MAX_X] = {0};                                                                 \
+    for (int64_t i = nb8; i < nb; i++) {                                                           \
+        float a = h2f(b[i].d), m = MIN1(a, i);                                                     \
+        __m256i qv = QV(i);                                                                        \
+        UNROLL4 for (int t = 0; t < nx; t++) {                                                     \
+            acc[t] = scale_acc(acc[t], DOT(qv, load32(X[t].q + 32 * i)), _mm256_set1_ps(a * X[t].d[i])); \
+            mt[t] += m * X[t].ds32[i];                                                             \
+        }                                                                                          \
+    }                                                                                              \
+    UNROLL4 for (int t = 0; t < nx; t++)                                                           \
+        out[(size_t)t * os] =                                                                      \
+            hsum8(_mm256_add_ps(_mm256_add_ps(acc[t], acc[DSI_DOT_MAX_X + t]), accm[t])) + mt[t];
 
 #define DOT_U DOT_U8
 
-void FN(dsi_dot_q8_q4_0)(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out,
-                         size_t os) {
-    BLOCK32_LOOP(struct block_q4_0, nibbles16(b[i].qs), DOT_U, h2f(b[i].d), -8.0f * a)
+BODY(q4_0) {
+    #define QV(i) nibbles16(b[i].qs)
+#define MINV(av) _mm256_mul_ps(av, _mm256_set1_ps(-8.0f))
+#define MIN1(a, i) (-8.0f * (a))
+    BLOCK32_LOOP(struct block_q4_0, QV, DOT_U, MINV, MIN1)
+#undef QV
+#undef MINV
+#undef MIN1
 }
 
-void FN(dsi_dot_q8_q4_1)(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out,
-                         size_t os) {
-    BLOCK32_LOOP(struct block_q4_1, nibbles16(b[i].qs), DOT_U, h2f(b[i].d), h2f(b[i].m))
+BODY(q4_1) {
+    #define QV(i) nibbles16(b[i].qs)
+#define MINV(av) GATHER8_F16(m)
+#define MIN1(a, i) h2f(b[i].m)
+    BLOCK32_LOOP(struct block_q4_1, QV, DOT_U, MINV, MIN1)
+#undef QV
+#undef MINV
+#undef MIN1
 }
 
 static inline __m256i q5_vec(const uint8_t *qs, const uint8_t *qh) {
     return _mm256_or_si256(nibbles16(qs), _mm256_and_si256(bits32_to_bytes(qh), _mm256_set1_epi8(0x10)));
 }
 
-void FN(dsi_dot_q8_q5_0)(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out,
-                         size_t os) {
-    BLOCK32_LOOP(struct block_q5_0, q5_vec(b[i].qs, b[i].qh), DOT_U, h2f(b[i].d), -16.0f * a)
+BODY(q5_0) {
+    #define QV(i) q5_vec(b[i].qs, b[i].qh)
+#define MINV(av) _mm256_mul_ps(av, _mm256_set1_ps(-16.0f))
+#define MIN1(a, i) (-16.0f * (a))
+    BLOCK32_LOOP(struct block_q5_0, QV, DOT_U, MINV, MIN1)
+#undef QV
+#undef MINV
+#undef MIN1
 }
 
-void FN(dsi_dot_q8_q5_1)(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out,
-                         size_t os) {
-    BLOCK32_LOOP(struct block_q5_1, q5_vec(b[i].qs, b[i].qh), DOT_U, h2f(b[i].d), h2f(b[i].m))
+BODY(q5_1) {
+    #define QV(i) q5_vec(b[i].qs, b[i].qh)
+#define MINV(av) GATHER8_F16(m)
+#define MIN1(a, i) h2f(b[i].m)
+    BLOCK32_LOOP(struct block_q5_1, QV, DOT_U, MINV, MIN1)
+#undef QV
+#undef MINV
+#undef MIN1
 }
 
-void FN(dsi_dot_q8_q8_0)(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out,
-                         size_t os) {
-    BLOCK32_LOOP(struct block_q8_0, load32(b[i].qs), dot_s8, h2f(b[i].d), 0.0f)
+BODY(q8_0) {
+    #define QV(i) load32(b[i].qs)
+    BLOCK32_LOOP(struct block_q8_0, QV, dot_s8, MIN_NONE, MIN1_NONE)
+#undef QV
 }
 
 static inline __m256i iq4_vec(const uint8_t *qs) {
@@ -167,46 +240,56 @@ static inline __m256i iq4_vec(const uint8_t *qs) {
     return _mm256_shuffle_epi8(tbl, nibbles16(qs));
 }
 
-void FN(dsi_dot_q8_iq4_nl)(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out,
-                           size_t os) {
-    BLOCK32_LOOP(struct block_iq4_nl, iq4_vec(b[i].qs), dot_s8, h2f(b[i].d), 0.0f)
+BODY(iq4_nl) {
+    #define QV(i) iq4_vec(b[i].qs)
+    BLOCK32_LOOP(struct block_iq4_nl, QV, dot_s8, MIN_NONE, MIN1_NONE)
+#undef QV
 }
 
 /* ---- K-quants (super-blocks of 256) ----------------------------------------------------- */
 
 /* Per super-block: the minimum terms of its 8 sub-blocks in one vector product per token. */
-static inline void min_terms32(__m256 *accm, const struct dsi_xq_view *X, int nx, int64_t sb,
+AI void min_terms32(__m256 *accm, const struct dsi_xq_view *X, int nx, int64_t sb,
                                __m256 c) {
-    for (int t = 0; t < nx; t++) accm[t] = _mm256_fmadd_ps(c, _mm256_loadu_ps(X[t].ds32 + 8 * sb), accm[t]);
+    UNROLL4 for (int t = 0; t < nx; t++) accm[t] = _mm256_fmadd_ps(c, _mm256_loadu_ps(X[t].ds32 + 8 * sb), accm[t]);
 }
 
-static inline void min_terms16(__m256 *accm, const struct dsi_xq_view *X, int nx, int64_t sb,
+AI void min_terms16(__m256 *accm, const struct dsi_xq_view *X, int nx, int64_t sb,
                                __m256 c0, __m256 c1) {
-    for (int t = 0; t < nx; t++) {
+    UNROLL4 for (int t = 0; t < nx; t++) {
         accm[t] = _mm256_fmadd_ps(c0, _mm256_loadu_ps(X[t].ds16 + 16 * sb), accm[t]);
         accm[t] = _mm256_fmadd_ps(c1, _mm256_loadu_ps(X[t].ds16 + 16 * sb + 8), accm[t]);
     }
 }
 
-/* One 32-element sub-block j with a single scale a (broadcast per token). */
-static inline void sub32_u(__m256 *acc, const struct dsi_xq_view *X, int nx, int64_t j, __m256i q,
-                           float a) {
-    for (int t = 0; t < nx; t++)
-        acc[t] = scale_acc(acc[t], DOT_U8(q, load32(X[t].q + 32 * j)), _mm256_set1_ps(a * X[t].d[j]));
+/* sc[t][g] = a[g] * d_x of sub-block 8 sb + g, for the 8 sub-blocks of super-block sb. */
+AI void scales8(float sc[][8], const struct dsi_xq_view *X, int nx, int64_t sb, __m256 av) {
+    UNROLL4 for (int t = 0; t < nx; t++) _mm256_store_ps(sc[t], _mm256_mul_ps(av, _mm256_loadu_ps(X[t].d + 8 * sb)));
 }
 
-static inline void sub32_s(__m256 *acc, const struct dsi_xq_view *X, int nx, int64_t j, __m256i q,
-                           float a) {
-    for (int t = 0; t < nx; t++)
-        acc[t] = scale_acc(acc[t], dot_s8(q, load32(X[t].q + 32 * j)), _mm256_set1_ps(a * X[t].d[j]));
+/* One 32-element sub-block j (g = j % 8 within its super-block) with the scale products of
+ * scales8; even and odd sub-blocks go to the two accumulator sets. */
+AI void sub32_u(__m256 *acc, const struct dsi_xq_view *X, int nx, int64_t j, __m256i q,
+                float sc[][8]) {
+    __m256 *A = acc + (j & 1) * DSI_DOT_MAX_X;
+    UNROLL4 for (int t = 0; t < nx; t++)
+        A[t] = scale_acc(A[t], DOT_U8(q, load32(X[t].q + 32 * j)), _mm256_broadcast_ss(&sc[t][j & 7]));
+}
+
+AI void sub32_s(__m256 *acc, const struct dsi_xq_view *X, int nx, int64_t j, __m256i q,
+                float sc[][8]) {
+    __m256 *A = acc + (j & 1) * DSI_DOT_MAX_X;
+    UNROLL4 for (int t = 0; t < nx; t++)
+        A[t] = scale_acc(A[t], dot_s8(q, load32(X[t].q + 32 * j)), _mm256_broadcast_ss(&sc[t][j & 7]));
 }
 
 /* One 32-element sub-block j whose halves have their own scales: sv = [a0 x4, a1 x4]. */
-static inline void sub16x2_u(__m256 *acc, const struct dsi_xq_view *X, int nx, int64_t j,
+AI void sub16x2_u(__m256 *acc, const struct dsi_xq_view *X, int nx, int64_t j,
                              __m256i q, __m256 sv) {
-    for (int t = 0; t < nx; t++)
-        acc[t] = scale_acc(acc[t], DOT_U8(q, load32(X[t].q + 32 * j)),
-                           _mm256_mul_ps(sv, _mm256_set1_ps(X[t].d[j])));
+    __m256 *A = acc + (j & 1) * DSI_DOT_MAX_X;
+    UNROLL4 for (int t = 0; t < nx; t++)
+        A[t] = scale_acc(A[t], DOT_U8(q, load32(X[t].q + 32 * j)),
+                         _mm256_mul_ps(sv, _mm256_broadcast_ss(&X[t].d[j])));
 }
 
 /* Lanes [v[2k] x4, v[2k+1] x4] of an 8-float vector. */
@@ -215,53 +298,58 @@ static inline __m256 pair_scales(__m256 v, int k) {
                                                          2 * k + 1, 2 * k + 1, 2 * k + 1));
 }
 
-void FN(dsi_dot_q8_q4_K)(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out,
-                         size_t os) {
+/* The 8 six-bit scales and mins of a Q4_K/Q5_K super-block (12 bytes) as floats times d and
+ * times -dmin: bytes 0-3 hold scales 0-3 (low 6 bits) and the top bits of scales 4-7, bytes
+ * 4-7 the same for the mins, bytes 8-11 the low 4 bits of scales/mins 4-7. */
+AI void q4k_scales(const uint8_t *q, float d, float dmin, __m256 *a, __m256 *c) {
+    uint32_t u0, u1, u2;
+    memcpy(&u0, q, 4);
+    memcpy(&u1, q + 4, 4);
+    memcpy(&u2, q + 8, 4);
+    uint64_t sc = (uint64_t)(u0 & 0x3f3f3f3fu) |
+                  (uint64_t)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)) << 32;
+    uint64_t mn = (uint64_t)(u1 & 0x3f3f3f3fu) |
+                  (uint64_t)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+    *a = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc))));
+    *c = _mm256_mul_ps(_mm256_set1_ps(-dmin), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn))));
+}
+
+BODY(q4_K) {
     const struct block_q4_K *b = w;
     ACT_SETUP
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     for (int64_t sb = 0; sb < n / QK_K; sb++) {
-        float d = h2f(b[sb].d), dmin = h2f(b[sb].dmin);
-        float a[8], c[8];
-        for (int g = 0; g < 8; g++) {
-            uint8_t sc, mn;
-            dsi_q4k_scale_min(g, b[sb].scales, &sc, &mn);
-            a[g] = d * (float)sc;
-            c[g] = -dmin * (float)mn;
-        }
-        min_terms32(accm, X, nx, sb, _mm256_loadu_ps(c));
+        __m256 av, cv;
+        q4k_scales(b[sb].scales, h2f(b[sb].d), h2f(b[sb].dmin), &av, &cv);
+        min_terms32(accm, X, nx, sb, cv);
+        _Alignas(32) float scs[DSI_DOT_MAX_X][8];
+        scales8(scs, X, nx, sb, av);
         for (int k = 0; k < 4; k++) {
             __m256i raw = load32(b[sb].qs + 32 * k);
-            sub32_u(acc, X, nx, 8 * sb + 2 * k, _mm256_and_si256(raw, m4), a[2 * k]);
-            sub32_u(acc, X, nx, 8 * sb + 2 * k + 1, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4),
-                    a[2 * k + 1]);
+            sub32_u(acc, X, nx, 8 * sb + 2 * k, _mm256_and_si256(raw, m4), scs);
+            sub32_u(acc, X, nx, 8 * sb + 2 * k + 1, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), scs);
         }
     }
     ACT_FINISH
 }
 
-void FN(dsi_dot_q8_q5_K)(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out,
-                         size_t os) {
+BODY(q5_K) {
     const struct block_q5_K *b = w;
     ACT_SETUP
     const __m256i m4 = _mm256_set1_epi8(0x0f), b4 = _mm256_set1_epi8(0x10);
     for (int64_t sb = 0; sb < n / QK_K; sb++) {
-        float d = h2f(b[sb].d), dmin = h2f(b[sb].dmin);
-        float a[8], c[8];
-        for (int g = 0; g < 8; g++) {
-            uint8_t sc, mn;
-            dsi_q4k_scale_min(g, b[sb].scales, &sc, &mn);
-            a[g] = d * (float)sc;
-            c[g] = -dmin * (float)mn;
-        }
-        min_terms32(accm, X, nx, sb, _mm256_loadu_ps(c));
+        __m256 av, cv;
+        q4k_scales(b[sb].scales, h2f(b[sb].d), h2f(b[sb].dmin), &av, &cv);
+        min_terms32(accm, X, nx, sb, cv);
+        _Alignas(32) float scs[DSI_DOT_MAX_X][8];
+        scales8(scs, X, nx, sb, av);
         __m256i qh = load32(b[sb].qh), bit = _mm256_set1_epi8(1);
         for (int k = 0; k < 4; k++) {
             __m256i raw = load32(b[sb].qs + 32 * k);
             for (int hi = 0; hi < 2; hi++) {
                 __m256i lo = hi ? _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4) : _mm256_and_si256(raw, m4);
                 __m256i hb = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit), b4);
-                sub32_u(acc, X, nx, 8 * sb + 2 * k + hi, _mm256_or_si256(lo, hb), a[2 * k + hi]);
+                sub32_u(acc, X, nx, 8 * sb + 2 * k + hi, _mm256_or_si256(lo, hb), scs);
                 bit = _mm256_add_epi8(bit, bit);
             }
         }
@@ -269,8 +357,7 @@ void FN(dsi_dot_q8_q5_K)(int64_t n, const void *w, const void *x, size_t xs, int
     ACT_FINISH
 }
 
-void FN(dsi_dot_q8_q6_K)(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out,
-                         size_t os) {
+BODY(q6_K) {
     const struct block_q6_K *b = w;
     ACT_SETUP
     const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
@@ -301,8 +388,7 @@ void FN(dsi_dot_q8_q6_K)(int64_t n, const void *w, const void *x, size_t xs, int
     ACT_FINISH
 }
 
-void FN(dsi_dot_q8_q2_K)(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out,
-                         size_t os) {
+BODY(q2_K) {
     const struct block_q2_K *b = w;
     ACT_SETUP
     const __m256i m3 = _mm256_set1_epi8(3);
@@ -329,8 +415,7 @@ void FN(dsi_dot_q8_q2_K)(int64_t n, const void *w, const void *x, size_t xs, int
     ACT_FINISH
 }
 
-void FN(dsi_dot_q8_q3_K)(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out,
-                         size_t os) {
+BODY(q3_K) {
     const struct block_q3_K *b = w;
     ACT_SETUP
     const __m256i m3 = _mm256_set1_epi8(3), b2 = _mm256_set1_epi8(4);
@@ -360,16 +445,31 @@ void FN(dsi_dot_q8_q3_K)(int64_t n, const void *w, const void *x, size_t xs, int
     ACT_FINISH
 }
 
-void FN(dsi_dot_q8_iq4_xs)(int64_t n, const void *w, const void *x, size_t xs, int nx, float *out,
-                           size_t os) {
+BODY(iq4_xs) {
     const struct block_iq4_xs *b = w;
     ACT_SETUP
     for (int64_t sb = 0; sb < n / QK_K; sb++) {
-        float d = h2f(b[sb].d);
+        float d = h2f(b[sb].d), a[8];
         for (int ib = 0; ib < 8; ib++) {
             int ls = ((b[sb].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xf) | (((b[sb].scales_h >> (2 * ib)) & 3) << 4);
-            sub32_s(acc, X, nx, 8 * sb + ib, iq4_vec(b[sb].qs + 16 * ib), d * (float)(ls - 32));
+            a[ib] = d * (float)(ls - 32);
         }
+        _Alignas(32) float scs[DSI_DOT_MAX_X][8];
+        scales8(scs, X, nx, sb, _mm256_loadu_ps(a));
+        for (int ib = 0; ib < 8; ib++) sub32_s(acc, X, nx, 8 * sb + ib, iq4_vec(b[sb].qs + 16 * ib), scs);
     }
     ACT_FINISH
 }
+
+QDOT_EXPORT(q4_0)
+QDOT_EXPORT(q4_1)
+QDOT_EXPORT(q5_0)
+QDOT_EXPORT(q5_1)
+QDOT_EXPORT(q8_0)
+QDOT_EXPORT(iq4_nl)
+QDOT_EXPORT(q4_K)
+QDOT_EXPORT(q5_K)
+QDOT_EXPORT(q6_K)
+QDOT_EXPORT(q2_K)
+QDOT_EXPORT(q3_K)
+QDOT_EXPORT(iq4_xs)
