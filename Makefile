@@ -5,6 +5,8 @@
 #   make check      the tests again under ASan+UBSan, every CPU-feature mask, and the fuzzers
 #   make bench      benchmarks (tokenizer, kernels, model); see docs/PERFORMANCE.md
 #   make fuzz       libFuzzer targets (clang) in build-fuzz/
+#   make test-arm   the AArch64 kernel tests, cross-built in build-arm/, under qemu-aarch64
+#                   (make test runs them too when aarch64-linux-gnu-gcc and qemu-aarch64 exist)
 # Knobs: DEBUG=1 SANITIZE=1 NATIVE=1 WERROR=1 VULKAN=1, and CC, CFLAGS, BUILD.
 
 CC      ?= cc
@@ -71,7 +73,7 @@ endif
 FIX_ALL   := $(shell find tests/fixtures -type f 2>/dev/null)
 FIX_OUT   := $(patsubst tests/fixtures/%,$(BUILD)/fixtures/%,$(FIX_ALL:.xz=))
 
-NEED_DEPS := $(filter-out clean deps run test check format,$(or $(MAKECMDGOALS),all))
+NEED_DEPS := $(filter-out clean deps run test check format test-arm arm-tests,$(or $(MAKECMDGOALS),all))
 ifneq ($(NEED_DEPS),)
 ifeq ($(PKG_LIBS),)
 $(error missing libraries ($(DEPS)); install them with: apt-get install -y pkg-config \
@@ -79,7 +81,7 @@ libpcre2-dev libutf8proc-dev libcjson-dev   (or run tools/deps.sh))
 endif
 endif
 
-.PHONY: all deps run test check bench fuzz format clean tests tools fixtures fuzzers
+.PHONY: all deps run test check bench fuzz format clean tests tools fixtures fuzzers test-arm arm-tests
 all: $(BIN) $(LIB) tools
 
 # ISA flags per file: only the kernels reached through the dispatch table get them.
@@ -87,6 +89,13 @@ $(BUILD)/quant/x86/%_avx2.o: override CFLAGS += -mavx2 -mfma -mf16c
 $(BUILD)/quant/x86/%_avx512.o: override CFLAGS += -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mf16c
 $(BUILD)/quant/x86/%_vnni.o: override CFLAGS += -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni -mfma -mf16c
 $(BUILD)/quant/x86/%_avx2vnni.o: override CFLAGS += -mavx2 -mfma -mf16c -mavxvnni
+$(BUILD)/quant/arm/%_dotprod.o: override CFLAGS += -march=armv8.2-a+dotprod
+$(BUILD)/quant/arm/%_i8mm.o: override CFLAGS += -march=armv8.6-a+dotprod+i8mm
+ifneq ($(findstring aarch64,$(ARCH)),)
+# GCC 12.2 (Debian 12) for AArch64 crashes in vect_transform_reduction on test_ops.c's
+# `worst = fmax(worst, fabs(o1[i] - o2[i]))` loop (constant trip count) at -O2
+$(BUILD)/tests/test_ops.o: override CFLAGS += -fno-tree-vectorize
+endif
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
@@ -136,7 +145,33 @@ run:
 test:
 	@sh tools/deps.sh test
 	@$(MAKE) --no-print-directory tests fixtures tools
-	@sh tests/run.sh $(BUILD) $(BIN)
+	@arm=; if $(ARM_FOUND); then $(MAKE) --no-print-directory $(ARM_MAKE) arm-tests || exit 1; \
+	  arm=$(ARM_BUILD); else echo "note: no $(ARM_CC) or qemu-aarch64, AArch64 kernel tests skipped"; fi; \
+	  DSI_ARM_BUILD=$$arm DSI_ARM_RUN="$(ARM_RUN)" sh tests/run.sh $(BUILD) $(BIN)
+
+# ---- AArch64 kernels: cross-built and run under qemu's user-mode emulation -----------------
+# Only what the kernel tests need (core/ without the cJSON reader, quant/, src/ops.c, BLAS=0),
+# linked statically so qemu needs no AArch64 libraries; every test runs once per ISA variant
+# (tests/run.sh): all of qemu's "max" CPU (dotprod, i8mm), then i8mm and dotprod masked.
+ARM_CC    ?= aarch64-linux-gnu-gcc
+ARM_RUN   ?= qemu-aarch64 -cpu max
+ARM_BUILD := build-arm
+ARM_SRC   := $(filter-out core/safetensors.c,$(wildcard core/*.c)) $(wildcard quant/*.c quant/arm/*.c) \
+             src/ops.c
+ARM_TESTS := test_qdot test_quant test_ops
+ARM_FOUND := command -v $(ARM_CC) >/dev/null 2>&1 && command -v $(firstword $(ARM_RUN)) >/dev/null 2>&1
+ARM_MAKE  := CC=$(ARM_CC) BUILD=$(ARM_BUILD) BLAS=0 PKG_CFLAGS= PKG_LIBS= LIB_SRC="$(ARM_SRC)" \
+             LDFLAGS=-static NATIVE= SANITIZE= FUZZ=
+
+test-arm:
+	@$(ARM_FOUND) || { echo "test-arm: needs $(ARM_CC) and $(firstword $(ARM_RUN)):" \
+	  "apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"; exit 1; }
+	@$(MAKE) --no-print-directory $(ARM_MAKE) arm-tests
+	@DSI_ARM_BUILD=$(ARM_BUILD) DSI_ARM_RUN="$(ARM_RUN)" DSI_ARM_ONLY=1 sh tests/run.sh $(ARM_BUILD)
+
+# (run by the two above with BUILD=$(ARM_BUILD)) the test programs and the fixtures they read
+arm-tests: $(ARM_TESTS:%=$(BUILD)/tests/%) \
+           $(filter $(BUILD)/fixtures/quant/%.blocks $(BUILD)/fixtures/quant/%.ggml-f32,$(FIX_OUT))
 
 check:
 	@sh tools/deps.sh check

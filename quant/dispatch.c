@@ -29,6 +29,13 @@ static const struct dsi_qdot_set qdot_sets[] = {
     QDOT_SET("avx2vnni", DSI_CPU_AVX2 | DSI_CPU_AVX_VNNI, avx2vnni),
     QDOT_SET("avx2", DSI_CPU_AVX2, avx2),
 #endif
+#if defined(__aarch64__)
+    /* dotprod before i8mm: with one weight row per call smmla does no more useful work than
+     * sdot and costs extra permutes (quant/arm/qdot_i8mm.c); i8mm is built and tested only */
+    QDOT_SET("dotprod", DSI_CPU_DOTPROD, dotprod),
+    QDOT_SET("i8mm", DSI_CPU_DOTPROD | DSI_CPU_I8MM, i8mm),
+    QDOT_SET("neon", DSI_CPU_NEON, neon),
+#endif
 };
 
 int dsi_qdot_sets(const struct dsi_qdot_set **sets) {

@@ -5,7 +5,9 @@ set -e
 profile=${1:-build}
 pkgs="gcc make pkg-config libpcre2-dev libutf8proc-dev libcjson-dev libopenblas-dev xz-utils"
 case "$profile" in
-  test)  pkgs="$pkgs" ;;
+  # the AArch64 kernel tests (make test-arm): cross compiler, and qemu-aarch64 to run them
+  test)  [ "$(dpkg --print-architecture 2>/dev/null)" = amd64 ] &&
+           pkgs="$pkgs gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user" ;;
   check) pkgs="$pkgs clang libclang-rt-dev libomp-dev" ;;
 esac
 missing=""
