@@ -7,6 +7,7 @@
  * a[i/16] * q[i] + m[i/16] with q an integer. Then
  *   sum_i w_i x_i = sum_h a_h * d_x * (sum_i q_i xq_i) + m_h * d_x * (sum_i xq_i),
  * the inner sums being exact integers. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -25,6 +26,7 @@ void dsi_quantize_x_ref(const float *x, void *row, int64_t n) {
         float amax = 0.0f;
         for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(xb[i]));
         float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        if (!(id <= FLT_MAX)) id = 0.0f; /* amax below ~3.7e-37: the block quantizes to zeros */
         d[b] = amax / 127.0f;
         int s[2] = {0, 0};
         for (int i = 0; i < 32; i++) {

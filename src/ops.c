@@ -94,15 +94,16 @@ static void matmul_q8(float *y, const float *x, int64_t T, const struct dsi_tens
 #pragma omp for schedule(static)
         for (int64_t c = 0; c < n_chunks; c++) {
             int64_t r0 = c * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
-            for (int64_t r = r0; r < r1; r++) {
-                const void *w = dsi_tensor_row(W, r);
-                for (int64_t t = 0; t < T; t += DSI_DOT_MAX_X) {
-                    int nx = (int)(T - t < DSI_DOT_MAX_X ? T - t : DSI_DOT_MAX_X);
-                    dot(K, w, xq + (size_t)t * rb, rb, nx, y + t * N + r, (size_t)N);
-                }
-                if (bias)
-                    for (int64_t t = 0; t < T; t++) y[t * N + r] += bias[r];
+            /* token groups outside, the chunk's rows inside: a group's activations and the
+             * chunk's weights both stay in cache while they meet */
+            for (int64_t t = 0; t < T; t += DSI_DOT_MAX_X) {
+                int nx = (int)(T - t < DSI_DOT_MAX_X ? T - t : DSI_DOT_MAX_X);
+                for (int64_t r = r0; r < r1; r++)
+                    dot(K, dsi_tensor_row(W, r), xq + (size_t)t * rb, rb, nx, y + t * N + r, (size_t)N);
             }
+            if (bias)
+                for (int64_t r = r0; r < r1; r++)
+                    for (int64_t t = 0; t < T; t++) y[t * N + r] += bias[r];
         }
     }
     free(owned);

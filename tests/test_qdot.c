@@ -48,7 +48,13 @@ static void test_quantize_x(const struct dsi_qdot_set *sets, int nsets) {
         float *x = malloc((size_t)n * sizeof *x);
         for (int64_t i = 0; i < n; i++) x[i] = gauss() * (i % 97 == 0 ? 20.0f : 1.0f);
         for (int64_t i = 0; i < 32; i++) x[i] = 0.0f; /* an all-zero block */
-        x[40] = 0.5f;                                 /* a tie: exactly half a step */
+        if (n >= 96) {
+            /* block 1: amax 127, so the step is exactly 1 and k + 0.5 are true ties (round half
+             * to even); block 2: amax so small that 127 / amax overflows (quantizes to zeros) */
+            x[32] = 127.0f;
+            for (int i = 33; i < 64; i++) x[i] = (float)((i * 7) % 41 - 20) + 0.5f;
+            for (int i = 64; i < 96; i++) x[i] = 1e-38f * gauss();
+        }
         uint8_t *ref = calloc(1, rb), *got = calloc(1, rb);
         size_t used = (size_t)n + (size_t)n / 32 * 8 + (size_t)n / 16 * 6;
         sets[0].quantize_x(x, ref, n);
@@ -68,13 +74,22 @@ static void test_quantize_x(const struct dsi_qdot_set *sets, int nsets) {
             int s0 = 0, s1 = 0;
             for (int i = 0; i < 32; i++) {
                 float e = fabsf(x[32 * b + i] - v.q[32 * b + i] * v.d[b]);
-                TU_CHECK(e <= 0.5f * v.d[b] * (1 + 1e-5f), "quantize_x: element error %g > half step", e);
+                if (!(127.0f / amax <= FLT_MAX)) /* a block too small to scale: zeros */
+                    TU_CHECK(v.q[32 * b + i] == 0, "quantize_x: tiny block not flushed");
+                else
+                    TU_CHECK(e <= 0.5f * v.d[b] * (1 + 1e-5f), "quantize_x: element error %g > half step", e);
                 if (i < 16) s0 += v.q[32 * b + i];
                 else s1 += v.q[32 * b + i];
             }
             TU_CHECK(v.s16[2 * b] == s0 && v.s16[2 * b + 1] == s1, "quantize_x: block sums");
         }
         TU_CHECK(v.d[0] == 0.0f && v.q[0] == 0, "quantize_x: zero block");
+        if (n >= 96) /* the ties of block 1 round half to even: 0.5 + k -> the even neighbour */
+            for (int i = 33; i < 64; i++) {
+                float f = floorf(x[i]);
+                int want = ((int)f % 2 == 0) ? (int)f : (int)f + 1;
+                TU_CHECK(v.q[i] == want, "quantize_x: tie %g -> %d, want %d", x[i], v.q[i], want);
+            }
         free(x);
         free(ref);
         free(got);

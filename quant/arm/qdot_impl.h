@@ -15,6 +15,7 @@
  * scaled by a * d_x. The minimum terms m * d_x * sum(xq) come from the activation's ds32/ds16.
  * Weights are read only inside the row; activations only inside their n quantized bytes and
  * the block scales. */
+#include <float.h>
 #include <arm_neon.h>
 #include <string.h>
 
@@ -143,6 +144,7 @@ void FN(dsi_quantize_x)(const float *x, void *row, int64_t n) {
         }
         float amax = vmaxnmvq_f32(mx);
         float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        if (!(id <= FLT_MAX)) id = 0.0f; /* amax below ~3.7e-37: the block quantizes to zeros */
         d[b] = amax / 127.0f;
         int32x4_t iv[8];
         UNROLL

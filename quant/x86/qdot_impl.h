@@ -9,6 +9,7 @@
  * 0-3 hold its first 16 elements, lanes 4-7 the second 16), converted to float once and
  * scaled by a * d_x; the minimum/offset terms m * d_x * sum(xq) are accumulated separately
  * from the activation's precomputed ds16/ds32. */
+#include <float.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -113,6 +114,7 @@ void FN(dsi_quantize_x)(const float *x, void *row, int64_t n) {
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
         float amax = _mm_cvtss_f32(m4);
         float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        if (!(id <= FLT_MAX)) id = 0.0f; /* amax below ~3.7e-37: the block quantizes to zeros */
         d[b] = amax / 127.0f;
         __m256 vid = _mm256_set1_ps(id);
         __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v[0], vid));
