@@ -73,10 +73,12 @@ static void matmul_rows(float *y, const float *x, int64_t T, const struct dsi_te
 
 /* Quantized weights: quantize the T activation rows once, then each thread takes chunks of
  * weight rows and multiplies each row with groups of DSI_DOT_MAX_X activation rows. */
-static void matmul_q8(float *y, const float *x, int64_t T, const struct dsi_tensor *W,
-                      const float *bias, int n_threads, struct dsi_matmul_scratch *s) {
-    int64_t K = W->ne[0], N = W->ne[1];
-    dsi_dot_q8_fn dot = dsi_kernels(W->type)->dot_q8;
+/* One or more quantized matrices with the same input: x is quantized once, and the row
+ * chunks of all matrices are shared out in one parallel region. */
+static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
+                      const struct dsi_tensor *const *W, const float *const *bias, int n_threads,
+                      struct dsi_matmul_scratch *s) {
+    int64_t K = W[0]->ne[0];
     dsi_quantize_x_fn quant = dsi_kernels_quantize_x();
     size_t rb = dsi_xq_row_bytes(K);
     uint8_t *xq = s && s->xq_bytes >= rb * (size_t)T ? s->xq : NULL, *owned = NULL;
@@ -86,27 +88,52 @@ static void matmul_q8(float *y, const float *x, int64_t T, const struct dsi_tens
         xq = owned;
     }
     const int64_t chunk = 16;
-    int64_t n_chunks = (N + chunk - 1) / chunk;
+    int64_t first[DSI_MATMUL_MAX + 1];
+    first[0] = 0;
+    for (int m = 0; m < nm; m++) first[m + 1] = first[m] + (W[m]->ne[1] + chunk - 1) / chunk;
+    int64_t n_chunks = first[nm];
 #pragma omp parallel num_threads(n_threads)
     {
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < T; t++) quant(x + t * K, xq + (size_t)t * rb, K);
 #pragma omp for schedule(static)
         for (int64_t c = 0; c < n_chunks; c++) {
-            int64_t r0 = c * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
+            int m = 0;
+            while (c >= first[m + 1]) m++;
+            const struct dsi_tensor *Wm = W[m];
+            int64_t N = Wm->ne[1];
+            float *ym = y[m];
+            dsi_dot_q8_fn dot = dsi_kernels(Wm->type)->dot_q8;
+            int64_t r0 = (c - first[m]) * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
             /* token groups outside, the chunk's rows inside: a group's activations and the
              * chunk's weights both stay in cache while they meet */
             for (int64_t t = 0; t < T; t += DSI_DOT_MAX_X) {
                 int nx = (int)(T - t < DSI_DOT_MAX_X ? T - t : DSI_DOT_MAX_X);
                 for (int64_t r = r0; r < r1; r++)
-                    dot(K, dsi_tensor_row(W, r), xq + (size_t)t * rb, rb, nx, y + t * N + r, (size_t)N);
+                    dot(K, dsi_tensor_row(Wm, r), xq + (size_t)t * rb, rb, nx, ym + t * N + r, (size_t)N);
             }
-            if (bias)
+            if (bias[m])
                 for (int64_t r = r0; r < r1; r++)
-                    for (int64_t t = 0; t < T; t++) y[t * N + r] += bias[r];
+                    for (int64_t t = 0; t < T; t++) ym[t * N + r] += bias[m][r];
         }
     }
     free(owned);
+}
+
+void dsi_op_matmul_multi(int nm, float *const *y, const float *x, int64_t T,
+                         const struct dsi_tensor *const *W, const float *const *bias,
+                         int n_threads, struct dsi_matmul_scratch *s) {
+    DSI_ASSERT(nm >= 1 && nm <= DSI_MATMUL_MAX);
+    bool fused = true;
+    for (int m = 0; m < nm; m++) {
+        const struct dsi_type_kernels *kt = dsi_kernels(W[m]->type);
+        fused = fused && kt && kt->dot_q8 && W[m]->ne[0] == W[0]->ne[0];
+    }
+    if (fused) {
+        matmul_q8(nm, y, x, T, W, bias, n_threads, s);
+        return;
+    }
+    for (int m = 0; m < nm; m++) dsi_op_matmul(y[m], x, T, W[m], bias[m], n_threads, s);
 }
 
 void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor *W,
@@ -114,7 +141,7 @@ void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor 
     int64_t K = W->ne[0], N = W->ne[1];
     const struct dsi_type_kernels *kt = dsi_kernels(W->type);
     if (kt && kt->dot_q8) {
-        matmul_q8(y, x, T, W, bias, n_threads, s);
+        matmul_q8(1, &y, x, T, &W, &bias, n_threads, s);
         return;
     }
     DSI_ASSERT(kt && kt->dot_f32);

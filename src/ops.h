@@ -41,6 +41,13 @@ void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor 
                    const float *bias, int n_threads, struct dsi_matmul_scratch *s);
 void dsi_op_matmul_ref(float *y, const float *x, int64_t T, const struct dsi_tensor *W,
                        const float *bias);
+/* y[m] = x * W[m]^T (+ bias[m], which may be NULL) for nm <= DSI_MATMUL_MAX matrices with the
+ * same input (attention q/k/v, FFN gate/up). Quantized matrices of one row length share one
+ * quantization of x and one parallel region; otherwise one dsi_op_matmul each. */
+#define DSI_MATMUL_MAX 4
+void dsi_op_matmul_multi(int nm, float *const *y, const float *x, int64_t T,
+                         const struct dsi_tensor *const *W, const float *const *bias,
+                         int n_threads, struct dsi_matmul_scratch *s);
 /* True when this build links BLAS. */
 bool dsi_op_have_blas(void);
 

@@ -156,6 +156,51 @@ static void test_matmul_quant(void) {
     }
 }
 
+/* dsi_op_matmul_multi: three quantized matrices of different heights (and a float one, which
+ * takes the unfused path) against one dsi_op_matmul each, which test_matmul_quant checks
+ * against the reference: the same kernels on the same quantized x, so equal bits. */
+static void test_matmul_multi(void) {
+    const int64_t K = 256, Ns[4] = {40, 8, 17, 5};
+    const enum dsi_type ts[4] = {DSI_TYPE_Q4_K, DSI_TYPE_Q8_0, DSI_TYPE_Q6_K, DSI_TYPE_F32};
+    for (int with_float = 0; with_float < 2; with_float++) {
+        int nm = with_float ? 4 : 3;
+        struct dsi_tensor W[4];
+        uint8_t *wd[4];
+        float *bias[4], *y[4], *r[4], *row = malloc((size_t)K * 4);
+        const int64_t T = 6;
+        float *x = malloc((size_t)(T * K) * 4);
+        for (int64_t i = 0; i < T * K; i++) x[i] = frand();
+        for (int m = 0; m < nm; m++) {
+            size_t rs = dsi_row_size(ts[m], K);
+            wd[m] = malloc(rs * (size_t)Ns[m]);
+            for (int64_t n = 0; n < Ns[m]; n++) {
+                for (int64_t k = 0; k < K; k++) row[k] = frand() * 0.1f;
+                if (ts[m] == DSI_TYPE_F32) memcpy(wd[m] + (size_t)n * rs, row, rs);
+                else dsi_quantize_row(ts[m], row, wd[m] + (size_t)n * rs, K);
+            }
+            W[m] = dsi_tensor_make(ts[m], K, Ns[m], 1, 1, wd[m]);
+            bias[m] = m == 1 ? NULL : malloc((size_t)Ns[m] * 4);
+            for (int64_t n = 0; bias[m] && n < Ns[m]; n++) bias[m][n] = frand();
+            y[m] = malloc((size_t)(T * Ns[m]) * 4);
+            r[m] = malloc((size_t)(T * Ns[m]) * 4);
+            dsi_op_matmul(r[m], x, T, &W[m], bias[m], 1, NULL);
+        }
+        const struct dsi_tensor *Wp[4] = {&W[0], &W[1], &W[2], &W[3]};
+        const float *bp[4] = {bias[0], bias[1], bias[2], bias[3]};
+        dsi_op_matmul_multi(nm, y, x, T, Wp, bp, 2, NULL);
+        for (int m = 0; m < nm; m++) {
+            TU_CHECK(memcmp(y[m], r[m], (size_t)(T * Ns[m]) * 4) == 0,
+                     "matmul_multi (%d matrices): matrix %d differs from dsi_op_matmul", nm, m);
+            free(wd[m]);
+            free(bias[m]);
+            free(y[m]);
+            free(r[m]);
+        }
+        free(row);
+        free(x);
+    }
+}
+
 static void test_matmul(void) {
     int64_t K = 200, N = 300;
     enum dsi_type types[3] = {DSI_TYPE_F32, DSI_TYPE_F16, DSI_TYPE_BF16};
@@ -257,6 +302,7 @@ int main(int argc, char **argv) {
     test_kernels();
     test_matmul();
     test_matmul_quant();
+    test_matmul_multi();
     test_rope_attention();
     return tu_finish("test_ops");
 }

@@ -18,9 +18,12 @@ void dsi_block_attn_gqa(struct dsi_context *c, const struct dsi_layer *l, int il
     struct dsi_scratch *s = &c->s;
     int nt = c->p.n_threads;
     dsi_op_rmsnorm(s->xn, s->x, l->attn_norm, T, hp->n_embd, hp->eps, nt);
-    dsi_op_matmul(s->q, s->xn, T, &l->wq, l->bq, nt, &s->mm);
-    dsi_op_matmul(s->k, s->xn, T, &l->wk, l->bk, nt, &s->mm);
-    dsi_op_matmul(s->v, s->xn, T, &l->wv, l->bv, nt, &s->mm);
+    {
+        float *y[3] = {s->q, s->k, s->v};
+        const struct dsi_tensor *W[3] = {&l->wq, &l->wk, &l->wv};
+        const float *b[3] = {l->bq, l->bk, l->bv};
+        dsi_op_matmul_multi(3, y, s->xn, T, W, b, nt, &s->mm);
+    }
     for (int64_t t = 0; t < T; t++) s->pos[t] = (int32_t)(pos0 + t);
     struct dsi_rope r = {hp->rope_mode, hp->rope_dims, c->m->rope_inv_freq, 1.0f};
     dsi_op_rope(s->q, T, hp->n_head, hp->head_dim, s->pos, &r, nt);
@@ -39,8 +42,12 @@ void dsi_block_ffn_swiglu(struct dsi_context *c, const struct dsi_layer *l, int6
     struct dsi_scratch *s = &c->s;
     int nt = c->p.n_threads;
     dsi_op_rmsnorm(s->xn, s->x, l->ffn_norm, T, hp->n_embd, hp->eps, nt);
-    dsi_op_matmul(s->gate, s->xn, T, &l->w_gate, NULL, nt, &s->mm);
-    dsi_op_matmul(s->up, s->xn, T, &l->w_up, NULL, nt, &s->mm);
+    {
+        float *y[2] = {s->gate, s->up};
+        const struct dsi_tensor *W[2] = {&l->w_gate, &l->w_up};
+        const float *b[2] = {NULL, NULL};
+        dsi_op_matmul_multi(2, y, s->xn, T, W, b, nt, &s->mm);
+    }
     dsi_op_swiglu(s->gate, s->up, T * hp->n_ff, nt);
     dsi_op_matmul(s->tmp, s->gate, T, &l->w_down, NULL, nt, &s->mm);
     dsi_op_add(s->x, s->tmp, T * hp->n_embd, nt);
