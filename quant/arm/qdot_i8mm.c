@@ -12,8 +12,8 @@
  *   - four permutes per group of four sums.
  * Per 128 weights and pair of rows: 16 smmla + 16 zip + 8 ext + 4 permutes, against
  * 16 sdot + 6 addp, with the same loads. Measured under qemu (instructions executed, one call,
- * n = 4096): q4_0 nx = 2 needs 5704 against dotprod's 4882, nx = 4 needs 8660 against 7550;
- * q4_K nx = 4 needs 13322 against 12157 (docs/KERNELS.md). dispatch.c therefore puts this set
+ * n = 4096): q4_0 nx = 2 needs 3463 against dotprod's 2862, nx = 4 needs 5689 against 4787;
+ * q4_K nx = 4 needs 5862 against 4926 (docs/KERNELS.md). dispatch.c therefore puts this set
  * after dotprod: it is built and tested (test_qdot runs every set the CPU can run), never
  * chosen. smmla pays off (twice sdot's useful work) once a call multiplies two weight rows with
  * two activation rows, as llama.cpp's nrc == 2 kernels do. That needs a dot_q8 taking two
