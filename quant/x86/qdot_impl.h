@@ -40,8 +40,10 @@ static inline __m256i dot_s8(__m256i w, __m256i x) {
 
 /* 32 nibbles of 16 bytes: bytes 0-15 the low nibbles, bytes 16-31 the high ones. */
 static inline __m256i nibbles16(const uint8_t *p) {
-    __m128i r = _mm_loadu_si128((const __m128i *)(const void *)p);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(r, 4), r), _mm256_set1_epi8(0x0f));
+    /* one broadcast load, the upper lane shifted right by 4 (a variable shift), one mask */
+    __m256i r = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)p));
+    r = _mm256_srlv_epi64(r, _mm256_setr_epi64x(0, 0, 4, 4));
+    return _mm256_and_si256(r, _mm256_set1_epi8(0x0f));
 }
 
 /* Byte l = 0xff where bit l of the 32-bit little-endian word at p is set. */
