@@ -42,7 +42,9 @@ static size_t carve(struct dsi_context *c, struct dsi_arena *a) {
     TAKE(s->attn, B * o, float);
     TAKE(s->gate, B * hp->n_ff, float);
     TAKE(s->up, B * hp->n_ff, float);
-    TAKE(s->att_scratch, (int64_t)c->p.n_threads * (c->p.n_ctx + hp->head_dim_v), float);
+    struct dsi_attn_params ap = {hp->n_head, hp->n_head_kv > 0 ? hp->n_head_kv : 1, hp->head_dim,
+                                 hp->head_dim_v, 1.0f};
+    TAKE(s->att_scratch, (int64_t)dsi_op_attention_scratch(c->p.n_threads, c->p.n_ctx, &ap), float);
     TAKE(s->pos, B, int32_t);
     /* widest K among the matmuls */
     int64_t kmax = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;

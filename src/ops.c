@@ -96,25 +96,34 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
     {
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < T; t++) quant(x + t * K, xq + (size_t)t * rb, K);
-#pragma omp for schedule(static)
-        for (int64_t c = 0; c < n_chunks; c++) {
-            int m = 0;
-            while (c >= first[m + 1]) m++;
-            const struct dsi_tensor *Wm = W[m];
-            int64_t N = Wm->ne[1];
-            float *ym = y[m];
-            dsi_dot_q8_fn dot = dsi_kernels(Wm->type)->dot_q8;
-            int64_t r0 = (c - first[m]) * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
-            /* token groups outside, the chunk's rows inside: a group's activations and the
-             * chunk's weights both stay in cache while they meet */
-            for (int64_t t = 0; t < T; t += DSI_DOT_MAX_X) {
-                int nx = (int)(T - t < DSI_DOT_MAX_X ? T - t : DSI_DOT_MAX_X);
-                for (int64_t r = r0; r < r1; r++)
-                    dot(K, dsi_tensor_row(Wm, r), xq + (size_t)t * rb, rb, nx, ym + t * N + r, (size_t)N);
+        /* Token tiles of about 128 KiB of quantized activations (a multiple of the kernels'
+         * token group), so that a tile stays in L2 while every row chunk passes over it; in a
+         * tile, token groups outside and the chunk's rows inside, so that a group's
+         * activations and the chunk's weights meet in L1. Each thread keeps its chunks (static
+         * schedule) across tiles and re-reads only its own share of the weights. */
+        int64_t tile = (int64_t)((128u << 10) / rb) / DSI_DOT_MAX_X * DSI_DOT_MAX_X;
+        if (tile < DSI_DOT_MAX_X) tile = DSI_DOT_MAX_X;
+        for (int64_t t0 = 0; t0 < T; t0 += tile) {
+            int64_t t1 = t0 + tile < T ? t0 + tile : T;
+#pragma omp for schedule(static) nowait
+            for (int64_t c = 0; c < n_chunks; c++) {
+                int m = 0;
+                while (c >= first[m + 1]) m++;
+                const struct dsi_tensor *Wm = W[m];
+                int64_t N = Wm->ne[1];
+                float *ym = y[m];
+                dsi_dot_q8_fn dot = dsi_kernels(Wm->type)->dot_q8;
+                int64_t r0 = (c - first[m]) * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
+                for (int64_t t = t0; t < t1; t += DSI_DOT_MAX_X) {
+                    int nx = (int)(t1 - t < DSI_DOT_MAX_X ? t1 - t : DSI_DOT_MAX_X);
+                    for (int64_t r = r0; r < r1; r++)
+                        dot(K, dsi_tensor_row(Wm, r), xq + (size_t)t * rb, rb, nx, ym + t * N + r,
+                            (size_t)N);
+                }
+                if (bias[m])
+                    for (int64_t r = r0; r < r1; r++)
+                        for (int64_t t = t0; t < t1; t++) ym[t * N + r] += bias[m][r];
             }
-            if (bias[m])
-                for (int64_t r = r0; r < r1; r++)
-                    for (int64_t t = 0; t < T; t++) ym[t * N + r] += bias[m][r];
         }
     }
     free(owned);
@@ -272,30 +281,48 @@ void dsi_op_kv_store(const struct dsi_kv_view *kv, const float *k, const float *
 }
 
 /* Attention of one query head over cache positions [0, n); `s` has n floats, `tmp` hd_v. */
-static void attend(float *out, const float *q, const struct dsi_kv_view *kv, int kvh, int64_t n,
-                   const struct dsi_attn_params *p, const struct dsi_type_kernels *kt, float *s,
-                   float *tmp) {
+/* One KV head's group of G query heads at one position, attending to cache rows [0, n): the
+ * scores of up to DSI_DOT_MAX_X heads against each key row come from one kernel call on the
+ * stored (f16/f32) row, and each value row is widened once for all G heads. s: G * n floats,
+ * vr: head_dim_v floats. */
+static void attend_group(float *out, const float *q, int G, const struct dsi_kv_view *kv, int kvh,
+                         int64_t n, const struct dsi_attn_params *p,
+                         const struct dsi_type_kernels *kt, float *s, float *vr) {
     size_t es = (size_t)dsi_type_traits(kv->type)->size;
     const char *kb = (const char *)kv->k + (size_t)kvh * p->head_dim * es;
     const char *vb = (const char *)kv->v + (size_t)kvh * p->head_dim_v * es;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < n; j++) {
-        kt->dot_f32(p->head_dim, kb + (size_t)j * kv->k_row * es, q, 0, 1, &s[j], 0);
-        s[j] *= p->scale;
-        if (s[j] > mx) mx = s[j];
+    for (int64_t j = 0; j < n; j++)
+        for (int g0 = 0; g0 < G; g0 += DSI_DOT_MAX_X) {
+            int nx = G - g0 < DSI_DOT_MAX_X ? G - g0 : DSI_DOT_MAX_X;
+            kt->dot_f32(p->head_dim, kb + (size_t)j * kv->k_row * es, q + (size_t)g0 * p->head_dim,
+                        (size_t)p->head_dim, nx, s + (size_t)g0 * n + j, (size_t)n);
+        }
+    for (int g = 0; g < G; g++) {
+        float *sg = s + (size_t)g * n, mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < n; j++) {
+            sg[j] *= p->scale;
+            if (sg[j] > mx) mx = sg[j];
+        }
+        for (int64_t j = 0; j < n; j++) {
+            sg[j] = expf(sg[j] - mx);
+            sum += sg[j];
+        }
+        float inv = 1.0f / sum;
+        for (int64_t j = 0; j < n; j++) sg[j] *= inv;
     }
-    float sum = 0;
+    memset(out, 0, (size_t)G * p->head_dim_v * sizeof *out);
     for (int64_t j = 0; j < n; j++) {
-        s[j] = expf(s[j] - mx);
-        sum += s[j];
+        kt->to_f32(vb + (size_t)j * kv->v_row * es, vr, p->head_dim_v);
+        for (int g = 0; g < G; g++) {
+            float a = s[(size_t)g * n + j], *o = out + (size_t)g * p->head_dim_v;
+            for (int d = 0; d < p->head_dim_v; d++) o[d] += a * vr[d];
+        }
     }
-    float inv = 1.0f / sum;
-    memset(out, 0, (size_t)p->head_dim_v * sizeof *out);
-    for (int64_t j = 0; j < n; j++) {
-        kt->to_f32(vb + (size_t)j * kv->v_row * es, tmp, p->head_dim_v);
-        float a = s[j] * inv;
-        for (int d = 0; d < p->head_dim_v; d++) out[d] += a * tmp[d];
-    }
+}
+
+size_t dsi_op_attention_scratch(int n_threads, int64_t n_ctx, const struct dsi_attn_params *p) {
+    int group = p->n_head / p->n_head_kv;
+    return (size_t)n_threads * ((size_t)group * (size_t)n_ctx + (size_t)p->head_dim_v);
 }
 
 void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, int64_t pos0,
@@ -303,21 +330,22 @@ void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, 
                       int64_t n_ctx) {
     const struct dsi_type_kernels *kt = dsi_kernels(kv->type);
     int group = p->n_head / p->n_head_kv;
-    int64_t work = T * p->n_head;
+    int64_t work = T * p->n_head_kv;
+    size_t per_thread = dsi_op_attention_scratch(1, n_ctx, p);
 #pragma omp parallel num_threads(n_threads)
     {
         int tid = 0;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        float *s = scratch + (size_t)tid * (size_t)(n_ctx + p->head_dim_v);
-        float *tmp = s + n_ctx;
+        float *s = scratch + (size_t)tid * per_thread;
+        float *vr = s + (size_t)group * (size_t)n_ctx;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t w = 0; w < work; w++) {
-            int64_t t = w / p->n_head;
-            int h = (int)(w % p->n_head);
-            attend(out + (t * p->n_head + h) * p->head_dim_v, q + (t * p->n_head + h) * p->head_dim,
-                   kv, h / group, pos0 + t + 1, p, kt, s, tmp);
+            int64_t t = w / p->n_head_kv;
+            int kvh = (int)(w % p->n_head_kv), h0 = kvh * group;
+            attend_group(out + (t * p->n_head + h0) * p->head_dim_v, q + (t * p->n_head + h0) * p->head_dim,
+                         group, kv, kvh, pos0 + t + 1, p, kt, s, vr);
         }
     }
 }

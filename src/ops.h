@@ -94,7 +94,9 @@ struct dsi_attn_params {
 
 /* Causal attention of queries q [T][n_head * head_dim] at positions pos0.. against cache
  * positions [0, pos0 + t]; out [T][n_head * head_dim_v]. Query head h reads KV head
- * h / (n_head / n_head_kv). `scratch` holds n_threads * (n_ctx + head_dim_v) floats. */
+ * h / (n_head / n_head_kv). `scratch` holds dsi_op_attention_scratch(n_threads, n_ctx, p)
+ * floats. */
+size_t dsi_op_attention_scratch(int n_threads, int64_t n_ctx, const struct dsi_attn_params *p);
 void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, int64_t pos0,
                       int64_t T, const struct dsi_attn_params *p, int n_threads, float *scratch,
                       int64_t n_ctx);

@@ -268,7 +268,7 @@ static void test_rope_attention(void) {
         float *q = malloc((size_t)(T * H * hd) * 4), *o1 = malloc((size_t)(T * H * hd) * 4), *o2 = malloc((size_t)(T * H * hd) * 4);
         for (int64_t i = 0; i < T * H * hd; i++) q[i] = frand();
         struct dsi_attn_params ap = {H, KV, hd, hd, 0.25f};
-        float *scratch = malloc((size_t)(2 * (n_ctx + hd)) * 4);
+        float *scratch = malloc(dsi_op_attention_scratch(2, n_ctx, &ap) * 4);
         dsi_op_attention(o1, q, &kvv, pos0, T, &ap, 2, scratch, n_ctx);
         dsi_op_attention_ref(o2, q, &kvv, pos0, T, &ap);
         double worst = 0;
