@@ -29,7 +29,7 @@ static bool shape(const struct dsi_gguf *g, const char *name, int64_t a, int64_t
 int main(int argc, char **argv) {
     tu_init(argc, argv);
     const char *out = tu_tmp(0, ".gguf"), *out2 = tu_tmp(1, ".gguf");
-    struct dsi_synth_params p = {"r1-qwen-1.5b", out, -1, NULL, 7, false, 2, 512};
+    struct dsi_synth_params p = {"r1-qwen-1.5b", out, -1, NULL, 7, false, 2, 512, 0};
     TU_CHECK(dsi_synth(&p) == DSI_OK, "synth r1-qwen-1.5b");
     struct dsi_gguf *g;
     if (dsi_gguf_open(out, &g) == DSI_OK) {
@@ -88,7 +88,7 @@ int main(int argc, char **argv) {
     }
 
     /* DeepSeek-V2-Lite: MLA stored as llama.cpp's current layout */
-    struct dsi_synth_params q = {"v2-lite", out, DSI_TYPE_BF16, NULL, 7, false, 1, 512};
+    struct dsi_synth_params q = {"v2-lite", out, DSI_TYPE_BF16, NULL, 7, false, 1, 512, 0};
     TU_CHECK(dsi_synth(&q) == DSI_OK, "synth v2-lite");
     if (dsi_gguf_open(out, &g) == DSI_OK) {
         TU_CHECK(kv(g, "deepseek2.attention.kv_lora_rank") == 512 &&
@@ -105,7 +105,7 @@ int main(int argc, char **argv) {
         dsi_gguf_free(g);
     }
     tu_capture_log(true);
-    struct dsi_synth_params bad = {"gpt-5", out, -1, NULL, 1, false, 0, 0};
+    struct dsi_synth_params bad = {"gpt-5", out, -1, NULL, 1, false, 0, 0, 0};
     TU_CHECK(dsi_synth(&bad) == DSI_ERR_ARG && strstr(tu_last_log(), "unknown architecture"),
              "unknown architecture accepted");
     tu_capture_log(false);
