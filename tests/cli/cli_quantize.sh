@@ -28,21 +28,22 @@ for a in r1-qwen-1.5b r1-qwen-7b r1-llama-8b v2-lite vl2-tiny; do
 done
 test -f "$T/x.gguf"; check $? 1 "--dry-run writes nothing"
 
-# 2. real quantizations of the BF16 model, judged by KL divergence from it on 3 windows
-head -c 12000 "$FIX/models/shakespeare-qwen2/val.txt" > "$T/val.txt"
+# 2. real quantizations of the BF16 model, judged by KL divergence from it on 4 windows
+head -c 4000 "$FIX/models/shakespeare-qwen2/val.txt" > "$T/val.txt"
 kl_ok() { # TYPE MAX_MEAN_KL MIN_TOP1
   $BIN quantize $M "$T/q.gguf" $1 -t 2 --no-progress 2>"$T/err"; check $? 0 "quantize $1"
   $BIN perplexity -m "$T/q.gguf" -f "$T/val.txt" --kl-divergence-base $M >"$T/ppl" 2>"$T/err"
   check $? 0 "perplexity $1"
   kl=$(field "kl divergence" "$T/ppl" | awk '{print $2}')
+  [ -n "${DSI_VERBOSE:-}" ] && echo "$1: mean KL $kl"
   top=$(field "top-1 agreement" "$T/ppl" | awk '{print $1+0}')
   check "$(awk -v k="$kl" -v m="$2" -v t="$top" -v mt="$3" 'BEGIN {print (k != "" && k <= m && t >= mt) ? "ok" : "bad"}')" ok \
     "$1: mean KL $kl (max $2), top-1 $top% (min $3%)"
 }
-kl_ok Q8_0 0.0005 97
-kl_ok Q4_K_M 0.03 85
-kl_ok IQ4_XS 0.04 85
-kl_ok Q4_0 0.06 80
+kl_ok Q8_0 0.0003 96
+kl_ok Q4_K_M 0.012 88
+kl_ok IQ4_XS 0.015 87
+kl_ok Q4_0 0.02 85
 $BIN info "$T/q.gguf" > "$T/info"
 grep -q "general.file_type *= *2" "$T/info" || grep -q "general.file_type.*2" "$T/info"; check $? 0 "file_type of Q4_0"
 grep -q "output.weight *q6_K" "$T/info"; check $? 0 "Q4_0 output head is q6_K (as llama.cpp)"
