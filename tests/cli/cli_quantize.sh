@@ -75,4 +75,9 @@ $BIN quantize "$T/trunc.gguf" "$T/e.gguf" Q8_0 --no-progress 2>"$T/err"; check $
 test -f "$T/e.gguf" || test -f "$T/e.gguf.tmp"; check $? 1 "no output left behind"
 $BIN quantize $M /nonexistent-dir/x.gguf Q8_0 --no-progress 2>"$T/err"; check $? 1 "unwritable output exit"
 grep -q "nonexistent-dir" "$T/err"; check $? 0 "unwritable output message names the path"
+$BIN synth --arch r1-qwen-1.5b --layers 1 --vocab 2000 -o "$T/v2000.gguf" 2>"$T/err"
+$BIN perplexity -m $M -f "$T/val.txt" --kl-divergence-base "$T/v2000.gguf" >"$T/ppl" 2>"$T/err"
+check $? 1 "--kl-divergence-base with another vocabulary exit"
+grep -q "2000 vocabulary entries" "$T/err"; check $? 0 "vocabulary mismatch message"
+$BIN perplexity -m $M -f "$T/val.txt" --kl-divergence-base 2>"$T/err"; check $? 2 "--kl-divergence-base without a file"
 exit $fail
