@@ -138,6 +138,21 @@ typedef void (*dsi_decode32_fn)(const void *w, int64_t j, int q[32], float a[2],
 dsi_decode32_fn dsi_decode32(enum dsi_type t);
 
 /* ---- ISA variants (quant/x86/, quant/arm/), reached only through the table ------------- */
+/* integer row kernels: one set per instruction set (quant/x86/qdot_*.c, quant/arm/qdot_*.c) */
+#define DSI_DECLARE_QDOT(SFX)                                                                      \
+    void dsi_quantize_x_##SFX(const float *x, void *row, int64_t n);                             \
+    void dsi_dot_q8_q4_0_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q4_1_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q5_0_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q5_1_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q8_0_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q2_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q3_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q4_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q5_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_q6_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
+    void dsi_dot_q8_iq4_nl_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t); \
+    void dsi_dot_q8_iq4_xs_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);
 #if defined(__x86_64__)
 void dsi_to_f32_f16_avx2(const void *w, float *y, int64_t n);
 void dsi_to_f32_bf16_avx2(const void *w, float *y, int64_t n);
@@ -155,42 +170,11 @@ void dsi_dot_f32_f16_avx512(int64_t n, const void *w, const float *x, size_t xs,
                             float *out, size_t os);
 void dsi_dot_f32_bf16_avx512(int64_t n, const void *w, const float *x, size_t xs, int nx,
                              float *out, size_t os);
-/* integer row kernels: one set per instruction set (quant/x86/qdot_*.c) */
-#define DSI_DECLARE_QDOT(SFX)                                                                      \
-    void dsi_quantize_x_##SFX(const float *x, void *row, int64_t n);                             \
-    void dsi_dot_q8_q4_0_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q4_1_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q5_0_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q5_1_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q8_0_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q2_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q3_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q4_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q5_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q6_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_iq4_nl_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t); \
-    void dsi_dot_q8_iq4_xs_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);
 DSI_DECLARE_QDOT(avx2)
 DSI_DECLARE_QDOT(avx2vnni)
 DSI_DECLARE_QDOT(avx512vnni)
 #endif
 #if defined(__aarch64__)
-/* integer row kernels: one set per instruction set (quant/arm/qdot_*.c); the same list as the
- * x86 one, whose macro is defined only on x86-64 */
-#define DSI_DECLARE_QDOT(SFX)                                                                      \
-    void dsi_quantize_x_##SFX(const float *x, void *row, int64_t n);                             \
-    void dsi_dot_q8_q4_0_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q4_1_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q5_0_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q5_1_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q8_0_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q2_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q3_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q4_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q5_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_q6_K_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);  \
-    void dsi_dot_q8_iq4_nl_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t); \
-    void dsi_dot_q8_iq4_xs_##SFX(int64_t, const void *, const void *, size_t, int, float *, size_t);
 DSI_DECLARE_QDOT(neon)    /* ARMv8.0-A: smull/smlal2/sadalp */
 DSI_DECLARE_QDOT(dotprod) /* +dotprod: sdot */
 DSI_DECLARE_QDOT(i8mm)    /* +i8mm: smmla on pairs of activation rows, sdot otherwise */
