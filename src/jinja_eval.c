@@ -1,7 +1,7 @@
-/* Jinja evaluator: values with Python semantics, statements, and the built-in filters, tests,
- * methods and globals chat templates use. Every value of a render lives in one arena that is
- * freed when the render ends. Limits (output size, loop iterations, macro depth) keep a
- * hostile template stored in a model file from running away. */
+/* Jinja evaluator: statements, expressions, and the built-in filters, tests, methods and
+ * globals chat templates use (the values themselves: src/jinja_value.c). Every value of a
+ * render lives in one arena that is freed when the render ends. Limits (output size, loop
+ * iterations, macro depth) keep a hostile template stored in a model file from running away. */
 #include <cJSON.h>
 #include <math.h>
 #include <stdarg.h>
@@ -11,567 +11,36 @@
 #include <utf8proc.h>
 
 #include "src/jinja_impl.h"
+#include "src/jinja_value.h"
 
 #define MAX_OUTPUT ((size_t)64 << 20)
 #define MAX_STEPS 50000000L
 #define MAX_DEPTH 64
-
-/* ---- values ---------------------------------------------------------------------------- */
-
-enum jv_type { JV_UNDEF, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_DICT, JV_MACRO };
-
-struct jlist;
-struct jdict;
-
-struct jv {
-    enum jv_type t;
-    bool tuple;    /* LIST: a tuple (prints with parentheses) */
-    union {
-        bool b;
-        int64_t i;
-        double f;
-        struct {
-            const char *p;
-            size_t n;
-        } s;                      /* STR; UNDEF: the name that was missing (for errors) */
-        struct jlist *l;
-        struct jdict *d;
-        const struct jnode *macro;
-    };
-};
-
-struct jlist {
-    struct jv *v;
-    int n, cap;
-};
-
-struct jdict {
-    struct jv *k, *v;
-    int n, cap;
-    bool ns;   /* a namespace(): attributes may be assigned */
-    bool loop; /* the loop variable: has cycle() */
-};
-
-struct scope {
-    struct jdict *vars;
-};
-
-struct ectx {
-    struct jarena a;
-    char *out;
-    size_t out_n, out_cap;
-    struct scope scopes[256];
-    int n_scopes;
-    struct jdict *globals;
-    const char *err;
-    int err_line;
-    char errbuf[256];
-    int line;
-    bool brk, cont;
-    long steps;
-    int depth;
-    time_t now;
-};
-
-static void eerr(struct ectx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void eerr(struct ectx *x, const char *fmt, ...) {
-    if (x->err) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(x->errbuf, sizeof x->errbuf, fmt, ap);
-    va_end(ap);
-    x->err = x->errbuf;
-    x->err_line = x->line;
-}
-
-static struct jv undef(const char *name) {
-    struct jv v = {.t = JV_UNDEF};
-    v.s.p = name;
-    v.s.n = 0;
-    return v;
-}
-static struct jv none(void) { return (struct jv){.t = JV_NONE}; }
-static struct jv jbool(bool b) { return (struct jv){.t = JV_BOOL, .b = b}; }
-static struct jv jint(int64_t i) { return (struct jv){.t = JV_INT, .i = i}; }
-static struct jv jfloat(double f) { return (struct jv){.t = JV_FLOAT, .f = f}; }
-
-static struct jv jstr(struct ectx *x, const char *p, size_t n) {
-    struct jv v = {.t = JV_STR};
-    char *c = ja_alloc(&x->a, n + 1);
-    if (!c) {
-        eerr(x, "out of memory");
-        n = 0;
-    } else if (n) {
-        memcpy(c, p, n);
-    }
-    v.s.p = c ? c : "";
-    v.s.n = n;
-    return v;
-}
-
-static struct jv jcstr(struct ectx *x, const char *p) { return jstr(x, p, strlen(p)); }
-
-static struct jlist *new_list(struct ectx *x) {
-    struct jlist *l = ja_alloc(&x->a, sizeof *l);
-    if (!l) eerr(x, "out of memory");
-    return l;
-}
-
-static struct jv jlist_v(struct jlist *l) { return (struct jv){.t = JV_LIST, .l = l}; }
-
-static void list_push(struct ectx *x, struct jlist *l, struct jv v) {
-    if (!l) return;
-    if (l->n == l->cap) {
-        int cap = l->cap ? l->cap * 2 : 8;
-        struct jv *p = ja_alloc(&x->a, (size_t)cap * sizeof *p);
-        if (!p) {
-            eerr(x, "out of memory");
-            return;
-        }
-        if (l->n) memcpy(p, l->v, (size_t)l->n * sizeof *p);
-        l->v = p;
-        l->cap = cap;
-    }
-    l->v[l->n++] = v;
-}
-
-static struct jdict *new_dict(struct ectx *x) {
-    struct jdict *d = ja_alloc(&x->a, sizeof *d);
-    if (!d) eerr(x, "out of memory");
-    return d;
-}
-
-static bool key_eq(struct jv a, const char *k, size_t n) {
-    return a.t == JV_STR && a.s.n == n && !memcmp(a.s.p, k, n);
-}
-
-static struct jv *dict_find(const struct jdict *d, const char *k, size_t n) {
-    if (!d) return NULL;
-    for (int i = 0; i < d->n; i++)
-        if (key_eq(d->k[i], k, n)) return &d->v[i];
-    return NULL;
-}
-
-static bool equal(struct jv a, struct jv b);
-
-static struct jv *dict_find_v(const struct jdict *d, struct jv k) {
-    if (!d) return NULL;
-    for (int i = 0; i < d->n; i++)
-        if (equal(d->k[i], k)) return &d->v[i];
-    return NULL;
-}
-
-static void dict_set_v(struct ectx *x, struct jdict *d, struct jv k, struct jv v) {
-    if (!d) return;
-    struct jv *e = dict_find_v(d, k);
-    if (e) {
-        *e = v;
-        return;
-    }
-    if (d->n == d->cap) {
-        int cap = d->cap ? d->cap * 2 : 8;
-        struct jv *nk = ja_alloc(&x->a, (size_t)cap * sizeof *nk);
-        struct jv *nv = ja_alloc(&x->a, (size_t)cap * sizeof *nv);
-        if (!nk || !nv) {
-            eerr(x, "out of memory");
-            return;
-        }
-        if (d->n) {
-            memcpy(nk, d->k, (size_t)d->n * sizeof *nk);
-            memcpy(nv, d->v, (size_t)d->n * sizeof *nv);
-        }
-        d->k = nk;
-        d->v = nv;
-        d->cap = cap;
-    }
-    d->k[d->n] = k;
-    d->v[d->n++] = v;
-}
-
-static void dict_set(struct ectx *x, struct jdict *d, const char *k, struct jv v) {
-    dict_set_v(x, d, jcstr(x, k), v);
-}
-
-static bool truthy(struct jv v) {
-    switch (v.t) {
-    case JV_UNDEF: case JV_NONE: return false;
-    case JV_BOOL: return v.b;
-    case JV_INT: return v.i != 0;
-    case JV_FLOAT: return v.f != 0;
-    case JV_STR: return v.s.n > 0;
-    case JV_LIST: return v.l && v.l->n > 0;
-    case JV_DICT: return v.d && v.d->n > 0;
-    default: return true;
-    }
-}
-
-static const char *type_name(struct jv v) {
-    static const char *const n[] = {"undefined", "NoneType", "bool", "int", "float", "str", "list", "dict", "macro"};
-    if (v.t == JV_LIST && v.tuple) return "tuple";
-    if (v.t == JV_DICT && v.d && v.d->ns) return "Namespace";
-    return n[v.t];
-}
-
-static bool is_num(struct jv v) { return v.t == JV_INT || v.t == JV_FLOAT || v.t == JV_BOOL; }
-static double num(struct jv v) { return v.t == JV_FLOAT ? v.f : v.t == JV_INT ? (double)v.i : v.b; }
-static bool is_intlike(struct jv v) { return v.t == JV_INT || v.t == JV_BOOL; }
-static int64_t ival(struct jv v) { return v.t == JV_INT ? v.i : v.t == JV_BOOL ? v.b : (int64_t)v.f; }
-
-static bool equal(struct jv a, struct jv b) {
-    if (is_num(a) && is_num(b)) return num(a) == num(b);
-    if (a.t != b.t) return a.t == JV_UNDEF && b.t == JV_UNDEF;
-    switch (a.t) {
-    case JV_NONE: case JV_UNDEF: return true;
-    case JV_STR: return a.s.n == b.s.n && !memcmp(a.s.p, b.s.p, a.s.n);
-    case JV_LIST:
-        if (a.l->n != b.l->n) return false;
-        for (int i = 0; i < a.l->n; i++)
-            if (!equal(a.l->v[i], b.l->v[i])) return false;
-        return true;
-    case JV_DICT:
-        if (a.d == b.d) return true;
-        if (a.d->n != b.d->n) return false;
-        for (int i = 0; i < a.d->n; i++) {
-            struct jv *o = dict_find_v(b.d, a.d->k[i]);
-            if (!o || !equal(a.d->v[i], *o)) return false;
-        }
-        return true;
-    case JV_MACRO: return a.macro == b.macro;
-    default: return false;
-    }
-}
-
-/* ---- string building ------------------------------------------------------------------- */
-
-struct sb {
-    char *p;
-    size_t n, cap;
-    bool oom;
-};
-
-static void sb_put(struct sb *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 64;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void sb_puts(struct sb *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_printf(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sb *b, const char *fmt, ...) {
-    char tmp[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0) sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-/* Python's repr() of a float: the shortest digits that round-trip, fixed notation for
- * exponents in [-4, 16), else d.ddde+XX; integral values keep ".0". */
-static void put_float(struct sb *b, double f) {
-    if (isnan(f)) {
-        sb_puts(b, "nan");
-        return;
-    }
-    if (isinf(f)) {
-        sb_puts(b, f < 0 ? "-inf" : "inf");
-        return;
-    }
-    char e[40];
-    int prec;
-    for (prec = 1; prec <= 17; prec++) {
-        snprintf(e, sizeof e, "%.*e", prec - 1, f);
-        if (strtod(e, NULL) == f) break;
-    }
-    char *ep = strchr(e, 'e');
-    int exp10 = atoi(ep + 1);
-    *ep = '\0';
-    char digits[32];
-    int nd = 0;
-    bool neg = e[0] == '-';
-    for (char *c = e + neg; *c; c++)
-        if (*c >= '0' && *c <= '9') digits[nd++] = *c;
-    while (nd > 1 && digits[nd - 1] == '0') nd--;
-    if (neg) sb_put(b, "-", 1);
-    if (exp10 >= -4 && exp10 < 16) {
-        if (exp10 < 0) {
-            sb_puts(b, "0.");
-            for (int i = 0; i < -exp10 - 1; i++) sb_put(b, "0", 1);
-            sb_put(b, digits, (size_t)nd);
-        } else {
-            for (int i = 0; i <= exp10; i++) sb_put(b, i < nd ? &digits[i] : "0", 1);
-            sb_put(b, ".", 1);
-            if (nd > exp10 + 1) sb_put(b, digits + exp10 + 1, (size_t)(nd - exp10 - 1));
-            else sb_put(b, "0", 1);
-        }
-    } else {
-        sb_put(b, digits, 1);
-        if (nd > 1) {
-            sb_put(b, ".", 1);
-            sb_put(b, digits + 1, (size_t)nd - 1);
-        }
-        sb_printf(b, "e%c%02d", exp10 < 0 ? '-' : '+', exp10 < 0 ? -exp10 : exp10);
-    }
-}
-
-/* Python repr() of a string: single quotes unless it has ' and no ". */
-static void put_repr_str(struct sb *b, const char *s, size_t n) {
-    bool sq = memchr(s, '\'', n) != NULL, dq = memchr(s, '"', n) != NULL;
-    char q = sq && !dq ? '"' : '\'';
-    sb_put(b, &q, 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == (unsigned char)q || c == '\\') {
-            sb_put(b, "\\", 1);
-            sb_put(b, s + i, 1);
-        } else if (c == '\n') sb_puts(b, "\\n");
-        else if (c == '\r') sb_puts(b, "\\r");
-        else if (c == '\t') sb_puts(b, "\\t");
-        else if (c < 0x20 || c == 0x7f) sb_printf(b, "\\x%02x", c);
-        else sb_put(b, s + i, 1);
-    }
-    sb_put(b, &q, 1);
-}
-
-static void put_str(struct sb *b, struct jv v, bool repr);
-
-static void put_str(struct sb *b, struct jv v, bool repr) {
-    switch (v.t) {
-    case JV_UNDEF: break;
-    case JV_NONE: sb_puts(b, "None"); break;
-    case JV_BOOL: sb_puts(b, v.b ? "True" : "False"); break;
-    case JV_INT: sb_printf(b, "%lld", (long long)v.i); break;
-    case JV_FLOAT: put_float(b, v.f); break;
-    case JV_STR:
-        if (repr) put_repr_str(b, v.s.p, v.s.n);
-        else sb_put(b, v.s.p, v.s.n);
-        break;
-    case JV_LIST:
-        sb_puts(b, v.tuple ? "(" : "[");
-        for (int i = 0; i < v.l->n; i++) {
-            if (i) sb_puts(b, ", ");
-            put_str(b, v.l->v[i], true);
-        }
-        if (v.tuple && v.l->n == 1) sb_puts(b, ",");
-        sb_puts(b, v.tuple ? ")" : "]");
-        break;
-    case JV_DICT:
-        if (v.d->ns) {
-            sb_puts(b, "<Namespace>");
-            break;
-        }
-        sb_puts(b, "{");
-        for (int i = 0; i < v.d->n; i++) {
-            if (i) sb_puts(b, ", ");
-            put_str(b, v.d->k[i], true);
-            sb_puts(b, ": ");
-            put_str(b, v.d->v[i], true);
-        }
-        sb_puts(b, "}");
-        break;
-    case JV_MACRO: sb_puts(b, "<macro>"); break;
-    }
-}
-
-static struct jv to_str(struct ectx *x, struct jv v) {
-    if (v.t == JV_STR) return v;
-    struct sb b = {0};
-    put_str(&b, v, false);
-    struct jv r = jstr(x, b.p ? b.p : "", b.n);
-    if (b.oom) eerr(x, "out of memory");
-    free(b.p);
-    return r;
-}
-
-/* JSON as Python's json.dumps(ensure_ascii=False, indent=indent). */
-static void put_json(struct ectx *x, struct sb *b, struct jv v, int indent, int level) {
-    switch (v.t) {
-    case JV_NONE: sb_puts(b, "null"); return;
-    case JV_BOOL: sb_puts(b, v.b ? "true" : "false"); return;
-    case JV_INT: sb_printf(b, "%lld", (long long)v.i); return;
-    case JV_FLOAT:
-        if (isnan(v.f)) sb_puts(b, "NaN");
-        else if (isinf(v.f)) sb_puts(b, v.f < 0 ? "-Infinity" : "Infinity");
-        else put_float(b, v.f);
-        return;
-    case JV_STR:
-        sb_put(b, "\"", 1);
-        for (size_t i = 0; i < v.s.n; i++) {
-            unsigned char c = (unsigned char)v.s.p[i];
-            if (c == '"') sb_puts(b, "\\\"");
-            else if (c == '\\') sb_puts(b, "\\\\");
-            else if (c == '\n') sb_puts(b, "\\n");
-            else if (c == '\r') sb_puts(b, "\\r");
-            else if (c == '\t') sb_puts(b, "\\t");
-            else if (c == '\b') sb_puts(b, "\\b");
-            else if (c == '\f') sb_puts(b, "\\f");
-            else if (c < 0x20 || c == 0x7f) sb_printf(b, "\\u%04x", c);
-            else sb_put(b, v.s.p + i, 1);
-        }
-        sb_put(b, "\"", 1);
-        return;
-    case JV_LIST:
-    case JV_DICT: {
-        bool list = v.t == JV_LIST;
-        int n = list ? v.l->n : v.d->n;
-        sb_puts(b, list ? "[" : "{");
-        if (n == 0) {
-            sb_puts(b, list ? "]" : "}");
-            return;
-        }
-        for (int i = 0; i < n; i++) {
-            if (i) sb_puts(b, indent >= 0 ? "," : ", ");
-            if (indent >= 0) {
-                sb_puts(b, "\n");
-                for (int k = 0; k < indent * (level + 1); k++) sb_put(b, " ", 1);
-            }
-            if (list) {
-                put_json(x, b, v.l->v[i], indent, level + 1);
-            } else {
-                struct jv k = v.d->k[i];
-                if (k.t != JV_STR) k = to_str(x, k);
-                put_json(x, b, k, indent, level + 1);
-                sb_puts(b, ": ");
-                put_json(x, b, v.d->v[i], indent, level + 1);
-            }
-        }
-        if (indent >= 0) {
-            sb_puts(b, "\n");
-            for (int k = 0; k < indent * level; k++) sb_put(b, " ", 1);
-        }
-        sb_puts(b, list ? "]" : "}");
-        return;
-    }
-    default:
-        eerr(x, "tojson: cannot serialize a value of type %s", type_name(v));
-    }
-}
-
-/* ---- UTF-8 helpers --------------------------------------------------------------------- */
-
-static size_t cp_count(const char *s, size_t n) {
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (((unsigned char)s[i] & 0xc0) != 0x80) k++;
-    return k;
-}
-
-/* Byte offset of code point index `ci` (clamped to the end). */
-static size_t cp_offset(const char *s, size_t n, int64_t ci) {
-    size_t i = 0;
-    int64_t k = 0;
-    while (i < n) {
-        if (((unsigned char)s[i] & 0xc0) != 0x80) {
-            if (k == ci) return i;
-            k++;
-        }
-        i++;
-    }
-    return n;
-}
-
-static bool is_py_space(int32_t c) {
-    return (c >= 9 && c <= 13) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 ||
-           c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 ||
-           c == 0x202f || c == 0x205f || c == 0x3000;
-}
-
-static int32_t cp_at(const char *s, size_t n, size_t i, size_t *len) {
-    int32_t cp;
-    utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
-    *len = k > 0 ? (size_t)k : 1;
-    return k > 0 ? cp : (unsigned char)s[i];
-}
-
-static bool in_chars(int32_t c, struct jv chars) {
-    for (size_t i = 0; i < chars.s.n;) {
-        size_t l;
-        if (cp_at(chars.s.p, chars.s.n, i, &l) == c) return true;
-        i += l;
-    }
-    return false;
-}
-
-/* strip / lstrip / rstrip with Python semantics (chars: none = whitespace). */
-static struct jv strip(struct ectx *x, struct jv s, struct jv chars, bool left, bool right) {
-    size_t b = 0, e = s.s.n;
-    bool ws = chars.t != JV_STR;
-    while (left && b < e) {
-        size_t l;
-        int32_t c = cp_at(s.s.p, e, b, &l);
-        if (ws ? !is_py_space(c) : !in_chars(c, chars)) break;
-        b += l;
-    }
-    while (right && e > b) {
-        size_t k = e - 1;
-        while (k > b && ((unsigned char)s.s.p[k] & 0xc0) == 0x80) k--;
-        size_t l;
-        int32_t c = cp_at(s.s.p, e, k, &l);
-        if (ws ? !is_py_space(c) : !in_chars(c, chars)) break;
-        e = k;
-    }
-    return jstr(x, s.s.p + b, e - b);
-}
-
-static struct jv map_case(struct ectx *x, struct jv s, int mode) { /* 0 lower 1 upper 2 title 3 capitalize */
-    struct sb b = {0};
-    bool word_start = true;
-    for (size_t i = 0; i < s.s.n;) {
-        size_t l;
-        int32_t c = cp_at(s.s.p, s.s.n, i, &l), o;
-        if (mode == 0) o = utf8proc_tolower(c);
-        else if (mode == 1) o = utf8proc_toupper(c);
-        else if (mode == 2) o = word_start ? utf8proc_totitle(c) : utf8proc_tolower(c);
-        else o = i == 0 ? utf8proc_totitle(c) : utf8proc_tolower(c);
-        utf8proc_category_t cat = utf8proc_category(c);
-        word_start = !(cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO);
-        utf8proc_uint8_t enc[4];
-        utf8proc_ssize_t k = utf8proc_encode_char(o, enc);
-        sb_put(&b, (const char *)enc, (size_t)k);
-        i += l;
-    }
-    struct jv r = jstr(x, b.p ? b.p : "", b.n);
-    free(b.p);
-    return r;
-}
 
 /* ---- lookup and scopes ----------------------------------------------------------------- */
 
 static struct jv lookup(struct ectx *x, const char *name) {
     size_t n = strlen(name);
     for (int i = x->n_scopes - 1; i >= 0; i--) {
-        struct jv *v = dict_find(x->scopes[i].vars, name, n);
+        struct jv *v = dsi_jv_dict_find(x->scopes[i].vars, name, n);
         if (v) return *v;
     }
-    struct jv *g = dict_find(x->globals, name, n);
+    struct jv *g = dsi_jv_dict_find(x->globals, name, n);
     if (g) return *g;
-    return undef(name);
+    return dsi_jv_undef(name);
 }
 
 static bool push_scope(struct ectx *x) {
     if (x->n_scopes >= 256) {
-        eerr(x, "scopes nested too deeply");
+        dsi_jv_eerr(x, "scopes nested too deeply");
         return false;
     }
-    x->scopes[x->n_scopes++].vars = new_dict(x);
+    x->scopes[x->n_scopes++].vars = dsi_jv_new_dict(x);
     return true;
 }
 
 static void set_var(struct ectx *x, const char *name, struct jv v) {
-    dict_set(x, x->scopes[x->n_scopes - 1].vars, name, v);
+    dsi_jv_dict_set(x, x->scopes[x->n_scopes - 1].vars, name, v);
 }
 
 /* ---- evaluation ------------------------------------------------------------------------ */
@@ -582,50 +51,52 @@ static void exec_body(struct ectx *x, const struct jbody *b);
 /* Item access: jinja2 returns undefined instead of raising for missing keys and indices. */
 static struct jv get_item(struct ectx *x, struct jv o, struct jv k) {
     if (o.t == JV_DICT) {
-        struct jv *v = dict_find_v(o.d, k);
-        return v ? *v : undef(k.t == JV_STR ? k.s.p : "?");
+        struct jv *v = dsi_jv_dict_find_v(o.d, k);
+        return v ? *v : dsi_jv_undef(k.t == JV_STR ? k.s.p : "?");
     }
     if (o.t == JV_LIST && is_intlike(k)) {
         int64_t i = ival(k);
         if (i < 0) i += o.l->n;
-        return i >= 0 && i < o.l->n ? o.l->v[i] : undef("index");
+        return i >= 0 && i < o.l->n ? o.l->v[i] : dsi_jv_undef("index");
     }
     if (o.t == JV_STR && is_intlike(k)) {
-        int64_t n = (int64_t)cp_count(o.s.p, o.s.n), i = ival(k);
+        int64_t n = (int64_t)dsi_jv_cp_count(o.s.p, o.s.n), i = ival(k);
         if (i < 0) i += n;
-        if (i < 0 || i >= n) return undef("index");
-        size_t b = cp_offset(o.s.p, o.s.n, i), e = cp_offset(o.s.p, o.s.n, i + 1);
-        return jstr(x, o.s.p + b, e - b);
+        if (i < 0 || i >= n) return dsi_jv_undef("index");
+        size_t b = dsi_jv_cp_offset(o.s.p, o.s.n, i), e = dsi_jv_cp_offset(o.s.p, o.s.n, i + 1);
+        return dsi_jv_jstr(x, o.s.p + b, e - b);
     }
     if (o.t == JV_UNDEF) {
-        eerr(x, "'%s' is undefined", o.s.p ? o.s.p : "value");
-        return undef(NULL);
+        dsi_jv_eerr(x, "'%s' is undefined", o.s.p ? o.s.p : "value");
+        return dsi_jv_undef(NULL);
     }
-    return undef("item");
+    return dsi_jv_undef("item");
 }
 
 static struct jv get_attr(struct ectx *x, struct jv o, const char *name) {
     if (o.t == JV_DICT) {
-        struct jv *v = dict_find(o.d, name, strlen(name));
-        return v ? *v : undef(name);
+        struct jv *v = dsi_jv_dict_find(o.d, name, strlen(name));
+        return v ? *v : dsi_jv_undef(name);
     }
     if (o.t == JV_UNDEF) {
-        eerr(x, "'%s' is undefined (reading attribute '%s')", o.s.p ? o.s.p : "value", name);
-        return undef(NULL);
+        dsi_jv_eerr(x, "'%s' is undefined (reading attribute '%s')", o.s.p ? o.s.p : "value", name);
+        return dsi_jv_undef(NULL);
     }
-    return undef(name);
+    return dsi_jv_undef(name);
 }
 
 static struct jv slice(struct ectx *x, struct jv o, struct jv a, struct jv b, struct jv c) {
-    int64_t n = o.t == JV_LIST ? o.l->n : o.t == JV_STR ? (int64_t)cp_count(o.s.p, o.s.n) : -1;
+    int64_t n = o.t == JV_LIST  ? o.l->n
+                : o.t == JV_STR ? (int64_t)dsi_jv_cp_count(o.s.p, o.s.n)
+                                : -1;
     if (n < 0) {
-        eerr(x, "cannot slice a value of type %s", type_name(o));
-        return undef(NULL);
+        dsi_jv_eerr(x, "cannot slice a value of type %s", dsi_jv_type_name(o));
+        return dsi_jv_undef(NULL);
     }
     int64_t step = c.t == JV_UNDEF || c.t == JV_NONE ? 1 : ival(c);
     if (step == 0) {
-        eerr(x, "slice step cannot be zero");
-        return undef(NULL);
+        dsi_jv_eerr(x, "slice step cannot be zero");
+        return dsi_jv_undef(NULL);
     }
     int64_t lo, hi;
     if (step > 0) {
@@ -644,18 +115,19 @@ static struct jv slice(struct ectx *x, struct jv o, struct jv a, struct jv b, st
         hi = hi < -1 ? -1 : hi > n - 1 ? n - 1 : hi;
     }
     if (o.t == JV_LIST) {
-        struct jlist *l = new_list(x);
-        for (int64_t i = lo; step > 0 ? i < hi : i > hi; i += step) list_push(x, l, o.l->v[i]);
+        struct jlist *l = dsi_jv_new_list(x);
+        for (int64_t i = lo; step > 0 ? i < hi : i > hi; i += step)
+            dsi_jv_list_push(x, l, o.l->v[i]);
         struct jv r = jlist_v(l);
         r.tuple = o.tuple;
         return r;
     }
     struct sb bb = {0};
     for (int64_t i = lo; step > 0 ? i < hi : i > hi; i += step) {
-        size_t s0 = cp_offset(o.s.p, o.s.n, i), s1 = cp_offset(o.s.p, o.s.n, i + 1);
-        sb_put(&bb, o.s.p + s0, s1 - s0);
+        size_t s0 = dsi_jv_cp_offset(o.s.p, o.s.n, i), s1 = dsi_jv_cp_offset(o.s.p, o.s.n, i + 1);
+        dsi_jv_sb_put(&bb, o.s.p + s0, s1 - s0);
     }
-    struct jv r = jstr(x, bb.p ? bb.p : "", bb.n);
+    struct jv r = dsi_jv_jstr(x, bb.p ? bb.p : "", bb.n);
     free(bb.p);
     return r;
 }
@@ -663,19 +135,20 @@ static struct jv slice(struct ectx *x, struct jv o, struct jv a, struct jv b, st
 static bool contains(struct ectx *x, struct jv hay, struct jv needle) {
     if (hay.t == JV_STR) {
         if (needle.t != JV_STR) {
-            eerr(x, "'in <string>' requires a string on the left, not %s", type_name(needle));
+            dsi_jv_eerr(x, "'in <string>' requires a string on the left, not %s",
+                        dsi_jv_type_name(needle));
             return false;
         }
         return needle.s.n == 0 || memmem(hay.s.p, hay.s.n, needle.s.p, needle.s.n) != NULL;
     }
     if (hay.t == JV_LIST) {
         for (int i = 0; i < hay.l->n; i++)
-            if (equal(hay.l->v[i], needle)) return true;
+            if (dsi_jv_equal(hay.l->v[i], needle)) return true;
         return false;
     }
-    if (hay.t == JV_DICT) return dict_find_v(hay.d, needle) != NULL;
+    if (hay.t == JV_DICT) return dsi_jv_dict_find_v(hay.d, needle) != NULL;
     if (hay.t == JV_UNDEF) return false;
-    eerr(x, "argument of type %s is not iterable", type_name(hay));
+    dsi_jv_eerr(x, "argument of type %s is not iterable", dsi_jv_type_name(hay));
     return false;
 }
 
@@ -686,22 +159,22 @@ static int compare(struct ectx *x, struct jv a, struct jv b) {
         int c = memcmp(a.s.p, b.s.p, n);
         return c ? (c < 0 ? -1 : 1) : a.s.n < b.s.n ? -1 : a.s.n > b.s.n;
     }
-    eerr(x, "cannot compare %s with %s", type_name(a), type_name(b));
+    dsi_jv_eerr(x, "cannot compare %s with %s", dsi_jv_type_name(a), dsi_jv_type_name(b));
     return 0;
 }
 
 static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b) {
     if (!strcmp(op, "~")) {
-        struct jv sa = to_str(x, a), sbv = to_str(x, b);
+        struct jv sa = dsi_jv_to_str(x, a), sbv = dsi_jv_to_str(x, b);
         struct sb s = {0};
-        sb_put(&s, sa.s.p, sa.s.n);
-        sb_put(&s, sbv.s.p, sbv.s.n);
-        struct jv r = jstr(x, s.p ? s.p : "", s.n);
+        dsi_jv_sb_put(&s, sa.s.p, sa.s.n);
+        dsi_jv_sb_put(&s, sbv.s.p, sbv.s.n);
+        struct jv r = dsi_jv_jstr(x, s.p ? s.p : "", s.n);
         free(s.p);
         return r;
     }
-    if (!strcmp(op, "==")) return jbool(equal(a, b));
-    if (!strcmp(op, "!=")) return jbool(!equal(a, b));
+    if (!strcmp(op, "==")) return jbool(dsi_jv_equal(a, b));
+    if (!strcmp(op, "!=")) return jbool(!dsi_jv_equal(a, b));
     if (!strcmp(op, "<")) return jbool(compare(x, a, b) < 0);
     if (!strcmp(op, "<=")) return jbool(compare(x, a, b) <= 0);
     if (!strcmp(op, ">")) return jbool(compare(x, a, b) > 0);
@@ -711,16 +184,18 @@ static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b
     if (!strcmp(op, "+")) {
         if (a.t == JV_STR && b.t == JV_STR) {
             struct sb s = {0};
-            sb_put(&s, a.s.p, a.s.n);
-            sb_put(&s, b.s.p, b.s.n);
-            struct jv r = jstr(x, s.p ? s.p : "", s.n);
+            dsi_jv_sb_put(&s, a.s.p, a.s.n);
+            dsi_jv_sb_put(&s, b.s.p, b.s.n);
+            struct jv r = dsi_jv_jstr(x, s.p ? s.p : "", s.n);
             free(s.p);
             return r;
         }
         if (a.t == JV_LIST && b.t == JV_LIST) {
-            struct jlist *l = new_list(x);
-            for (int i = 0; i < a.l->n; i++) list_push(x, l, a.l->v[i]);
-            for (int i = 0; i < b.l->n; i++) list_push(x, l, b.l->v[i]);
+            struct jlist *l = dsi_jv_new_list(x);
+            for (int i = 0; i < a.l->n; i++)
+                dsi_jv_list_push(x, l, a.l->v[i]);
+            for (int i = 0; i < b.l->n; i++)
+                dsi_jv_list_push(x, l, b.l->v[i]);
             return jlist_v(l);
         }
     }
@@ -728,19 +203,21 @@ static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b
         int64_t k = ival(b);
         size_t unit = a.t == JV_STR ? a.s.n : (size_t)a.l->n * sizeof(struct jv);
         if (k > 1000000 || (k > 0 && unit > MAX_OUTPUT / (size_t)k)) {
-            eerr(x, "repetition count %lld is too large", (long long)k);
-            return undef(NULL);
+            dsi_jv_eerr(x, "repetition count %lld is too large", (long long)k);
+            return dsi_jv_undef(NULL);
         }
         if (a.t == JV_STR) {
             struct sb s = {0};
-            for (int64_t i = 0; i < k; i++) sb_put(&s, a.s.p, a.s.n);
-            struct jv r = jstr(x, s.p ? s.p : "", s.n);
+            for (int64_t i = 0; i < k; i++)
+                dsi_jv_sb_put(&s, a.s.p, a.s.n);
+            struct jv r = dsi_jv_jstr(x, s.p ? s.p : "", s.n);
             free(s.p);
             return r;
         }
-        struct jlist *l = new_list(x);
+        struct jlist *l = dsi_jv_new_list(x);
         for (int64_t i = 0; i < k; i++)
-            for (int j = 0; j < a.l->n; j++) list_push(x, l, a.l->v[j]);
+            for (int j = 0; j < a.l->n; j++)
+                dsi_jv_list_push(x, l, a.l->v[j]);
         return jlist_v(l);
     }
     if (!strcmp(op, "%") && a.t == JV_STR) { /* printf-style formatting, %s and %d */
@@ -749,25 +226,28 @@ static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b
         struct sb s = {0};
         for (size_t i = 0; i < a.s.n; i++) {
             if (a.s.p[i] != '%' || i + 1 >= a.s.n) {
-                sb_put(&s, a.s.p + i, 1);
+                dsi_jv_sb_put(&s, a.s.p + i, 1);
                 continue;
             }
             char f = a.s.p[++i];
             if (f == '%') {
-                sb_put(&s, "%", 1);
+                dsi_jv_sb_put(&s, "%", 1);
                 continue;
             }
-            struct jv v = args ? (ai < args->n ? args->v[ai++] : undef(NULL)) : b;
-            if (f == 'd' && is_num(v)) sb_printf(&s, "%lld", (long long)ival(v));
-            else put_str(&s, v, f == 'r');
+            struct jv v = args ? (ai < args->n ? args->v[ai++] : dsi_jv_undef(NULL)) : b;
+            if (f == 'd' && is_num(v))
+                dsi_jv_sb_printf(&s, "%lld", (long long)ival(v));
+            else
+                dsi_jv_put_str(&s, v, f == 'r');
         }
-        struct jv r = jstr(x, s.p ? s.p : "", s.n);
+        struct jv r = dsi_jv_jstr(x, s.p ? s.p : "", s.n);
         free(s.p);
         return r;
     }
     if (!is_num(a) || !is_num(b)) {
-        eerr(x, "unsupported operand types for %s: %s and %s", op, type_name(a), type_name(b));
-        return undef(NULL);
+        dsi_jv_eerr(x, "unsupported operand types for %s: %s and %s", op, dsi_jv_type_name(a),
+                    dsi_jv_type_name(b));
+        return dsi_jv_undef(NULL);
     }
     bool ints = is_intlike(a) && is_intlike(b);
     if (ints && (op[0] == '+' || op[0] == '-' || (op[0] == '*' && !op[1]))) {
@@ -776,8 +256,8 @@ static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b
                    : op[0] == '-' ? __builtin_sub_overflow(ival(a), ival(b), &r)
                                   : __builtin_mul_overflow(ival(a), ival(b), &r);
         if (ovf) {
-            eerr(x, "integer overflow in %s", op);
-            return undef(NULL);
+            dsi_jv_eerr(x, "integer overflow in %s", op);
+            return dsi_jv_undef(NULL);
         }
         return jint(r);
     }
@@ -786,20 +266,20 @@ static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b
     if (!strcmp(op, "*")) return jfloat(num(a) * num(b));
     if (!strcmp(op, "/")) {
         if (num(b) == 0) {
-            eerr(x, "division by zero");
-            return undef(NULL);
+            dsi_jv_eerr(x, "division by zero");
+            return dsi_jv_undef(NULL);
         }
         return jfloat(num(a) / num(b));
     }
     if (!strcmp(op, "//") || !strcmp(op, "%")) {
         if (num(b) == 0) {
-            eerr(x, "division by zero");
-            return undef(NULL);
+            dsi_jv_eerr(x, "division by zero");
+            return dsi_jv_undef(NULL);
         }
         if (ints) {
             if (ival(b) == -1 && ival(a) == INT64_MIN) {
-                eerr(x, "integer overflow in %s", op);
-                return undef(NULL);
+                dsi_jv_eerr(x, "integer overflow in %s", op);
+                return dsi_jv_undef(NULL);
             }
             int64_t q = ival(a) / ival(b), r = ival(a) % ival(b);
             if (r != 0 && ((r < 0) != (ival(b) < 0))) q--, r += ival(b);
@@ -813,8 +293,8 @@ static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b
             int64_t r = 1;
             for (int64_t i = 0; i < ival(b) && r != 0; i++) {
                 if (__builtin_mul_overflow(r, ival(a), &r)) {
-                    eerr(x, "integer overflow in **");
-                    return undef(NULL);
+                    dsi_jv_eerr(x, "integer overflow in **");
+                    return dsi_jv_undef(NULL);
                 }
                 if (r == 1 || r == -1) { /* 1 and -1 stay bounded: finish by parity */
                     if (r == -1 && (ival(b) - i - 1) % 2) r = 1;
@@ -825,8 +305,8 @@ static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b
         }
         return jfloat(pow(num(a), num(b)));
     }
-    eerr(x, "unknown operator %s", op);
-    return undef(NULL);
+    dsi_jv_eerr(x, "unknown operator %s", op);
+    return dsi_jv_undef(NULL);
 }
 
 /* Evaluated call arguments. */
@@ -840,7 +320,8 @@ struct args {
 
 static bool eval_args(struct ectx *x, const struct jexpr *e, struct args *a, int skip) {
     a->n = a->nk = 0;
-    for (int i = skip; i < e->n_args && a->n < 16; i++) a->pos[a->n++] = eval(x, e->args[i]);
+    for (int i = skip; i < e->n_args && a->n < 16; i++)
+        a->pos[a->n++] = eval(x, e->args[i]);
     for (int i = 0; i < e->n_kw && a->nk < 16; i++) {
         a->kwn[a->nk] = e->kwnames[i];
         a->kwv[a->nk++] = eval(x, e->kwvals[i]);
@@ -853,67 +334,73 @@ static struct jv arg(const struct args *a, int i, const char *kw) {
     if (i < a->n) return a->pos[i];
     for (int k = 0; kw && k < a->nk; k++)
         if (!strcmp(a->kwn[k], kw)) return a->kwv[k];
-    return undef(NULL);
+    return dsi_jv_undef(NULL);
 }
 
 static struct jv apply_test(struct ectx *x, const char *name, struct jv v, const struct args *a);
 static struct jv apply_filter(struct ectx *x, const char *name, struct jv v, const struct args *a);
-static struct jv call_macro(struct ectx *x, const struct jnode *m, const struct args *a, const struct jbody *caller);
+static struct jv call_macro(struct ectx *x, const struct jnode *m, const struct args *a,
+                            const struct jbody *caller);
 
 /* Items of an iterable as a list (dict: keys; string: characters; undefined: empty). */
 static struct jlist *iter_list(struct ectx *x, struct jv v) {
     if (v.t == JV_LIST) return v.l;
-    struct jlist *l = new_list(x);
+    struct jlist *l = dsi_jv_new_list(x);
     if (v.t == JV_DICT) {
-        for (int i = 0; i < v.d->n; i++) list_push(x, l, v.d->k[i]);
+        for (int i = 0; i < v.d->n; i++)
+            dsi_jv_list_push(x, l, v.d->k[i]);
     } else if (v.t == JV_STR) {
         for (size_t i = 0; i < v.s.n;) {
             size_t k;
-            cp_at(v.s.p, v.s.n, i, &k);
-            list_push(x, l, jstr(x, v.s.p + i, k));
+            dsi_jv_cp_at(v.s.p, v.s.n, i, &k);
+            dsi_jv_list_push(x, l, dsi_jv_jstr(x, v.s.p + i, k));
             i += k;
         }
     } else if (v.t != JV_UNDEF) {
-        eerr(x, "'%s' object is not iterable", type_name(v));
+        dsi_jv_eerr(x, "'%s' object is not iterable", dsi_jv_type_name(v));
     }
     return l;
 }
 
 static struct jv split(struct ectx *x, struct jv s, struct jv sep, int64_t maxsplit) {
-    struct jlist *l = new_list(x);
+    struct jlist *l = dsi_jv_new_list(x);
     const char *p = s.s.p, *end = p + s.s.n;
     if (sep.t != JV_STR) { /* whitespace runs, no empty pieces */
         int64_t splits = 0;
         while (p < end) {
             size_t k;
-            while (p < end && is_py_space(cp_at(p, (size_t)(end - p), 0, &k))) p += k;
+            while (p < end && dsi_jv_is_py_space(dsi_jv_cp_at(p, (size_t)(end - p), 0, &k)))
+                p += k;
             if (p >= end) break;
             const char *b = p;
             if (maxsplit >= 0 && splits >= maxsplit) {
                 const char *e2 = end;
-                while (e2 > b && is_py_space((unsigned char)e2[-1])) e2--;
-                list_push(x, l, jstr(x, b, (size_t)(e2 - b)));
+                while (e2 > b && dsi_jv_is_py_space((unsigned char)e2[-1]))
+                    e2--;
+                dsi_jv_list_push(x, l, dsi_jv_jstr(x, b, (size_t)(e2 - b)));
                 break;
             }
-            while (p < end && !is_py_space(cp_at(p, (size_t)(end - p), 0, &k))) p += k;
-            list_push(x, l, jstr(x, b, (size_t)(p - b)));
+            while (p < end && !dsi_jv_is_py_space(dsi_jv_cp_at(p, (size_t)(end - p), 0, &k)))
+                p += k;
+            dsi_jv_list_push(x, l, dsi_jv_jstr(x, b, (size_t)(p - b)));
             splits++;
         }
         return jlist_v(l);
     }
     if (sep.s.n == 0) {
-        eerr(x, "empty separator");
-        return undef(NULL);
+        dsi_jv_eerr(x, "empty separator");
+        return dsi_jv_undef(NULL);
     }
     int64_t splits = 0;
     for (;;) {
-        const char *f = maxsplit >= 0 && splits >= maxsplit ? NULL
-                                                            : memmem(p, (size_t)(end - p), sep.s.p, sep.s.n);
+        const char *f = maxsplit >= 0 && splits >= maxsplit
+                            ? NULL
+                            : memmem(p, (size_t)(end - p), sep.s.p, sep.s.n);
         if (!f) {
-            list_push(x, l, jstr(x, p, (size_t)(end - p)));
+            dsi_jv_list_push(x, l, dsi_jv_jstr(x, p, (size_t)(end - p)));
             break;
         }
-        list_push(x, l, jstr(x, p, (size_t)(f - p)));
+        dsi_jv_list_push(x, l, dsi_jv_jstr(x, p, (size_t)(f - p)));
         p = f + sep.s.n;
         splits++;
     }
@@ -932,8 +419,8 @@ static bool starts_ends(struct jv s, struct jv pre, bool ends) {
 
 static struct jv replace(struct ectx *x, struct jv s, struct jv from, struct jv to, int64_t count) {
     if (from.t != JV_STR || to.t != JV_STR) {
-        eerr(x, "replace() needs strings");
-        return undef(NULL);
+        dsi_jv_eerr(x, "replace() needs strings");
+        return dsi_jv_undef(NULL);
     }
     struct sb b = {0};
     const char *p = s.s.p, *end = p + s.s.n;
@@ -943,20 +430,21 @@ static struct jv replace(struct ectx *x, struct jv s, struct jv from, struct jv 
                         : from.s.n ? memmem(p, (size_t)(end - p), from.s.p, from.s.n)
                                    : (p < end || done == 0 ? p : NULL);
         if (!f) {
-            sb_put(&b, p, (size_t)(end - p));
+            dsi_jv_sb_put(&b, p, (size_t)(end - p));
             break;
         }
-        sb_put(&b, p, (size_t)(f - p));
-        sb_put(&b, to.s.p, to.s.n);
+        dsi_jv_sb_put(&b, p, (size_t)(f - p));
+        dsi_jv_sb_put(&b, to.s.p, to.s.n);
         done++;
-        if (from.s.n) p = f + from.s.n;
+        if (from.s.n)
+            p = f + from.s.n;
         else {
-            if (f < end) sb_put(&b, f, 1);
+            if (f < end) dsi_jv_sb_put(&b, f, 1);
             p = f + 1;
             if (f >= end) break;
         }
     }
-    struct jv r = jstr(x, b.p ? b.p : "", b.n);
+    struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);
     free(b.p);
     return r;
 }
@@ -965,7 +453,7 @@ static struct jv replace(struct ectx *x, struct jv s, struct jv from, struct jv 
 static struct jv call_method(struct ectx *x, struct jv o, const char *m, const struct args *a) {
     if (o.t == JV_STR) {
         if (!strcmp(m, "strip") || !strcmp(m, "lstrip") || !strcmp(m, "rstrip"))
-            return strip(x, o, arg(a, 0, "chars"), m[0] != 'r', m[0] != 'l');
+            return dsi_jv_strip(x, o, arg(a, 0, "chars"), m[0] != 'r', m[0] != 'l');
         if (!strcmp(m, "split")) {
             struct jv mx = arg(a, 1, "maxsplit");
             return split(x, o, arg(a, 0, "sep"), mx.t == JV_UNDEF ? -1 : ival(mx));
@@ -976,37 +464,40 @@ static struct jv call_method(struct ectx *x, struct jv o, const char *m, const s
             struct jv c = arg(a, 2, "count");
             return replace(x, o, arg(a, 0, NULL), arg(a, 1, NULL), c.t == JV_UNDEF ? -1 : ival(c));
         }
-        if (!strcmp(m, "lower")) return map_case(x, o, 0);
-        if (!strcmp(m, "upper")) return map_case(x, o, 1);
-        if (!strcmp(m, "title")) return map_case(x, o, 2);
-        if (!strcmp(m, "capitalize")) return map_case(x, o, 3);
+        if (!strcmp(m, "lower")) return dsi_jv_map_case(x, o, 0);
+        if (!strcmp(m, "upper")) return dsi_jv_map_case(x, o, 1);
+        if (!strcmp(m, "title")) return dsi_jv_map_case(x, o, 2);
+        if (!strcmp(m, "capitalize")) return dsi_jv_map_case(x, o, 3);
         if (!strcmp(m, "find") || !strcmp(m, "count") || !strcmp(m, "index")) {
             struct jv n = arg(a, 0, NULL);
             if (n.t != JV_STR) {
-                eerr(x, "%s() needs a string argument", m);
-                return undef(NULL);
+                dsi_jv_eerr(x, "%s() needs a string argument", m);
+                return dsi_jv_undef(NULL);
             }
             if (m[0] == 'c') {
                 int64_t k = 0;
-                for (const char *p = o.s.p; n.s.n && (p = memmem(p, (size_t)(o.s.p + o.s.n - p), n.s.p, n.s.n)); p += n.s.n) k++;
+                for (const char *p = o.s.p;
+                     n.s.n && (p = memmem(p, (size_t)(o.s.p + o.s.n - p), n.s.p, n.s.n));
+                     p += n.s.n)
+                    k++;
                 return jint(k);
             }
             const char *f = memmem(o.s.p, o.s.n, n.s.p, n.s.n);
             if (!f && m[0] == 'i') {
-                eerr(x, "substring not found");
-                return undef(NULL);
+                dsi_jv_eerr(x, "substring not found");
+                return dsi_jv_undef(NULL);
             }
-            return jint(f ? (int64_t)cp_count(o.s.p, (size_t)(f - o.s.p)) : -1);
+            return jint(f ? (int64_t)dsi_jv_cp_count(o.s.p, (size_t)(f - o.s.p)) : -1);
         }
         if (!strcmp(m, "join")) {
             struct jlist *l = iter_list(x, arg(a, 0, NULL));
             struct sb b = {0};
             for (int i = 0; l && i < l->n; i++) {
-                if (i) sb_put(&b, o.s.p, o.s.n);
-                struct jv s = to_str(x, l->v[i]);
-                sb_put(&b, s.s.p, s.s.n);
+                if (i) dsi_jv_sb_put(&b, o.s.p, o.s.n);
+                struct jv s = dsi_jv_to_str(x, l->v[i]);
+                dsi_jv_sb_put(&b, s.s.p, s.s.n);
             }
-            struct jv r = jstr(x, b.p ? b.p : "", b.n);
+            struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);
             free(b.p);
             return r;
         }
@@ -1014,10 +505,10 @@ static struct jv call_method(struct ectx *x, struct jv o, const char *m, const s
             bool ok = o.s.n > 0;
             for (size_t i = 0; ok && i < o.s.n;) {
                 size_t k;
-                int32_t c = cp_at(o.s.p, o.s.n, i, &k);
+                int32_t c = dsi_jv_cp_at(o.s.p, o.s.n, i, &k);
                 utf8proc_category_t cat = utf8proc_category(c);
-                ok = m[2] == 'd' ? cat == UTF8PROC_CATEGORY_ND
-                     : m[2] == 's' ? is_py_space(c)
+                ok = m[2] == 'd'   ? cat == UTF8PROC_CATEGORY_ND
+                     : m[2] == 's' ? dsi_jv_is_py_space(c)
                                    : (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO);
                 i += k;
             }
@@ -1025,40 +516,42 @@ static struct jv call_method(struct ectx *x, struct jv o, const char *m, const s
         }
     } else if (o.t == JV_DICT) {
         if (!strcmp(m, "items") || !strcmp(m, "keys") || !strcmp(m, "values")) {
-            struct jlist *l = new_list(x);
+            struct jlist *l = dsi_jv_new_list(x);
             for (int i = 0; i < o.d->n; i++) {
-                if (m[0] == 'k') list_push(x, l, o.d->k[i]);
-                else if (m[0] == 'v') list_push(x, l, o.d->v[i]);
+                if (m[0] == 'k')
+                    dsi_jv_list_push(x, l, o.d->k[i]);
+                else if (m[0] == 'v')
+                    dsi_jv_list_push(x, l, o.d->v[i]);
                 else {
-                    struct jlist *p = new_list(x);
-                    list_push(x, p, o.d->k[i]);
-                    list_push(x, p, o.d->v[i]);
+                    struct jlist *p = dsi_jv_new_list(x);
+                    dsi_jv_list_push(x, p, o.d->k[i]);
+                    dsi_jv_list_push(x, p, o.d->v[i]);
                     struct jv t = jlist_v(p);
                     t.tuple = true;
-                    list_push(x, l, t);
+                    dsi_jv_list_push(x, l, t);
                 }
             }
             return jlist_v(l);
         }
         if (!strcmp(m, "get")) {
-            struct jv *v = dict_find_v(o.d, arg(a, 0, NULL));
+            struct jv *v = dsi_jv_dict_find_v(o.d, arg(a, 0, NULL));
             if (v) return *v;
             struct jv d = arg(a, 1, "default");
             return d.t == JV_UNDEF ? none() : d;
         }
         if (o.d->loop && !strcmp(m, "cycle")) {
-            if (a->n == 0) return undef(NULL);
-            struct jv *i0 = dict_find(o.d, "index0", 6);
+            if (a->n == 0) return dsi_jv_undef(NULL);
+            struct jv *i0 = dsi_jv_dict_find(o.d, "index0", 6);
             return a->pos[(i0 ? ival(*i0) : 0) % a->n];
         }
-        struct jv *f = dict_find(o.d, m, strlen(m));
+        struct jv *f = dsi_jv_dict_find(o.d, m, strlen(m));
         if (f && f->t == JV_MACRO) return call_macro(x, f->macro, a, NULL);
     } else if (o.t == JV_UNDEF) {
-        eerr(x, "'%s' is undefined (calling .%s())", o.s.p ? o.s.p : "value", m);
-        return undef(NULL);
+        dsi_jv_eerr(x, "'%s' is undefined (calling .%s())", o.s.p ? o.s.p : "value", m);
+        return dsi_jv_undef(NULL);
     }
-    eerr(x, "'%s' object has no method '%s'", type_name(o), m);
-    return undef(NULL);
+    dsi_jv_eerr(x, "'%s' object has no method '%s'", dsi_jv_type_name(o), m);
+    return dsi_jv_undef(NULL);
 }
 
 static void format_time(struct ectx *x, const char *fmt, struct sb *b) {
@@ -1067,78 +560,86 @@ static void format_time(struct ectx *x, const char *fmt, struct sb *b) {
     gmtime_r(&t, &tm);
     char out[256];
     size_t n = strftime(out, sizeof out, fmt, &tm);
-    sb_put(b, out, n);
+    dsi_jv_sb_put(b, out, n);
 }
 
 static struct jv call_global(struct ectx *x, const char *name, const struct args *a) {
     if (!strcmp(name, "range")) {
         int64_t start = 0, stop, step = 1;
-        if (a->n == 1) stop = ival(a->pos[0]);
+        if (a->n == 1)
+            stop = ival(a->pos[0]);
         else if (a->n >= 2) {
             start = ival(a->pos[0]);
             stop = ival(a->pos[1]);
             if (a->n >= 3) step = ival(a->pos[2]);
         } else {
-            eerr(x, "range() needs arguments");
-            return undef(NULL);
+            dsi_jv_eerr(x, "range() needs arguments");
+            return dsi_jv_undef(NULL);
         }
         int64_t span;
         if (step == 0 || __builtin_sub_overflow(stop, start, &span) ||
             (step != -1 ? span / step : -(span / 2)) > 1000000 || (step == -1 && span < -2000000)) {
-            eerr(x, "range() is too large or has step 0");
-            return undef(NULL);
+            dsi_jv_eerr(x, "range() is too large or has step 0");
+            return dsi_jv_undef(NULL);
         }
-        struct jlist *l = new_list(x);
+        struct jlist *l = dsi_jv_new_list(x);
         int64_t count = span / step + (span % step != 0);
-        for (int64_t k = 0; k < count; k++) list_push(x, l, jint(start + k * step));
+        for (int64_t k = 0; k < count; k++)
+            dsi_jv_list_push(x, l, jint(start + k * step));
         return jlist_v(l);
     }
     if (!strcmp(name, "namespace") || !strcmp(name, "dict")) {
-        struct jdict *d = new_dict(x);
-        if (!d) return undef(NULL);
+        struct jdict *d = dsi_jv_new_dict(x);
+        if (!d) return dsi_jv_undef(NULL);
         d->ns = name[0] == 'n';
         if (a->n == 1 && a->pos[0].t == JV_DICT)
-            for (int i = 0; i < a->pos[0].d->n; i++) dict_set_v(x, d, a->pos[0].d->k[i], a->pos[0].d->v[i]);
-        for (int i = 0; i < a->nk; i++) dict_set(x, d, a->kwn[i], a->kwv[i]);
+            for (int i = 0; i < a->pos[0].d->n; i++)
+                dsi_jv_dict_set_v(x, d, a->pos[0].d->k[i], a->pos[0].d->v[i]);
+        for (int i = 0; i < a->nk; i++)
+            dsi_jv_dict_set(x, d, a->kwn[i], a->kwv[i]);
         return (struct jv){.t = JV_DICT, .d = d};
     }
     if (!strcmp(name, "raise_exception")) {
-        struct jv m = to_str(x, arg(a, 0, NULL));
-        eerr(x, "raise_exception: %.*s", (int)(m.s.n > 200 ? 200 : m.s.n), m.s.p);
-        return undef(NULL);
+        struct jv m = dsi_jv_to_str(x, arg(a, 0, NULL));
+        dsi_jv_eerr(x, "raise_exception: %.*s", (int)(m.s.n > 200 ? 200 : m.s.n), m.s.p);
+        return dsi_jv_undef(NULL);
     }
     if (!strcmp(name, "strftime_now")) {
         struct jv f = arg(a, 0, NULL);
         if (f.t != JV_STR) {
-            eerr(x, "strftime_now() needs a format string");
-            return undef(NULL);
+            dsi_jv_eerr(x, "strftime_now() needs a format string");
+            return dsi_jv_undef(NULL);
         }
         struct sb b = {0};
         format_time(x, f.s.p, &b);
-        struct jv r = jstr(x, b.p ? b.p : "", b.n);
+        struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);
         free(b.p);
         return r;
     }
     struct jv v = lookup(x, name);
     if (v.t == JV_MACRO) return call_macro(x, v.macro, a, NULL);
-    eerr(x, "'%s' is not a function", name);
-    return undef(NULL);
+    dsi_jv_eerr(x, "'%s' is not a function", name);
+    return dsi_jv_undef(NULL);
 }
 
 static struct jv eval(struct ectx *x, const struct jexpr *e) {
-    if (x->err || !e) return undef(NULL);
+    if (x->err || !e) return dsi_jv_undef(NULL);
     if (++x->steps > MAX_STEPS) {
-        eerr(x, "template runs too long");
-        return undef(NULL);
+        dsi_jv_eerr(x, "template runs too long");
+        return dsi_jv_undef(NULL);
     }
     x->line = e->line;
     switch (e->kind) {
     case EX_LITERAL:
         switch (e->lit) {
-        case LIT_NONE: return none();
-        case LIT_BOOL: return jbool(e->ival != 0);
-        case LIT_INT: return jint(e->ival);
-        case LIT_FLOAT: return jfloat(e->fval);
+        case LIT_NONE:
+            return none();
+        case LIT_BOOL:
+            return jbool(e->ival != 0);
+        case LIT_INT:
+            return jint(e->ival);
+        case LIT_FLOAT:
+            return jfloat(e->fval);
         case LIT_STR: {
             struct jv v = {.t = JV_STR};
             v.s.p = e->sval;
@@ -1147,8 +648,10 @@ static struct jv eval(struct ectx *x, const struct jexpr *e) {
         }
         }
         return none();
-    case EX_NAME: return lookup(x, e->name);
-    case EX_ATTR: return get_attr(x, eval(x, e->a), e->name);
+    case EX_NAME:
+        return lookup(x, e->name);
+    case EX_ATTR:
+        return get_attr(x, eval(x, e->a), e->name);
     case EX_INDEX: {
         struct jv o = eval(x, e->a), k = eval(x, e->b);
         return get_item(x, o, k);
@@ -1161,75 +664,79 @@ static struct jv eval(struct ectx *x, const struct jexpr *e) {
         struct args a;
         if (e->a->kind == EX_ATTR) {
             struct jv o = eval(x, e->a->a);
-            if (!eval_args(x, e, &a, 0)) return undef(NULL);
+            if (!eval_args(x, e, &a, 0)) return dsi_jv_undef(NULL);
             return call_method(x, o, e->a->name, &a);
         }
-        if (!eval_args(x, e, &a, 0)) return undef(NULL);
+        if (!eval_args(x, e, &a, 0)) return dsi_jv_undef(NULL);
         if (e->a->kind == EX_NAME) return call_global(x, e->a->name, &a);
         struct jv f = eval(x, e->a);
         if (f.t == JV_MACRO) return call_macro(x, f.macro, &a, NULL);
-        eerr(x, "'%s' object is not callable", type_name(f));
-        return undef(NULL);
+        dsi_jv_eerr(x, "'%s' object is not callable", dsi_jv_type_name(f));
+        return dsi_jv_undef(NULL);
     }
     case EX_FILTER: {
         struct jv v = eval(x, e->a);
         struct args a;
-        if (!eval_args(x, e, &a, 0)) return undef(NULL);
+        if (!eval_args(x, e, &a, 0)) return dsi_jv_undef(NULL);
         return apply_filter(x, e->name, v, &a);
     }
     case EX_TEST: {
         struct jv v = eval(x, e->a);
         struct args a;
-        if (!eval_args(x, e, &a, 0)) return undef(NULL);
+        if (!eval_args(x, e, &a, 0)) return dsi_jv_undef(NULL);
         struct jv r = apply_test(x, e->name, v, &a);
-        return e->negated ? jbool(!truthy(r)) : r;
+        return e->negated ? jbool(!dsi_jv_truthy(r)) : r;
     }
     case EX_NEG:
     case EX_POS: {
         struct jv v = eval(x, e->a);
         if (!is_num(v)) {
-            eerr(x, "bad operand type for unary %c: %s", e->kind == EX_NEG ? '-' : '+', type_name(v));
-            return undef(NULL);
+            dsi_jv_eerr(x, "bad operand type for unary %c: %s", e->kind == EX_NEG ? '-' : '+',
+                        dsi_jv_type_name(v));
+            return dsi_jv_undef(NULL);
         }
         if (e->kind == EX_POS) return is_intlike(v) ? jint(ival(v)) : v;
         if (is_intlike(v) && ival(v) == INT64_MIN) {
-            eerr(x, "integer overflow in unary -");
-            return undef(NULL);
+            dsi_jv_eerr(x, "integer overflow in unary -");
+            return dsi_jv_undef(NULL);
         }
         return is_intlike(v) ? jint(-ival(v)) : jfloat(-v.f);
     }
-    case EX_NOT: return jbool(!truthy(eval(x, e->a)));
+    case EX_NOT:
+        return jbool(!dsi_jv_truthy(eval(x, e->a)));
     case EX_AND: {
         struct jv a = eval(x, e->a);
-        return truthy(a) ? eval(x, e->b) : a;
+        return dsi_jv_truthy(a) ? eval(x, e->b) : a;
     }
     case EX_OR: {
         struct jv a = eval(x, e->a);
-        return truthy(a) ? a : eval(x, e->b);
+        return dsi_jv_truthy(a) ? a : eval(x, e->b);
     }
     case EX_COND:
-        if (truthy(eval(x, e->a))) return eval(x, e->b);
-        return e->c ? eval(x, e->c) : undef(NULL);
+        if (dsi_jv_truthy(eval(x, e->a))) return eval(x, e->b);
+        return e->c ? eval(x, e->c) : dsi_jv_undef(NULL);
     case EX_BINARY: {
         struct jv a = eval(x, e->a), b = eval(x, e->b);
-        if (x->err) return undef(NULL);
+        if (x->err) return dsi_jv_undef(NULL);
         return binary(x, e->op, a, b);
     }
     case EX_LIST:
     case EX_TUPLE: {
-        struct jlist *l = new_list(x);
-        for (int i = 0; i < e->n_args; i++) list_push(x, l, eval(x, e->args[i]));
+        struct jlist *l = dsi_jv_new_list(x);
+        for (int i = 0; i < e->n_args; i++)
+            dsi_jv_list_push(x, l, eval(x, e->args[i]));
         struct jv v = jlist_v(l);
         v.tuple = e->kind == EX_TUPLE;
         return v;
     }
     case EX_DICT: {
-        struct jdict *d = new_dict(x);
-        for (int i = 0; i < e->n_args; i++) dict_set_v(x, d, eval(x, e->args[i]), eval(x, e->kwvals[i]));
+        struct jdict *d = dsi_jv_new_dict(x);
+        for (int i = 0; i < e->n_args; i++)
+            dsi_jv_dict_set_v(x, d, eval(x, e->args[i]), eval(x, e->kwvals[i]));
         return (struct jv){.t = JV_DICT, .d = d};
     }
     }
-    return undef(NULL);
+    return dsi_jv_undef(NULL);
 }
 
 /* ---- filters and tests ----------------------------------------------------------------- */
@@ -1243,7 +750,7 @@ static struct jv attr_path(struct ectx *x, struct jv v, struct jv attr) {
         const char *dot = memchr(p, '.', (size_t)(end - p));
         size_t n = dot ? (size_t)(dot - p) : (size_t)(end - p);
         char *k = ja_strndup(&x->a, p, n);
-        v = v.t == JV_DICT ? get_attr(x, v, k) : undef(k);
+        v = v.t == JV_DICT ? get_attr(x, v, k) : dsi_jv_undef(k);
         p += n + 1;
     }
     return v;
@@ -1252,88 +759,93 @@ static struct jv attr_path(struct ectx *x, struct jv v, struct jv attr) {
 static int cmp_sort(struct ectx *x, struct jv a, struct jv b) {
     if (a.t == JV_STR && b.t == JV_STR) return compare(x, a, b);
     if (is_num(a) && is_num(b)) return compare(x, a, b);
-    return compare(x, to_str(x, a), to_str(x, b));
+    return compare(x, dsi_jv_to_str(x, a), dsi_jv_to_str(x, b));
 }
 
 static struct jv apply_filter(struct ectx *x, const char *f, struct jv v, const struct args *a) {
-    if (x->err) return undef(NULL);
-    if (!strcmp(f, "trim")) return strip(x, to_str(x, v), arg(a, 0, "chars"), true, true);
+    if (x->err) return dsi_jv_undef(NULL);
+    if (!strcmp(f, "trim"))
+        return dsi_jv_strip(x, dsi_jv_to_str(x, v), arg(a, 0, "chars"), true, true);
     if (!strcmp(f, "length") || !strcmp(f, "count")) {
-        if (v.t == JV_STR) return jint((int64_t)cp_count(v.s.p, v.s.n));
+        if (v.t == JV_STR) return jint((int64_t)dsi_jv_cp_count(v.s.p, v.s.n));
         if (v.t == JV_LIST) return jint(v.l->n);
         if (v.t == JV_DICT) return jint(v.d->n);
         if (v.t == JV_UNDEF) return jint(0);
-        eerr(x, "object of type %s has no len()", type_name(v));
-        return undef(NULL);
+        dsi_jv_eerr(x, "object of type %s has no len()", dsi_jv_type_name(v));
+        return dsi_jv_undef(NULL);
     }
     if (!strcmp(f, "tojson")) {
         struct jv ind = arg(a, 0, "indent");
         struct sb b = {0};
-        put_json(x, &b, v, ind.t == JV_INT ? (int)ind.i : -1, 0);
-        struct jv r = jstr(x, b.p ? b.p : "", b.n);
+        dsi_jv_put_json(x, &b, v, ind.t == JV_INT ? (int)ind.i : -1, 0);
+        struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);
         free(b.p);
         return r;
     }
     if (!strcmp(f, "default") || !strcmp(f, "d")) {
         struct jv dflt = arg(a, 0, "default_value"), boolean = arg(a, 1, "boolean");
-        if (dflt.t == JV_UNDEF) dflt = jcstr(x, "");
-        if (v.t == JV_UNDEF || (truthy(boolean) && !truthy(v))) return dflt;
+        if (dflt.t == JV_UNDEF) dflt = dsi_jv_jcstr(x, "");
+        if (v.t == JV_UNDEF || (dsi_jv_truthy(boolean) && !dsi_jv_truthy(v))) return dflt;
         return v;
     }
-    if (!strcmp(f, "string")) return to_str(x, v);
-    if (!strcmp(f, "upper")) return map_case(x, to_str(x, v), 1);
-    if (!strcmp(f, "lower")) return map_case(x, to_str(x, v), 0);
-    if (!strcmp(f, "title")) return map_case(x, to_str(x, v), 2);
-    if (!strcmp(f, "capitalize")) return map_case(x, to_str(x, v), 3);
+    if (!strcmp(f, "string")) return dsi_jv_to_str(x, v);
+    if (!strcmp(f, "upper")) return dsi_jv_map_case(x, dsi_jv_to_str(x, v), 1);
+    if (!strcmp(f, "lower")) return dsi_jv_map_case(x, dsi_jv_to_str(x, v), 0);
+    if (!strcmp(f, "title")) return dsi_jv_map_case(x, dsi_jv_to_str(x, v), 2);
+    if (!strcmp(f, "capitalize")) return dsi_jv_map_case(x, dsi_jv_to_str(x, v), 3);
     if (!strcmp(f, "replace")) {
         struct jv c = arg(a, 2, "count");
-        return replace(x, to_str(x, v), arg(a, 0, "old"), arg(a, 1, "new"), c.t == JV_UNDEF ? -1 : ival(c));
+        return replace(x, dsi_jv_to_str(x, v), arg(a, 0, "old"), arg(a, 1, "new"),
+                       c.t == JV_UNDEF ? -1 : ival(c));
     }
     if (!strcmp(f, "safe") || (!strcmp(f, "list") && v.t == JV_LIST)) return v;
     if (!strcmp(f, "list")) return jlist_v(iter_list(x, v));
     if (!strcmp(f, "first") || !strcmp(f, "last")) {
         struct jlist *l = iter_list(x, v);
-        if (!l || l->n == 0) return undef("first");
+        if (!l || l->n == 0) return dsi_jv_undef("first");
         return l->v[f[0] == 'f' ? 0 : l->n - 1];
     }
     if (!strcmp(f, "reverse")) {
-        if (v.t == JV_STR) return slice(x, v, undef(NULL), undef(NULL), jint(-1));
-        struct jlist *l = iter_list(x, v), *r = new_list(x);
-        for (int i = l ? l->n - 1 : -1; i >= 0; i--) list_push(x, r, l->v[i]);
+        if (v.t == JV_STR) return slice(x, v, dsi_jv_undef(NULL), dsi_jv_undef(NULL), jint(-1));
+        struct jlist *l = iter_list(x, v), *r = dsi_jv_new_list(x);
+        for (int i = l ? l->n - 1 : -1; i >= 0; i--)
+            dsi_jv_list_push(x, r, l->v[i]);
         return jlist_v(r);
     }
     if (!strcmp(f, "join")) {
         struct jv sep = arg(a, 0, "d"), attr = arg(a, 1, "attribute");
-        if (sep.t == JV_UNDEF) sep = jcstr(x, "");
+        if (sep.t == JV_UNDEF) sep = dsi_jv_jcstr(x, "");
         struct jlist *l = iter_list(x, v);
         struct sb b = {0};
         for (int i = 0; l && i < l->n; i++) {
-            if (i) sb_put(&b, sep.s.p, sep.s.n);
-            struct jv s = to_str(x, attr.t == JV_UNDEF ? l->v[i] : attr_path(x, l->v[i], attr));
-            sb_put(&b, s.s.p, s.s.n);
+            if (i) dsi_jv_sb_put(&b, sep.s.p, sep.s.n);
+            struct jv s =
+                dsi_jv_to_str(x, attr.t == JV_UNDEF ? l->v[i] : attr_path(x, l->v[i], attr));
+            dsi_jv_sb_put(&b, s.s.p, s.s.n);
         }
-        struct jv r = jstr(x, b.p ? b.p : "", b.n);
+        struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);
         free(b.p);
         return r;
     }
     if (!strcmp(f, "items")) {
-        if (v.t == JV_UNDEF) return jlist_v(new_list(x));
+        if (v.t == JV_UNDEF) return jlist_v(dsi_jv_new_list(x));
         if (v.t != JV_DICT) {
-            eerr(x, "items filter needs a mapping, not %s", type_name(v));
-            return undef(NULL);
+            dsi_jv_eerr(x, "items filter needs a mapping, not %s", dsi_jv_type_name(v));
+            return dsi_jv_undef(NULL);
         }
         struct args none_args = {0};
         return call_method(x, v, "items", &none_args);
     }
     if (!strcmp(f, "dictsort")) {
         if (v.t != JV_DICT) {
-            eerr(x, "dictsort needs a mapping");
-            return undef(NULL);
+            dsi_jv_eerr(x, "dictsort needs a mapping");
+            return dsi_jv_undef(NULL);
         }
         struct args none_args = {0};
         struct jv items = call_method(x, v, "items", &none_args);
         for (int i = 1; i < items.l->n; i++)
-            for (int j = i; j > 0 && cmp_sort(x, items.l->v[j - 1].l->v[0], items.l->v[j].l->v[0]) > 0; j--) {
+            for (int j = i;
+                 j > 0 && cmp_sort(x, items.l->v[j - 1].l->v[0], items.l->v[j].l->v[0]) > 0; j--) {
                 struct jv t = items.l->v[j];
                 items.l->v[j] = items.l->v[j - 1];
                 items.l->v[j - 1] = t;
@@ -1343,14 +855,16 @@ static struct jv apply_filter(struct ectx *x, const char *f, struct jv v, const 
     if (!strcmp(f, "sort") || !strcmp(f, "unique") || !strcmp(f, "min") || !strcmp(f, "max")) {
         struct jv rev = arg(a, 0, "reverse"), attr = arg(a, 2, "attribute");
         if (f[0] != 's') attr = arg(a, 1, "attribute");
-        struct jlist *l = iter_list(x, v), *r = new_list(x);
-        for (int i = 0; l && i < l->n; i++) list_push(x, r, l->v[i]);
+        struct jlist *l = iter_list(x, v), *r = dsi_jv_new_list(x);
+        for (int i = 0; l && i < l->n; i++)
+            dsi_jv_list_push(x, r, l->v[i]);
         if (f[0] == 'u') {
-            struct jlist *u = new_list(x);
+            struct jlist *u = dsi_jv_new_list(x);
             for (int i = 0; i < r->n; i++) {
                 bool seen = false;
-                for (int j = 0; j < u->n && !seen; j++) seen = equal(u->v[j], r->v[i]);
-                if (!seen) list_push(x, u, r->v[i]);
+                for (int j = 0; j < u->n && !seen; j++)
+                    seen = dsi_jv_equal(u->v[j], r->v[i]);
+                if (!seen) dsi_jv_list_push(x, u, r->v[i]);
             }
             return jlist_v(u);
         }
@@ -1359,18 +873,18 @@ static struct jv apply_filter(struct ectx *x, const char *f, struct jv v, const 
                 struct jv p = attr.t == JV_UNDEF ? r->v[j - 1] : attr_path(x, r->v[j - 1], attr);
                 struct jv q = attr.t == JV_UNDEF ? r->v[j] : attr_path(x, r->v[j], attr);
                 int c = cmp_sort(x, p, q);
-                if (f[0] == 's' && truthy(rev) ? c >= 0 : c <= 0) break;
+                if (f[0] == 's' && dsi_jv_truthy(rev) ? c >= 0 : c <= 0) break;
                 struct jv t = r->v[j];
                 r->v[j] = r->v[j - 1];
                 r->v[j - 1] = t;
             }
-        if (f[1] == 'i') return r->n ? r->v[0] : undef("min");
-        if (f[1] == 'a') return r->n ? r->v[r->n - 1] : undef("max");
+        if (f[1] == 'i') return r->n ? r->v[0] : dsi_jv_undef("min");
+        if (f[1] == 'a') return r->n ? r->v[r->n - 1] : dsi_jv_undef("max");
         return jlist_v(r);
     }
     if (!strcmp(f, "map") || !strcmp(f, "select") || !strcmp(f, "reject") ||
         !strcmp(f, "selectattr") || !strcmp(f, "rejectattr")) {
-        struct jlist *l = iter_list(x, v), *r = new_list(x);
+        struct jlist *l = iter_list(x, v), *r = dsi_jv_new_list(x);
         bool attr_form = !strcmp(f, "selectattr") || !strcmp(f, "rejectattr");
         bool keep_if = f[0] == 's';
         for (int i = 0; l && i < l->n && !x->err; i++) {
@@ -1383,14 +897,15 @@ static struct jv apply_filter(struct ectx *x, const char *f, struct jv v, const 
                 if (by_attr || (a->nk && !strcmp(a->kwn[0], "attribute"))) {
                     struct jv got = attr_path(x, item, attr);
                     struct jv dflt = arg(a, 99, "default");
-                    list_push(x, r, got.t == JV_UNDEF && dflt.t != JV_UNDEF ? dflt : got);
+                    dsi_jv_list_push(x, r, got.t == JV_UNDEF && dflt.t != JV_UNDEF ? dflt : got);
                 } else { /* map('filter', args...) */
                     struct args fa = *a;
                     struct jv fname = fa.pos[0];
-                    for (int k = 1; k < fa.n; k++) fa.pos[k - 1] = fa.pos[k];
+                    for (int k = 1; k < fa.n; k++)
+                        fa.pos[k - 1] = fa.pos[k];
                     fa.n--;
                     char *fn = ja_strndup(&x->a, fname.s.p, fname.s.n);
-                    list_push(x, r, apply_filter(x, fn, item, &fa));
+                    dsi_jv_list_push(x, r, apply_filter(x, fn, item, &fa));
                 }
                 continue;
             }
@@ -1402,16 +917,17 @@ static struct jv apply_filter(struct ectx *x, const char *f, struct jv v, const 
             }
             bool ok;
             if (a->n <= first) {
-                ok = truthy(subject);
+                ok = dsi_jv_truthy(subject);
             } else {
                 struct args ta = *a;
                 struct jv tname = ta.pos[first];
-                for (int k = first + 1; k < ta.n; k++) ta.pos[k - first - 1] = ta.pos[k];
+                for (int k = first + 1; k < ta.n; k++)
+                    ta.pos[k - first - 1] = ta.pos[k];
                 ta.n -= first + 1;
                 char *tn = ja_strndup(&x->a, tname.s.p, tname.s.n);
-                ok = truthy(apply_test(x, tn, subject, &ta));
+                ok = dsi_jv_truthy(apply_test(x, tn, subject, &ta));
             }
-            if (ok == keep_if) list_push(x, r, item);
+            if (ok == keep_if) dsi_jv_list_push(x, r, item);
         }
         return jlist_v(r);
     }
@@ -1446,49 +962,63 @@ static struct jv apply_filter(struct ectx *x, const char *f, struct jv v, const 
     if (!strcmp(f, "sum")) {
         struct jlist *l = iter_list(x, v);
         struct jv s = jint(0);
-        for (int i = 0; l && i < l->n; i++) s = binary(x, "+", s, l->v[i]);
+        for (int i = 0; l && i < l->n; i++)
+            s = binary(x, "+", s, l->v[i]);
         return s;
     }
     if (!strcmp(f, "indent")) {
         struct jv w = arg(a, 0, "width"), first = arg(a, 1, "first");
         int width = w.t == JV_UNDEF ? 4 : (int)ival(w);
-        struct jv s = to_str(x, v);
+        struct jv s = dsi_jv_to_str(x, v);
         struct sb b = {0};
-        if (truthy(first))
-            for (int k = 0; k < width; k++) sb_put(&b, " ", 1);
+        if (dsi_jv_truthy(first))
+            for (int k = 0; k < width; k++)
+                dsi_jv_sb_put(&b, " ", 1);
         for (size_t i = 0; i < s.s.n; i++) {
-            sb_put(&b, s.s.p + i, 1);
+            dsi_jv_sb_put(&b, s.s.p + i, 1);
             if (s.s.p[i] == '\n' && i + 1 < s.s.n && s.s.p[i + 1] != '\n')
-                for (int k = 0; k < width; k++) sb_put(&b, " ", 1);
+                for (int k = 0; k < width; k++)
+                    dsi_jv_sb_put(&b, " ", 1);
         }
-        struct jv r = jstr(x, b.p ? b.p : "", b.n);
+        struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);
         free(b.p);
         return r;
     }
     if (!strcmp(f, "escape") || !strcmp(f, "e")) {
-        struct jv s = to_str(x, v);
+        struct jv s = dsi_jv_to_str(x, v);
         struct sb b = {0};
         for (size_t i = 0; i < s.s.n; i++) {
             switch (s.s.p[i]) {
-            case '&': sb_puts(&b, "&amp;"); break;
-            case '<': sb_puts(&b, "&lt;"); break;
-            case '>': sb_puts(&b, "&gt;"); break;
-            case '"': sb_puts(&b, "&#34;"); break;
-            case '\'': sb_puts(&b, "&#39;"); break;
-            default: sb_put(&b, s.s.p + i, 1);
+            case '&':
+                dsi_jv_sb_puts(&b, "&amp;");
+                break;
+            case '<':
+                dsi_jv_sb_puts(&b, "&lt;");
+                break;
+            case '>':
+                dsi_jv_sb_puts(&b, "&gt;");
+                break;
+            case '"':
+                dsi_jv_sb_puts(&b, "&#34;");
+                break;
+            case '\'':
+                dsi_jv_sb_puts(&b, "&#39;");
+                break;
+            default:
+                dsi_jv_sb_put(&b, s.s.p + i, 1);
             }
         }
-        struct jv r = jstr(x, b.p ? b.p : "", b.n);
+        struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);
         free(b.p);
         return r;
     }
     if (!strcmp(f, "format")) return binary(x, "%", v, a->n == 1 ? a->pos[0] : jlist_v(NULL));
-    eerr(x, "unknown filter '%s'", f);
-    return undef(NULL);
+    dsi_jv_eerr(x, "unknown filter '%s'", f);
+    return dsi_jv_undef(NULL);
 }
 
 static struct jv apply_test(struct ectx *x, const char *t, struct jv v, const struct args *a) {
-    if (x->err) return undef(NULL);
+    if (x->err) return dsi_jv_undef(NULL);
     struct jv o = arg(a, 0, NULL);
     if (!strcmp(t, "defined")) return jbool(v.t != JV_UNDEF);
     if (!strcmp(t, "undefined")) return jbool(v.t == JV_UNDEF);
@@ -1504,26 +1034,31 @@ static struct jv apply_test(struct ectx *x, const char *t, struct jv v, const st
     if (!strcmp(t, "iterable")) return jbool(v.t == JV_LIST || v.t == JV_DICT || v.t == JV_STR);
     if (!strcmp(t, "sequence")) return jbool(v.t == JV_LIST || v.t == JV_DICT || v.t == JV_STR);
     if (!strcmp(t, "callable")) return jbool(v.t == JV_MACRO);
-    if (!strcmp(t, "sameas")) return jbool(v.t == o.t && equal(v, o) && (v.t != JV_LIST || v.l == o.l));
-    if (!strcmp(t, "eq") || !strcmp(t, "equalto") || !strcmp(t, "==")) return jbool(equal(v, o));
-    if (!strcmp(t, "ne") || !strcmp(t, "!=")) return jbool(!equal(v, o));
-    if (!strcmp(t, "lt") || !strcmp(t, "lessthan") || !strcmp(t, "<")) return jbool(compare(x, v, o) < 0);
+    if (!strcmp(t, "sameas"))
+        return jbool(v.t == o.t && dsi_jv_equal(v, o) && (v.t != JV_LIST || v.l == o.l));
+    if (!strcmp(t, "eq") || !strcmp(t, "equalto") || !strcmp(t, "=="))
+        return jbool(dsi_jv_equal(v, o));
+    if (!strcmp(t, "ne") || !strcmp(t, "!=")) return jbool(!dsi_jv_equal(v, o));
+    if (!strcmp(t, "lt") || !strcmp(t, "lessthan") || !strcmp(t, "<"))
+        return jbool(compare(x, v, o) < 0);
     if (!strcmp(t, "le") || !strcmp(t, "<=")) return jbool(compare(x, v, o) <= 0);
-    if (!strcmp(t, "gt") || !strcmp(t, "greaterthan") || !strcmp(t, ">")) return jbool(compare(x, v, o) > 0);
+    if (!strcmp(t, "gt") || !strcmp(t, "greaterthan") || !strcmp(t, ">"))
+        return jbool(compare(x, v, o) > 0);
     if (!strcmp(t, "ge") || !strcmp(t, ">=")) return jbool(compare(x, v, o) >= 0);
     if (!strcmp(t, "in")) return jbool(contains(x, o, v));
     if (!strcmp(t, "odd") || !strcmp(t, "even")) {
         if (!is_intlike(v)) return jbool(false);
         return jbool(((ival(v) % 2) != 0) == (t[0] == 'o'));
     }
-    if (!strcmp(t, "divisibleby")) return jbool(is_intlike(v) && ival(o) != 0 && ival(v) % ival(o) == 0);
+    if (!strcmp(t, "divisibleby"))
+        return jbool(is_intlike(v) && ival(o) != 0 && ival(v) % ival(o) == 0);
     if (!strcmp(t, "lower") || !strcmp(t, "upper")) {
         if (v.t != JV_STR) return jbool(false);
-        struct jv c = map_case(x, v, t[0] == 'u');
-        return jbool(equal(c, v));
+        struct jv c = dsi_jv_map_case(x, v, t[0] == 'u');
+        return jbool(dsi_jv_equal(c, v));
     }
-    eerr(x, "unknown test '%s'", t);
-    return undef(NULL);
+    dsi_jv_eerr(x, "unknown test '%s'", t);
+    return dsi_jv_undef(NULL);
 }
 
 /* ---- statements ------------------------------------------------------------------------ */
@@ -1531,15 +1066,16 @@ static struct jv apply_test(struct ectx *x, const char *t, struct jv v, const st
 static void out_put(struct ectx *x, const char *s, size_t n) {
     if (x->err || n == 0) return;
     if (x->out_n + n > MAX_OUTPUT) {
-        eerr(x, "output larger than %zu bytes", MAX_OUTPUT);
+        dsi_jv_eerr(x, "output larger than %zu bytes", MAX_OUTPUT);
         return;
     }
     if (x->out_n + n + 1 > x->out_cap) {
         size_t cap = x->out_cap ? x->out_cap * 2 : 1024;
-        while (cap < x->out_n + n + 1) cap *= 2;
+        while (cap < x->out_n + n + 1)
+            cap *= 2;
         char *p = realloc(x->out, cap);
         if (!p) {
-            eerr(x, "out of memory");
+            dsi_jv_eerr(x, "out of memory");
             return;
         }
         x->out = p;
@@ -1556,7 +1092,7 @@ static struct jv capture(struct ectx *x, const struct jbody *b) {
     x->out = NULL;
     x->out_n = x->out_cap = 0;
     exec_body(x, b);
-    struct jv r = jstr(x, x->out ? x->out : "", x->out_n);
+    struct jv r = dsi_jv_jstr(x, x->out ? x->out : "", x->out_n);
     free(x->out);
     x->out = save;
     x->out_n = save_n;
@@ -1568,12 +1104,12 @@ static struct jv call_macro(struct ectx *x, const struct jnode *m, const struct 
                             const struct jbody *caller) {
     (void)caller;
     if (x->depth >= MAX_DEPTH) {
-        eerr(x, "macro calls nested too deeply");
-        return undef(NULL);
+        dsi_jv_eerr(x, "macro calls nested too deeply");
+        return dsi_jv_undef(NULL);
     }
-    if (!push_scope(x)) return undef(NULL);
+    if (!push_scope(x)) return dsi_jv_undef(NULL);
     for (int i = 0; i < m->n_targets; i++) {
-        struct jv v = i < a->n ? a->pos[i] : undef(m->targets[i]);
+        struct jv v = i < a->n ? a->pos[i] : dsi_jv_undef(m->targets[i]);
         for (int k = 0; k < a->nk; k++)
             if (!strcmp(a->kwn[k], m->targets[i])) v = a->kwv[k];
         if (v.t == JV_UNDEF && m->defaults[i]) v = eval(x, m->defaults[i]);
@@ -1590,13 +1126,16 @@ static void exec_node(struct ectx *x, const struct jnode *n) {
     if (x->err) return;
     x->line = n->line;
     switch (n->kind) {
-    case ND_TEXT: out_put(x, n->text, n->len); return;
+    case ND_TEXT:
+        out_put(x, n->text, n->len);
+        return;
     case ND_OUTPUT: {
         struct jv v = eval(x, n->expr);
         if (x->err) return;
-        if (v.t == JV_STR) out_put(x, v.s.p, v.s.n);
+        if (v.t == JV_STR)
+            out_put(x, v.s.p, v.s.n);
         else {
-            struct jv s = to_str(x, v);
+            struct jv s = dsi_jv_to_str(x, v);
             out_put(x, s.s.p, s.s.n);
         }
         return;
@@ -1605,7 +1144,7 @@ static void exec_node(struct ectx *x, const struct jnode *n) {
         for (int i = 0; i < n->n_conds; i++) {
             struct jv c = eval(x, n->conds[i]);
             if (x->err) return;
-            if (truthy(c)) {
+            if (dsi_jv_truthy(c)) {
                 exec_body(x, &n->bodies[i]);
                 return;
             }
@@ -1616,7 +1155,7 @@ static void exec_node(struct ectx *x, const struct jnode *n) {
         struct jv it = eval(x, n->expr);
         if (x->err) return;
         if (it.t == JV_NONE) {
-            eerr(x, "'NoneType' object is not iterable");
+            dsi_jv_eerr(x, "'NoneType' object is not iterable");
             return;
         }
         struct jlist *items = iter_list(x, it);
@@ -1625,40 +1164,45 @@ static void exec_node(struct ectx *x, const struct jnode *n) {
         /* the `if` filter applies before the loop variables are computed */
         struct jlist *kept = items;
         if (n->filter) {
-            kept = new_list(x);
+            kept = dsi_jv_new_list(x);
             for (int i = 0; i < items->n && !x->err; i++) {
-                if (n->n_targets == 1) set_var(x, n->targets[0], items->v[i]);
+                if (n->n_targets == 1)
+                    set_var(x, n->targets[0], items->v[i]);
                 else
                     for (int t = 0; t < n->n_targets; t++)
                         set_var(x, n->targets[t], get_item(x, items->v[i], jint(t)));
-                if (truthy(eval(x, n->filter))) list_push(x, kept, items->v[i]);
+                if (dsi_jv_truthy(eval(x, n->filter))) dsi_jv_list_push(x, kept, items->v[i]);
             }
         }
-        struct jdict *loop = new_dict(x);
+        struct jdict *loop = dsi_jv_new_dict(x);
         if (!loop) return;
         loop->loop = true;
         for (int i = 0; i < kept->n && !x->err; i++) {
-            if (n->n_targets == 1) set_var(x, n->targets[0], kept->v[i]);
+            if (n->n_targets == 1)
+                set_var(x, n->targets[0], kept->v[i]);
             else {
                 struct jv item = kept->v[i];
                 if (item.t != JV_LIST || item.l->n != n->n_targets) {
-                    eerr(x, "cannot unpack %s into %d loop variables", type_name(item), n->n_targets);
+                    dsi_jv_eerr(x, "cannot unpack %s into %d loop variables",
+                                dsi_jv_type_name(item), n->n_targets);
                     break;
                 }
-                for (int t = 0; t < n->n_targets; t++) set_var(x, n->targets[t], item.l->v[t]);
+                for (int t = 0; t < n->n_targets; t++)
+                    set_var(x, n->targets[t], item.l->v[t]);
             }
             int64_t len = kept->n;
-            dict_set(x, loop, "index", jint(i + 1));
-            dict_set(x, loop, "index0", jint(i));
-            dict_set(x, loop, "revindex", jint(len - i));
-            dict_set(x, loop, "revindex0", jint(len - i - 1));
-            dict_set(x, loop, "first", jbool(i == 0));
-            dict_set(x, loop, "last", jbool(i == len - 1));
-            dict_set(x, loop, "length", jint(len));
-            dict_set(x, loop, "depth", jint(1));
-            dict_set(x, loop, "depth0", jint(0));
-            dict_set(x, loop, "previtem", i > 0 ? kept->v[i - 1] : undef("previtem"));
-            dict_set(x, loop, "nextitem", i + 1 < len ? kept->v[i + 1] : undef("nextitem"));
+            dsi_jv_dict_set(x, loop, "index", jint(i + 1));
+            dsi_jv_dict_set(x, loop, "index0", jint(i));
+            dsi_jv_dict_set(x, loop, "revindex", jint(len - i));
+            dsi_jv_dict_set(x, loop, "revindex0", jint(len - i - 1));
+            dsi_jv_dict_set(x, loop, "first", jbool(i == 0));
+            dsi_jv_dict_set(x, loop, "last", jbool(i == len - 1));
+            dsi_jv_dict_set(x, loop, "length", jint(len));
+            dsi_jv_dict_set(x, loop, "depth", jint(1));
+            dsi_jv_dict_set(x, loop, "depth0", jint(0));
+            dsi_jv_dict_set(x, loop, "previtem", i > 0 ? kept->v[i - 1] : dsi_jv_undef("previtem"));
+            dsi_jv_dict_set(x, loop, "nextitem",
+                            i + 1 < len ? kept->v[i + 1] : dsi_jv_undef("nextitem"));
             set_var(x, "loop", (struct jv){.t = JV_DICT, .d = loop});
             exec_body(x, &n->body);
             x->cont = false;
@@ -1677,10 +1221,11 @@ static void exec_node(struct ectx *x, const struct jnode *n) {
         if (n->name) { /* ns.attr = v */
             struct jv o = lookup(x, n->targets[0]);
             if (o.t != JV_DICT || !o.d->ns) {
-                eerr(x, "cannot assign attribute '%s' of '%s': not a namespace", n->name, n->targets[0]);
+                dsi_jv_eerr(x, "cannot assign attribute '%s' of '%s': not a namespace", n->name,
+                            n->targets[0]);
                 return;
             }
-            dict_set(x, o.d, n->name, v);
+            dsi_jv_dict_set(x, o.d, n->name, v);
             return;
         }
         if (n->n_targets == 1) {
@@ -1688,30 +1233,40 @@ static void exec_node(struct ectx *x, const struct jnode *n) {
             return;
         }
         if (v.t != JV_LIST || v.l->n != n->n_targets) {
-            eerr(x, "cannot unpack into %d variables", n->n_targets);
+            dsi_jv_eerr(x, "cannot unpack into %d variables", n->n_targets);
             return;
         }
-        for (int t = 0; t < n->n_targets; t++) set_var(x, n->targets[t], v.l->v[t]);
+        for (int t = 0; t < n->n_targets; t++)
+            set_var(x, n->targets[t], v.l->v[t]);
         return;
     }
-    case ND_SETBLOCK: set_var(x, n->targets[0], capture(x, &n->body)); return;
-    case ND_MACRO: set_var(x, n->name, (struct jv){.t = JV_MACRO, .macro = n}); return;
-    case ND_BREAK: x->brk = true; return;
-    case ND_CONTINUE: x->cont = true; return;
+    case ND_SETBLOCK:
+        set_var(x, n->targets[0], capture(x, &n->body));
+        return;
+    case ND_MACRO:
+        set_var(x, n->name, (struct jv){.t = JV_MACRO, .macro = n});
+        return;
+    case ND_BREAK:
+        x->brk = true;
+        return;
+    case ND_CONTINUE:
+        x->cont = true;
+        return;
     case ND_FILTERBLOCK: {
         struct jv body = capture(x, &n->body);
         struct args a;
         if (!eval_args(x, n->expr, &a, 0)) return;
-        struct jv r = to_str(x, apply_filter(x, n->expr->name, body, &a));
+        struct jv r = dsi_jv_to_str(x, apply_filter(x, n->expr->name, body, &a));
         out_put(x, r.s.p, r.s.n);
         return;
     }
     case ND_CALLBLOCK: {
         struct args a;
         if (!eval_args(x, n->expr, &a, 0)) return;
-        struct jv f = n->expr->a->kind == EX_NAME ? lookup(x, n->expr->a->name) : undef(NULL);
+        struct jv f =
+            n->expr->a->kind == EX_NAME ? lookup(x, n->expr->a->name) : dsi_jv_undef(NULL);
         if (f.t != JV_MACRO) {
-            eerr(x, "call block needs a macro");
+            dsi_jv_eerr(x, "call block needs a macro");
             return;
         }
         struct jv r = call_macro(x, f.macro, &a, &n->body);
@@ -1722,15 +1277,16 @@ static void exec_node(struct ectx *x, const struct jnode *n) {
 }
 
 static void exec_body(struct ectx *x, const struct jbody *b) {
-    for (int i = 0; i < b->n && !x->err && !x->brk && !x->cont; i++) exec_node(x, b->v[i]);
+    for (int i = 0; i < b->n && !x->err && !x->brk && !x->cont; i++)
+        exec_node(x, b->v[i]);
 }
 
 /* ---- JSON -> values -------------------------------------------------------------------- */
 
 static struct jv from_json(struct ectx *x, const cJSON *j, int depth) {
     if (depth > 100) {
-        eerr(x, "variables nested too deeply");
-        return undef(NULL);
+        dsi_jv_eerr(x, "variables nested too deeply");
+        return dsi_jv_undef(NULL);
     }
     if (cJSON_IsNull(j)) return none();
     if (cJSON_IsBool(j)) return jbool(cJSON_IsTrue(j));
@@ -1739,20 +1295,20 @@ static struct jv from_json(struct ectx *x, const cJSON *j, int depth) {
         if (d == floor(d) && fabs(d) < 9007199254740992.0) return jint((int64_t)d);
         return jfloat(d);
     }
-    if (cJSON_IsString(j)) return jcstr(x, j->valuestring);
+    if (cJSON_IsString(j)) return dsi_jv_jcstr(x, j->valuestring);
     if (cJSON_IsArray(j)) {
-        struct jlist *l = new_list(x);
+        struct jlist *l = dsi_jv_new_list(x);
         const cJSON *it;
-        cJSON_ArrayForEach(it, j) list_push(x, l, from_json(x, it, depth + 1));
+        cJSON_ArrayForEach(it, j) dsi_jv_list_push(x, l, from_json(x, it, depth + 1));
         return jlist_v(l);
     }
     if (cJSON_IsObject(j)) {
-        struct jdict *d = new_dict(x);
+        struct jdict *d = dsi_jv_new_dict(x);
         const cJSON *it;
-        cJSON_ArrayForEach(it, j) dict_set(x, d, it->string, from_json(x, it, depth + 1));
+        cJSON_ArrayForEach(it, j) dsi_jv_dict_set(x, d, it->string, from_json(x, it, depth + 1));
         return (struct jv){.t = JV_DICT, .d = d};
     }
-    return undef(NULL);
+    return dsi_jv_undef(NULL);
 }
 
 enum dsi_status dsi_jinja_render(const struct dsi_jinja *t, const struct cJSON *vars,
@@ -1761,8 +1317,8 @@ enum dsi_status dsi_jinja_render(const struct dsi_jinja *t, const struct cJSON *
     struct ectx *x = calloc(1, sizeof *x);
     if (!x) return DSI_ERR_NOMEM;
     x->now = opts ? opts->now : 0;
-    struct jv g = vars ? from_json(x, vars, 0) : undef(NULL);
-    x->globals = g.t == JV_DICT ? g.d : new_dict(x);
+    struct jv g = vars ? from_json(x, vars, 0) : dsi_jv_undef(NULL);
+    x->globals = g.t == JV_DICT ? g.d : dsi_jv_new_dict(x);
     if (!x->err && push_scope(x)) exec_body(x, &t->root);
     enum dsi_status st = DSI_OK;
     if (x->err) {
@@ -1771,7 +1327,8 @@ enum dsi_status dsi_jinja_render(const struct dsi_jinja *t, const struct cJSON *
         free(x->out);
     } else {
         if (!x->out) x->out = calloc(1, 1);
-        if (!x->out) st = DSI_ERR_NOMEM;
+        if (!x->out)
+            st = DSI_ERR_NOMEM;
         else {
             x->out[x->out_n] = '\0';
             *out = x->out;
