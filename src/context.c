@@ -10,7 +10,7 @@
 #include "src/model_impl.h"
 
 struct dsi_context_params dsi_context_default_params(void) {
-    struct dsi_context_params p = {0, 512, 0, DSI_TYPE_F16};
+    struct dsi_context_params p = {0, 512, 0, DSI_TYPE_F16, false};
     return p;
 }
 
@@ -40,15 +40,40 @@ static size_t carve(struct dsi_context *c, struct dsi_arena *a) {
     TAKE(s->k, B * kv, float);
     TAKE(s->v, B * vv, float);
     TAKE(s->attn, B * o, float);
-    TAKE(s->gate, B * hp->n_ff, float);
-    TAKE(s->up, B * hp->n_ff, float);
+    int64_t ff = hp->n_ff, shared = hp->n_ff_exp * hp->n_expert_shared;
+    if (hp->n_ff_exp > ff) ff = hp->n_ff_exp;
+    if (shared > ff) ff = shared;
+    TAKE(s->gate, B * ff, float);
+    TAKE(s->up, B * ff, float);
     struct dsi_attn_params ap = {hp->n_head, hp->n_head_kv > 0 ? hp->n_head_kv : 1, hp->head_dim,
                                  hp->head_dim_v, 1.0f};
-    TAKE(s->att_scratch, (int64_t)dsi_op_attention_scratch(c->p.n_threads, c->p.n_ctx, &ap), float);
-    TAKE(s->pos, B, int32_t);
+    size_t att = dsi_op_attention_scratch(c->p.n_threads, c->p.n_ctx, &ap);
     /* widest K among the matmuls */
-    int64_t kmax = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
+    int64_t kmax = hp->n_embd > ff ? hp->n_embd : ff;
     if (o > kmax) kmax = o;
+    if (hp->arch == DSI_ARCH_DEEPSEEK2) {
+        int64_t H = hp->n_head, R = hp->kv_lora_rank, Rk = R + hp->rope_dims, X = hp->n_expert;
+        int64_t k = hp->n_expert_used;
+        TAKE(s->qa, B * (hp->q_lora_rank ? hp->q_lora_rank : 1), float);
+        TAKE(s->kva, B * Rk, float);
+        TAKE(s->qfull, B * H * Rk, float);
+        TAKE(s->lat, B * H * R, float);
+        TAKE(s->router, B * (X ? X : 1), float);
+        TAKE(s->sel, B * (k ? k : 1), int32_t);
+        TAKE(s->sel_w, B * (k ? k : 1), float);
+        TAKE(s->ex_tok, B * (k ? k : 1), int32_t);
+        TAKE(s->ex_w, B * (k ? k : 1), float);
+        TAKE(s->ex_x, B * hp->n_embd, float);
+        TAKE(s->ex_y, B * hp->n_embd, float);
+        struct dsi_attn_params al = {hp->n_head, 1, (int)Rk, (int)R, 1.0f};
+        size_t a2 = dsi_op_attention_scratch(c->p.n_threads, c->p.n_ctx, &al);
+        if (a2 > att) att = a2;
+        /* per-head products quantize T * H rows of qk_nope or kv_lora */
+        int64_t kh = H * (R > hp->qk_nope ? R : hp->qk_nope);
+        if (kh > kmax) kmax = kh;
+    }
+    TAKE(s->att_scratch, (int64_t)att, float);
+    TAKE(s->pos, B, int32_t);
     if (kmax % DSI_XQ_BLOCK == 0) {
         s->mm.xq_bytes = (size_t)B * dsi_xq_row_bytes(kmax);
         TAKE(s->mm.xq, s->mm.xq_bytes, uint8_t);
@@ -84,9 +109,12 @@ enum dsi_status dsi_context_init(const struct dsi_model *m, const struct dsi_con
         free(c);
         return DSI_ERR_LIMIT;
     }
-    /* KV cache: per layer K [n_ctx][n_kv*hd] and V [n_ctx][n_kv*hd_v] */
+    /* KV cache: per layer K [n_ctx][n_kv*hd] and V [n_ctx][n_kv*hd_v]; for latent attention
+     * (deepseek2) one row [latent | k_pe] per position, the values a view of its latent */
     size_t es = (size_t)dsi_type_traits(c->p.kv_type)->size;
     int64_t krow = (int64_t)hp->n_head_kv * hp->head_dim, vrow = (int64_t)hp->n_head_kv * hp->head_dim_v;
+    bool latent = hp->arch == DSI_ARCH_DEEPSEEK2 && !c->p.mla_naive;
+    if (latent) krow = hp->kv_lora_rank + hp->rope_dims, vrow = 0;
     size_t per_layer = (size_t)c->p.n_ctx * (size_t)(krow + vrow) * es;
     c->kv = calloc((size_t)hp->n_layer, sizeof *c->kv);
     c->kv_mem = c->kv ? malloc(per_layer * (size_t)hp->n_layer) : NULL;
@@ -100,6 +128,7 @@ enum dsi_status dsi_context_init(const struct dsi_model *m, const struct dsi_con
         char *base = (char *)c->kv_mem + (size_t)l * per_layer;
         c->kv[l] = (struct dsi_kv_view){c->p.kv_type, base,
                                         base + (size_t)c->p.n_ctx * (size_t)krow * es, krow, vrow};
+        if (latent) c->kv[l].v = base, c->kv[l].v_row = krow;
     }
     size_t need = carve(c, NULL);
     if (!dsi_arena_init(&c->arena, need) || carve(c, &c->arena) != need) {
@@ -166,6 +195,7 @@ enum dsi_status dsi_context_decode(struct dsi_context *c, const int32_t *tokens,
         switch (hp->arch) {
         case DSI_ARCH_QWEN2:
         case DSI_ARCH_LLAMA: dsi_forward_dense(c, tokens + done, T, pos + done, mode); break;
+        case DSI_ARCH_DEEPSEEK2: dsi_forward_deepseek2(c, tokens + done, T, pos + done, mode); break;
         }
     }
     c->logits = all;

@@ -81,6 +81,7 @@ static void read_hparams(struct loader *L) {
         DSI_LOG_ERR("model: invalid rope dimension count, epsilon or rope base");
         L->st = DSI_ERR_FORMAT;
     }
+    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
     char key[128];
     snprintf(key, sizeof key, "%s.rope.scaling.type", L->arch);
     struct dsi_gguf_str stype;
@@ -88,11 +89,81 @@ static void read_hparams(struct loader *L) {
         if (stype.len == 6 && !memcmp(stype.ptr, "linear", 6)) {
             hp->rope_linear = key_f32(L, "rope.scaling.factor", 1.0f);
             if (!(hp->rope_linear > 0)) L->st = DSI_ERR_FORMAT;
+        } else if (stype.len == 4 && !memcmp(stype.ptr, "yarn", 4) && hp->arch == DSI_ARCH_DEEPSEEK2) {
+            hp->yarn_factor = key_f32(L, "rope.scaling.factor", 1.0f);
+            hp->yarn_orig_ctx = key_int(L, "rope.scaling.original_context_length", hp->n_ctx_train, 1, big);
+            hp->yarn_beta_fast = key_f32(L, "rope.scaling.yarn_beta_fast", 32.0f);
+            hp->yarn_beta_slow = key_f32(L, "rope.scaling.yarn_beta_slow", 1.0f);
+            hp->yarn_log_mul = key_f32(L, "rope.scaling.yarn_log_multiplier", 0.0f);
+            if (!(hp->yarn_factor >= 1.0f) || !(hp->yarn_beta_fast > 0) || !(hp->yarn_beta_slow > 0)) {
+                DSI_LOG_ERR("model: invalid YaRN parameters (factor %g, beta %g/%g)",
+                            hp->yarn_factor, hp->yarn_beta_fast, hp->yarn_beta_slow);
+                L->st = DSI_ERR_FORMAT;
+            }
         } else if (!(stype.len == 4 && !memcmp(stype.ptr, "none", 4))) {
             DSI_LOG_ERR("model: rope scaling type '%.*s' is not supported for %s",
                         (int)(stype.len > 20 ? 20 : stype.len), stype.ptr, L->arch);
             L->st = DSI_ERR_UNSUPPORTED;
         }
+    }
+}
+
+/* deepseek2 (models.md D, gguf.md 2.2): MLA sizes, MoE, and the two attention layouts. The
+ * current layout says head_count_kv 1, key_length kv_lora + rope and value_length kv_lora
+ * (the absorbed view) with the per-head sizes in key_length_mla / value_length_mla; the
+ * legacy one says the per-head sizes in key_length / value_length. */
+static void read_hparams_deepseek2(struct loader *L) {
+    struct dsi_hparams *hp = &L->m->hp;
+    const int64_t big = (int64_t)1 << 31;
+    hp->q_lora_rank = (int)key_int(L, "attention.q_lora_rank", 0, 0, 65536);
+    hp->kv_lora_rank = (int)key_int(L, "attention.kv_lora_rank", -1, 1, 65536);
+    int64_t klen = key_int(L, "attention.key_length_mla", 0, 0, 65536);
+    int64_t vlen = key_int(L, "attention.value_length_mla", 0, 0, 65536);
+    if (L->st) return;
+    if (!klen) klen = hp->head_dim;
+    if (!vlen) vlen = hp->head_dim_v;
+    hp->n_head_kv = hp->n_head; /* each head has its own keys (naive form) */
+    if (klen == hp->kv_lora_rank + hp->rope_dims && hp->head_dim == klen) {
+        DSI_LOG_ERR("model: deepseek2 file has no attention.key_length_mla; cannot tell the "
+                    "per-head key size");
+        L->st = DSI_ERR_FORMAT;
+        return;
+    }
+    hp->head_dim = (int)klen;
+    hp->head_dim_v = (int)vlen;
+    hp->qk_nope = hp->head_dim - hp->rope_dims;
+    if (hp->qk_nope <= 0) {
+        DSI_LOG_ERR("model: rope dimension count %d is not below the key length %d", hp->rope_dims,
+                    hp->head_dim);
+        L->st = DSI_ERR_FORMAT;
+        return;
+    }
+    hp->n_layer_dense = (int)key_int(L, "leading_dense_block_count", 0, 0, hp->n_layer);
+    hp->n_expert = (int)key_int(L, "expert_count", 0, 0, 4096);
+    if (hp->n_layer_dense < hp->n_layer) {
+        hp->n_expert = (int)key_int(L, "expert_count", -1, 1, 4096);
+        hp->n_expert_used = (int)key_int(L, "expert_used_count", -1, 1, hp->n_expert);
+        hp->n_expert_shared = (int)key_int(L, "expert_shared_count", 0, 0, 4096);
+        hp->n_ff_exp = key_int(L, "expert_feed_forward_length", -1, 1, big);
+        hp->n_group = (int)key_int(L, "expert_group_count", 1, 1, hp->n_expert);
+        hp->n_group_used = (int)key_int(L, "expert_group_used_count", hp->n_group, 1, hp->n_group);
+        hp->gating = (enum dsi_gating)key_int(L, "expert_gating_func", DSI_GATING_SOFTMAX, 1, 2);
+        hp->expert_scale = key_f32(L, "expert_weights_scale", 1.0f);
+        char key[128];
+        snprintf(key, sizeof key, "%s.expert_weights_norm", L->arch);
+        bool b = false;
+        hp->expert_norm = dsi_gguf_get_bool(L->g, key, &b) == DSI_OK && b;
+        if (!L->st && hp->n_expert % hp->n_group) {
+            DSI_LOG_ERR("model: %d experts do not split into %d groups", hp->n_expert, hp->n_group);
+            L->st = DSI_ERR_FORMAT;
+        }
+    }
+    /* softmax scale 1/sqrt(qk head) times YaRN's mscale(s, mscale_all_dim)^2; the file stores
+     * 0.1 * mscale_all_dim as yarn_log_multiplier (models.md D.3) */
+    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+    if (hp->yarn_factor > 1.0f && hp->yarn_log_mul != 0.0f) {
+        float ms = 1.0f + hp->yarn_log_mul * logf(hp->yarn_factor);
+        hp->attn_scale *= ms * ms;
     }
 }
 
@@ -107,8 +178,8 @@ static bool is_compute_type(enum dsi_type t) {
 
 /* Bind tensor `name` with the expected shape (ne1 = 0 for 1-D). Absent and !required: the
  * result has data == NULL. */
-static struct dsi_tensor bind(struct loader *L, const char *name, int64_t ne0, int64_t ne1,
-                              bool required) {
+static struct dsi_tensor bind3(struct loader *L, const char *name, int64_t ne0, int64_t ne1,
+                               int64_t ne2, bool required) {
     struct dsi_tensor t = {0};
     if (L->st) return t;
     const struct dsi_gguf_tensor *gt = dsi_gguf_find_tensor(L->g, name);
@@ -120,10 +191,17 @@ static struct dsi_tensor bind(struct loader *L, const char *name, int64_t ne0, i
         return t;
     }
     int64_t want1 = ne1 ? ne1 : 1;
-    if (gt->ne[0] != ne0 || gt->ne[1] != want1 || gt->ne[2] != 1 || gt->ne[3] != 1) {
-        DSI_LOG_ERR("model: tensor '%s' has shape [%lld, %lld, %lld], expected [%lld, %lld]", name,
-                    (long long)gt->ne[0], (long long)gt->ne[1], (long long)gt->ne[2],
-                    (long long)ne0, (long long)want1);
+    /* a stack of ne2 matrices may also be stored flattened to 2-D (ik_llama.cpp's attn_k_b) */
+    bool flat = ne2 > 1 && gt->ne[0] == ne0 && gt->ne[1] == want1 * ne2 && gt->ne[2] == 1;
+    if (!flat && (gt->ne[0] != ne0 || gt->ne[1] != want1 || gt->ne[2] != ne2 || gt->ne[3] != 1)) {
+        if (ne2 > 1)
+            DSI_LOG_ERR("model: tensor '%s' has shape [%lld, %lld, %lld], expected [%lld, %lld, %lld]",
+                        name, (long long)gt->ne[0], (long long)gt->ne[1], (long long)gt->ne[2],
+                        (long long)ne0, (long long)want1, (long long)ne2);
+        else
+            DSI_LOG_ERR("model: tensor '%s' has shape [%lld, %lld, %lld], expected [%lld, %lld]",
+                        name, (long long)gt->ne[0], (long long)gt->ne[1], (long long)gt->ne[2],
+                        (long long)ne0, (long long)want1);
         L->st = DSI_ERR_FORMAT;
         return t;
     }
@@ -134,11 +212,16 @@ static struct dsi_tensor bind(struct loader *L, const char *name, int64_t ne0, i
         L->st = DSI_ERR_UNSUPPORTED;
         return t;
     }
-    t = dsi_tensor_make(gt->type, gt->ne[0], gt->ne[1], gt->ne[2], gt->ne[3], (void *)gt->data);
+    t = dsi_tensor_make(gt->type, ne0, want1, ne2, 1, (void *)gt->data);
     t.name = gt->name;
     L->m->n_params += (uint64_t)dsi_tensor_nelements(&t);
     L->m->weight_bytes += gt->nbytes;
     return t;
+}
+
+static struct dsi_tensor bind(struct loader *L, const char *name, int64_t ne0, int64_t ne1,
+                              bool required) {
+    return bind3(L, name, ne0, ne1, 1, required);
 }
 
 /* A small vector (norm weight, bias) as f32: the file's data when it is f32, else a copy. */
@@ -160,6 +243,55 @@ static const float *bind_vec(struct loader *L, const char *name, int64_t n, bool
     return v;
 }
 
+static void bind_layer_deepseek2(struct loader *L, struct dsi_layer *l, int64_t i) {
+    struct dsi_model *m = L->m;
+    struct dsi_hparams *hp = &m->hp;
+    int64_t E = hp->n_embd, H = hp->n_head, R = hp->kv_lora_rank;
+    int64_t qk = hp->head_dim, nope = hp->qk_nope, v = hp->head_dim_v;
+    char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%lld." s, (long long)i), n)
+    l->attn_norm = bind_vec(L, NAME("attn_norm.weight"), E, true);
+    if (hp->q_lora_rank) {
+        l->wq_a = bind(L, NAME("attn_q_a.weight"), E, hp->q_lora_rank, true);
+        l->q_a_norm = bind_vec(L, NAME("attn_q_a_norm.weight"), hp->q_lora_rank, true);
+        l->wq_b = bind(L, NAME("attn_q_b.weight"), hp->q_lora_rank, H * qk, true);
+    } else {
+        l->wq = bind(L, NAME("attn_q.weight"), E, H * qk, true);
+    }
+    l->wkv_a = bind(L, NAME("attn_kv_a_mqa.weight"), E, R + hp->rope_dims, true);
+    l->kv_a_norm = bind_vec(L, NAME("attn_kv_a_norm.weight"), R, true);
+    /* the layout is decided by layer 0 and must hold for every layer */
+    if (i == 0) hp->mla_legacy = !dsi_gguf_find_tensor(L->g, NAME("attn_k_b.weight"));
+    if (hp->mla_legacy) {
+        l->wkv_b = bind(L, NAME("attn_kv_b.weight"), R, H * (nope + v), true);
+    } else {
+        l->wk_b = bind3(L, NAME("attn_k_b.weight"), nope, R, H, true);
+        l->wv_b = bind3(L, NAME("attn_v_b.weight"), R, v, H, true);
+    }
+    l->wo = bind(L, NAME("attn_output.weight"), H * v, E, true);
+    l->ffn_norm = bind_vec(L, NAME("ffn_norm.weight"), E, true);
+    l->moe = i >= hp->n_layer_dense;
+    if (!l->moe) {
+        l->w_gate = bind(L, NAME("ffn_gate.weight"), E, hp->n_ff, true);
+        l->w_up = bind(L, NAME("ffn_up.weight"), E, hp->n_ff, true);
+        l->w_down = bind(L, NAME("ffn_down.weight"), hp->n_ff, E, true);
+    } else {
+        int64_t X = hp->n_expert, F = hp->n_ff_exp;
+        l->router = bind(L, NAME("ffn_gate_inp.weight"), E, X, true);
+        l->router_bias = bind_vec(L, NAME("exp_probs_b.bias"), X, false);
+        l->w_gate_exps = bind3(L, NAME("ffn_gate_exps.weight"), E, F, X, true);
+        l->w_up_exps = bind3(L, NAME("ffn_up_exps.weight"), E, F, X, true);
+        l->w_down_exps = bind3(L, NAME("ffn_down_exps.weight"), F, E, X, true);
+        if (hp->n_expert_shared) {
+            int64_t S = F * hp->n_expert_shared;
+            l->w_gate_sh = bind(L, NAME("ffn_gate_shexp.weight"), E, S, true);
+            l->w_up_sh = bind(L, NAME("ffn_up_shexp.weight"), E, S, true);
+            l->w_down_sh = bind(L, NAME("ffn_down_shexp.weight"), S, E, true);
+        }
+    }
+#undef NAME
+}
+
 static void bind_layers(struct loader *L) {
     struct dsi_model *m = L->m;
     const struct dsi_hparams *hp = &m->hp;
@@ -175,6 +307,10 @@ static void bind_layers(struct loader *L) {
     for (int64_t i = 0; i < hp->n_layer && !L->st; i++) {
         struct dsi_layer *l = &m->layers[i];
 #define NAME(s) (snprintf(n, sizeof n, "blk.%lld." s, (long long)i), n)
+        if (hp->arch == DSI_ARCH_DEEPSEEK2) {
+            bind_layer_deepseek2(L, l, i);
+            continue;
+        }
         l->attn_norm = bind_vec(L, NAME("attn_norm.weight"), E, true);
         l->wq = bind(L, NAME("attn_q.weight"), E, q, true);
         l->wk = bind(L, NAME("attn_k.weight"), E, kv, true);
@@ -210,10 +346,29 @@ static void build_rope(struct loader *L) {
         return;
     }
     const float *factors = bind_vec(L, "rope_freqs.weight", half, false);
+    const struct dsi_hparams *hp = &m->hp;
+    /* YaRN (models.md D.3): frequencies above the ramp keep their value, those below are
+     * divided by the factor, a linear blend between */
+    float low = 0, high = 0;
+    if (hp->yarn_factor > 1.0f) {
+        double d = hp->rope_dims, lb = 2.0 * log(hp->rope_theta), L0 = (double)hp->yarn_orig_ctx;
+        double cf = d * log(L0 / (2.0 * M_PI * hp->yarn_beta_fast)) / lb;
+        double cs = d * log(L0 / (2.0 * M_PI * hp->yarn_beta_slow)) / lb;
+        low = (float)fmax(0.0, floor(cf));
+        high = (float)fmin(d - 1, ceil(cs));
+        if (high == low) high += 0.001f;
+    }
     for (int i = 0; i < half; i++) {
         float f = 1.0f / powf(m->hp.rope_theta, (float)(2 * i) / (float)m->hp.rope_dims);
         if (factors) f /= factors[i];
         f /= m->hp.rope_linear;
+        if (hp->yarn_factor > 1.0f) {
+            float ramp = ((float)i - low) / (high - low);
+            ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+            float keep = 1.0f - ramp;
+            float interp = 1.0f / (hp->yarn_factor * powf(hp->rope_theta, (float)(2 * i) / (float)hp->rope_dims));
+            f = interp * (1.0f - keep) + f * keep;
+        }
         if (m->tok_embd.type == DSI_TYPE_BF16) f = dsi_bf16_to_f32(dsi_f32_to_bf16(f));
         else if (m->tok_embd.type == DSI_TYPE_F16) f = dsi_f16_to_f32(dsi_f32_to_f16(f));
         m->rope_inv_freq[i] = f;
@@ -243,8 +398,12 @@ static enum dsi_status load_gguf(struct dsi_gguf *g, const char *label, struct d
     } else if (!strcmp(L.arch, "llama")) {
         m->hp.arch = DSI_ARCH_LLAMA;
         m->hp.rope_mode = DSI_ROPE_NORM; /* llama.cpp's converter permuted q/k for it */
+    } else if (!strcmp(L.arch, "deepseek2")) {
+        m->hp.arch = DSI_ARCH_DEEPSEEK2;
+        m->hp.rope_mode = DSI_ROPE_NORM; /* interleaved pairs (models.md 0.4) */
     } else {
-        DSI_LOG_ERR("model '%s': architecture '%s' is not supported (qwen2, llama)", label, L.arch);
+        DSI_LOG_ERR("model '%s': architecture '%s' is not supported (qwen2, llama, deepseek2)",
+                    label, L.arch);
         dsi_model_free(m);
         return DSI_ERR_UNSUPPORTED;
     }
@@ -255,6 +414,7 @@ static enum dsi_status load_gguf(struct dsi_gguf *g, const char *label, struct d
         m->name = strdup(b ? b + 1 : label);
     }
     read_hparams(&L);
+    if (!L.st && m->hp.arch == DSI_ARCH_DEEPSEEK2) read_hparams_deepseek2(&L);
     if (!L.st) {
         const struct dsi_gguf_tensor *te = dsi_gguf_find_tensor(g, "token_embd.weight");
         if (!te) {
@@ -317,7 +477,21 @@ void dsi_model_free(struct dsi_model *m) {
 
 const struct dsi_tokenizer *dsi_model_tokenizer(const struct dsi_model *m) { return m->tok; }
 const char *dsi_model_arch(const struct dsi_model *m) {
-    return m->hp.arch == DSI_ARCH_QWEN2 ? "qwen2" : "llama";
+    switch (m->hp.arch) {
+    case DSI_ARCH_QWEN2: return "qwen2";
+    case DSI_ARCH_LLAMA: return "llama";
+    case DSI_ARCH_DEEPSEEK2: return "deepseek2";
+    }
+    return "?";
+}
+
+uint64_t dsi_model_kv_bytes_per_token(const struct dsi_model *m, enum dsi_type kv_type,
+                                      bool mla_naive) {
+    const struct dsi_hparams *hp = &m->hp;
+    uint64_t per_layer = (uint64_t)hp->n_head_kv * (uint64_t)(hp->head_dim + hp->head_dim_v);
+    if (hp->arch == DSI_ARCH_DEEPSEEK2 && !mla_naive)
+        per_layer = (uint64_t)(hp->kv_lora_rank + hp->rope_dims);
+    return per_layer * (uint64_t)hp->n_layer * (uint64_t)dsi_type_traits(kv_type)->size;
 }
 const char *dsi_model_name(const struct dsi_model *m) { return m->name ? m->name : "model"; }
 const char *dsi_model_chat_template(const struct dsi_model *m) {

@@ -37,12 +37,18 @@ int64_t dsi_model_n_embd(const struct dsi_model *m);
 int64_t dsi_model_n_layer(const struct dsi_model *m);
 uint64_t dsi_model_n_params(const struct dsi_model *m);
 uint64_t dsi_model_weight_bytes(const struct dsi_model *m);
+/* Bytes the KV cache holds per token (all layers) with cache type kv_type; for deepseek2 in
+ * the latent (absorbed) form, or with mla_naive the full per-head keys and values. */
+uint64_t dsi_model_kv_bytes_per_token(const struct dsi_model *m, enum dsi_type kv_type,
+                                      bool mla_naive);
 
 struct dsi_context_params {
     int64_t n_ctx;          /* context length in tokens (default: min(4096, training length)) */
     int64_t n_batch;        /* most tokens evaluated in one pass (default 512) */
     int n_threads;          /* default: all cores */
     enum dsi_type kv_type;  /* DSI_TYPE_F16 (default) or DSI_TYPE_F32 */
+    bool mla_naive;         /* deepseek2: cache full per-head K and V instead of the latent
+                               (models.md D.2 instead of D.4); for tests and comparison */
 };
 
 /* The defaults above. */

@@ -9,7 +9,10 @@
 #include "src/model.h"
 #include "src/ops.h"
 
-enum dsi_arch { DSI_ARCH_QWEN2, DSI_ARCH_LLAMA };
+enum dsi_arch { DSI_ARCH_QWEN2, DSI_ARCH_LLAMA, DSI_ARCH_DEEPSEEK2 };
+
+/* Mixture-of-experts routing (models.md 0.6). */
+enum dsi_gating { DSI_GATING_SOFTMAX = 1, DSI_GATING_SIGMOID = 2 };
 
 struct dsi_hparams {
     enum dsi_arch arch;
@@ -21,6 +24,20 @@ struct dsi_hparams {
     int rope_dims;
     float rope_theta;
     float rope_linear; /* linear scaling factor (1 = none) */
+    float attn_scale;  /* softmax scale of attention scores */
+    /* YaRN (deepseek2): factor 0 = none */
+    float yarn_factor, yarn_beta_fast, yarn_beta_slow, yarn_log_mul;
+    int64_t yarn_orig_ctx;
+    /* multi-head latent attention (deepseek2); head_dim = qk_nope + qk_rope, rope_dims =
+     * qk_rope, head_dim_v = the per-head value size */
+    int q_lora_rank, kv_lora_rank, qk_nope;
+    bool mla_legacy; /* attn_kv_b [kv_lora, n_head * (qk_nope + v)] instead of attn_k_b/v_b */
+    /* mixture of experts */
+    int n_expert, n_expert_used, n_expert_shared, n_group, n_group_used, n_layer_dense;
+    int64_t n_ff_exp;
+    enum dsi_gating gating;
+    bool expert_norm;   /* renormalize the top-k weights */
+    float expert_scale; /* routed scaling factor */
 };
 
 /* One decoder layer's weights; a tensor with data == NULL is absent (optional biases). */
@@ -28,7 +45,19 @@ struct dsi_layer {
     const float *attn_norm, *ffn_norm;           /* [n_embd] */
     struct dsi_tensor wq, wk, wv, wo;            /* ne [n_embd, n_head*hd] ... */
     const float *bq, *bk, *bv;                   /* optional biases */
-    struct dsi_tensor w_gate, w_up, w_down;      /* SwiGLU FFN */
+    struct dsi_tensor w_gate, w_up, w_down;      /* SwiGLU FFN (dense layers) */
+    /* MLA (deepseek2): q = wq xn, or wq_b rmsnorm(wq_a xn; q_a_norm) with q compression;
+     * [latent | k_pe] = wkv_a xn; latent normed with kv_a_norm. wk_b ne [qk_nope, kv_lora,
+     * n_head] (per head W_UK^T), wv_b ne [kv_lora, v, n_head] (per head W_UV); legacy files
+     * have wkv_b ne [kv_lora, n_head * (qk_nope + v)] instead. */
+    struct dsi_tensor wq_a, wq_b, wkv_a, wk_b, wv_b, wkv_b;
+    const float *q_a_norm, *kv_a_norm;
+    /* MoE: router [n_embd, n_expert] (optional selection bias), stacked experts
+     * ne [K, N, n_expert], shared experts as one SwiGLU FFN */
+    struct dsi_tensor router, w_gate_exps, w_up_exps, w_down_exps;
+    const float *router_bias;
+    struct dsi_tensor w_gate_sh, w_up_sh, w_down_sh;
+    bool moe;
 };
 
 struct dsi_model {
@@ -54,6 +83,17 @@ struct dsi_scratch {
     float *gate, *up;       /* [B][n_ff] */
     float *att_scratch;     /* n_threads * (n_ctx + hd_v) */
     int32_t *pos;           /* [B] */
+    /* deepseek2 */
+    float *qa;              /* [B][q_lora_rank] */
+    float *kva;             /* [B][kv_lora + qk_rope]: latent and k_pe */
+    float *qfull;           /* [B][n_head * (kv_lora + qk_rope)]: absorbed queries */
+    float *lat;             /* [B][n_head * kv_lora]: attention over latents */
+    float *router;          /* [B][n_expert] */
+    int32_t *sel;           /* [B][n_expert_used] selected experts */
+    float *sel_w;           /* [B][n_expert_used] their weights */
+    int32_t *ex_tok;        /* [B * n_expert_used] tokens grouped by expert */
+    float *ex_w;            /* [B * n_expert_used] */
+    float *ex_x, *ex_y;     /* [B][n_embd] gathered inputs, expert outputs */
     struct dsi_matmul_scratch mm;
 };
 
@@ -74,6 +114,8 @@ enum dsi_logits { DSI_LOGITS_NONE, DSI_LOGITS_LAST, DSI_LOGITS_ALL };
 
 /* Forward passes (src/models/): evaluate T <= n_batch tokens at positions pos0.., leaving
  * the logits the mode asks for in c->logits ([T][n_vocab] for ALL, [n_vocab] for LAST). */
+void dsi_forward_deepseek2(struct dsi_context *c, const int32_t *tokens, int64_t T, int64_t pos0,
+                           enum dsi_logits mode);
 void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T, int64_t pos0,
                        enum dsi_logits mode);
 
@@ -82,6 +124,11 @@ void dsi_block_embed(struct dsi_context *c, const int32_t *tokens, int64_t T);
 void dsi_block_attn_gqa(struct dsi_context *c, const struct dsi_layer *l, int il, int64_t T,
                         int64_t pos0);
 void dsi_block_ffn_swiglu(struct dsi_context *c, const struct dsi_layer *l, int64_t T);
+/* x += MoE(rmsnorm(x)): routed experts (tokens grouped by expert) plus shared experts. */
+void dsi_block_ffn_moe(struct dsi_context *c, const struct dsi_layer *l, int64_t T);
+/* Route T rows of router logits: selected experts and weights, n_expert_used per row. */
+void dsi_moe_route(const struct dsi_hparams *hp, const float *logits, const float *bias,
+                   int64_t T, int32_t *sel, float *w);
 void dsi_block_output(struct dsi_context *c, int64_t T, enum dsi_logits mode);
 void dsi_block_layer_done(struct dsi_context *c, int il, int64_t T);
 

@@ -195,6 +195,83 @@ void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor 
     }
 }
 
+/* ---- per-head matmuls ------------------------------------------------------------------ */
+
+void dsi_op_matmul_heads(float *y, int64_t y_ld, int64_t y_hs, const float *x, int64_t x_ld,
+                         int64_t x_hs, int64_t T, const struct dsi_tensor *W, int n_threads,
+                         struct dsi_matmul_scratch *s) {
+    int64_t K = W->ne[0], N = W->ne[1], H = W->ne[2];
+    const struct dsi_type_kernels *kt = dsi_kernels(W->type);
+    DSI_ASSERT(kt && (kt->dot_q8 || kt->dot_f32));
+    bool q8 = kt->dot_q8 != NULL;
+    size_t rb = q8 ? dsi_xq_row_bytes(K) : 0;
+    uint8_t *xq = NULL, *owned = NULL;
+    if (q8) {
+        xq = s && s->xq_bytes >= rb * (size_t)(T * H) ? s->xq : NULL;
+        if (!xq) {
+            owned = aligned_alloc(64, rb * (size_t)(T * H));
+            DSI_ASSERT(owned);
+            xq = owned;
+        }
+    }
+    dsi_quantize_x_fn quant = dsi_kernels_quantize_x();
+    const int64_t chunk = 16, per_head = (N + chunk - 1) / chunk;
+#pragma omp parallel num_threads(n_threads)
+    {
+        if (q8) {
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < T * H; i++)
+                quant(x + i / H * x_ld + i % H * x_hs, xq + (size_t)i * rb, K);
+        }
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < H * per_head; c++) {
+            int64_t h = c / per_head, r0 = c % per_head * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
+            const char *wh = (const char *)W->data + (size_t)h * W->nb[2];
+            for (int64_t t = 0; t < T; t += DSI_DOT_MAX_X) {
+                int nx = (int)(T - t < DSI_DOT_MAX_X ? T - t : DSI_DOT_MAX_X);
+                float *yt = y + t * y_ld + h * y_hs;
+                for (int64_t r = r0; r < r1; r++) {
+                    const void *w = wh + (size_t)r * W->nb[1];
+                    if (q8)
+                        kt->dot_q8(K, w, xq + (size_t)(t * H + h) * rb, rb * (size_t)H, nx, yt + r,
+                                   (size_t)y_ld);
+                    else
+                        kt->dot_f32(K, w, x + t * x_ld + h * x_hs, (size_t)x_ld, nx, yt + r,
+                                    (size_t)y_ld);
+                }
+            }
+        }
+    }
+    free(owned);
+}
+
+void dsi_op_matmul_heads_t(float *y, int64_t y_ld, int64_t y_hs, const float *x, int64_t x_ld,
+                           int64_t x_hs, int64_t T, const struct dsi_tensor *W, int n_threads) {
+    int64_t N = W->ne[0], K = W->ne[1], H = W->ne[2];
+    const struct dsi_type_kernels *kt = dsi_kernels(W->type);
+    DSI_ASSERT(kt && kt->to_f32);
+    const int64_t tb = 64, blocks = (T + tb - 1) / tb;
+#pragma omp parallel num_threads(n_threads)
+    {
+        float *row = malloc((size_t)N * sizeof *row);
+        DSI_ASSERT(row);
+#pragma omp for schedule(static)
+        for (int64_t w = 0; w < H * blocks; w++) {
+            int64_t h = w / blocks, t0 = w % blocks * tb, t1 = t0 + tb < T ? t0 + tb : T;
+            const char *wh = (const char *)W->data + (size_t)h * W->nb[2];
+            for (int64_t t = t0; t < t1; t++) memset(y + t * y_ld + h * y_hs, 0, (size_t)N * sizeof *y);
+            for (int64_t k = 0; k < K; k++) {
+                kt->to_f32(wh + (size_t)k * W->nb[1], row, N);
+                for (int64_t t = t0; t < t1; t++) {
+                    float a = x[t * x_ld + h * x_hs + k], *yt = y + t * y_ld + h * y_hs;
+                    for (int64_t n = 0; n < N; n++) yt[n] += a * row[n];
+                }
+            }
+        }
+        free(row);
+    }
+}
+
 /* ---- rmsnorm --------------------------------------------------------------------------- */
 
 static void rmsnorm_row(float *y, const float *x, const float *w, int64_t n, float eps) {
@@ -275,8 +352,9 @@ void dsi_op_kv_store(const struct dsi_kv_view *kv, const float *k, const float *
     for (int64_t t = 0; t < T; t++) {
         store_row(kv->type, (char *)kv->k + (size_t)(pos0 + t) * kv->k_row * es, k + t * kv->k_row,
                   kv->k_row);
-        store_row(kv->type, (char *)kv->v + (size_t)(pos0 + t) * kv->v_row * es, v + t * kv->v_row,
-                  kv->v_row);
+        if (v)
+            store_row(kv->type, (char *)kv->v + (size_t)(pos0 + t) * kv->v_row * es,
+                      v + t * kv->v_row, kv->v_row);
     }
 }
 
@@ -330,7 +408,13 @@ void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, 
                       int64_t n_ctx) {
     const struct dsi_type_kernels *kt = dsi_kernels(kv->type);
     int group = p->n_head / p->n_head_kv;
-    int64_t work = T * p->n_head_kv;
+    /* few tokens and large groups (decode with MQA, latent attention): split each group's
+     * heads so that every thread has work */
+    int split = 1;
+    while (T * p->n_head_kv * split < 2 * n_threads && split < group) split++;
+    int gs = (group + split - 1) / split;
+    split = (group + gs - 1) / gs;
+    int64_t work = T * p->n_head_kv * split;
     size_t per_thread = dsi_op_attention_scratch(1, n_ctx, p);
 #pragma omp parallel num_threads(n_threads)
     {
@@ -342,10 +426,11 @@ void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, 
         float *vr = s + (size_t)group * (size_t)n_ctx;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t w = 0; w < work; w++) {
-            int64_t t = w / p->n_head_kv;
-            int kvh = (int)(w % p->n_head_kv), h0 = kvh * group;
+            int64_t t = w / ((int64_t)p->n_head_kv * split);
+            int kvh = (int)(w / split % p->n_head_kv), part = (int)(w % split);
+            int h0 = kvh * group + part * gs, g = group - part * gs < gs ? group - part * gs : gs;
             attend_group(out + (t * p->n_head + h0) * p->head_dim_v, q + (t * p->n_head + h0) * p->head_dim,
-                         group, kv, kvh, pos0 + t + 1, p, kt, s, vr);
+                         g, kv, kvh, pos0 + t + 1, p, kt, s, vr);
         }
     }
 }

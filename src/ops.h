@@ -48,6 +48,16 @@ void dsi_op_matmul_ref(float *y, const float *x, int64_t T, const struct dsi_ten
 void dsi_op_matmul_multi(int nm, float *const *y, const float *x, int64_t T,
                          const struct dsi_tensor *const *W, const float *const *bias,
                          int n_threads, struct dsi_matmul_scratch *s);
+/* Per-head products with a stack of H matrices W ne [K, N, H] (nb[2]: bytes between heads):
+ * y[t*y_ld + h*y_hs + n] = sum_k W_h[n][k] * x[t*x_ld + h*x_hs + k] (x_hs = 0: every head
+ * reads the same input). Quantized W goes through the 8-bit activation kernels. */
+void dsi_op_matmul_heads(float *y, int64_t y_ld, int64_t y_hs, const float *x, int64_t x_ld,
+                         int64_t x_hs, int64_t T, const struct dsi_tensor *W, int n_threads,
+                         struct dsi_matmul_scratch *s);
+/* The same with each W_h used transposed: W ne [N, K, H] holds K rows of N per head and
+ * y[t*y_ld + h*y_hs + n] = sum_k W_h[k][n] * x[t*x_ld + h*x_hs + k] (f32 arithmetic). */
+void dsi_op_matmul_heads_t(float *y, int64_t y_ld, int64_t y_hs, const float *x, int64_t x_ld,
+                           int64_t x_hs, int64_t T, const struct dsi_tensor *W, int n_threads);
 /* True when this build links BLAS. */
 bool dsi_op_have_blas(void);
 
@@ -82,7 +92,8 @@ struct dsi_kv_view {
     int64_t k_row, v_row; /* elements per position */
 };
 
-/* Store k, v [T][n_kv*hd] at positions [pos0, pos0 + T). */
+/* Store k, v [T][n_kv*hd] at positions [pos0, pos0 + T); v = NULL stores keys only (the
+ * values are a view into the keys, as for latent attention). */
 void dsi_op_kv_store(const struct dsi_kv_view *kv, const float *k, const float *v, int64_t pos0,
                      int64_t T, int n_threads);
 

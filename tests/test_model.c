@@ -272,5 +272,7 @@ int main(int argc, char **argv) {
     run_model("tiny-qwen2", "hf-dir");
     run_model("shakespeare-qwen2", "gguf");
     run_model("tiny-llama3", "gguf");
+    run_model("tiny-deepseek2-lite", "gguf");
+    run_model("tiny-deepseek2-qlora", "gguf");
     return tu_finish("test_model");
 }

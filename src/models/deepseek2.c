@@ -1,0 +1,112 @@
+/* DeepSeek-V2 / V2-Lite (models.md D): pre-norm decoder with multi-head latent attention
+ * and DeepSeekMoE feed-forward (dense SwiGLU in the first n_layer_dense layers).
+ *
+ * Attention per token (H heads, nope + rope = the q/k head size, R = kv_lora_rank):
+ *     q          = W_q xn, or W_qb rmsnorm(W_qa xn) with q compression
+ *     [c | k_pe] = W_kva xn;  c = rmsnorm(c; kv_a_norm)      (one latent shared by all heads)
+ *     rope (interleaved pairs, YaRN frequencies) on each head's q_pe and on k_pe
+ * Two equivalent forms:
+ *  - absorbed (default, D.4): the cache holds [c | k_pe] (R + rope values per token and
+ *    layer); q_abs_h = W_UK_h^T q_nope_h, scores q_abs_h . c_t + q_pe_h . k_pe_t, the
+ *    attention output u_h = sum_t a_t c_t in latent space, o_h = W_UV_h u_h. This is
+ *    multi-query attention with head size R + rope whose values are the first R key values.
+ *  - naive (D.2, context flag mla_naive): k_nope_h = W_UK_h c, v_h = W_UV_h c are expanded
+ *    and cached per head, then ordinary attention.
+ * The current GGUF layout stores W_UK_h^T (attn_k_b) and W_UV_h (attn_v_b) per head; the
+ * legacy one stores kv_b = [W_UK_h; W_UV_h] for all heads (attn_kv_b). Each form uses the
+ * stored matrices directly, transposed on the fly where the layout does not match. */
+#include <string.h>
+
+#include "src/model_impl.h"
+
+/* Rows [row0, row0 + rows) of each head's block of `per_head` rows of legacy kv_b, as a
+ * stack ne [kv_lora, rows, n_head]. */
+static struct dsi_tensor kvb_view(const struct dsi_tensor *kvb, int64_t row0, int64_t rows,
+                                  int64_t per_head, int64_t H) {
+    struct dsi_tensor t = *kvb;
+    t.data = (char *)kvb->data + (size_t)row0 * kvb->nb[1];
+    t.ne[1] = rows;
+    t.ne[2] = H;
+    t.nb[2] = (size_t)per_head * kvb->nb[1];
+    t.nb[3] = t.nb[2] * (size_t)H;
+    return t;
+}
+
+static void attn_mla(struct dsi_context *c, const struct dsi_layer *l, int il, int64_t T,
+                     int64_t pos0) {
+    const struct dsi_hparams *hp = &c->m->hp;
+    struct dsi_scratch *s = &c->s;
+    int nt = c->p.n_threads;
+    int64_t H = hp->n_head, R = hp->kv_lora_rank, P = hp->rope_dims, N = hp->qk_nope;
+    int64_t Dq = hp->head_dim, Dv = hp->head_dim_v, Rk = R + P;
+    dsi_op_rmsnorm(s->xn, s->x, l->attn_norm, T, hp->n_embd, hp->eps, nt);
+    {
+        float *y[2] = {hp->q_lora_rank ? s->qa : s->q, s->kva};
+        const struct dsi_tensor *W[2] = {hp->q_lora_rank ? &l->wq_a : &l->wq, &l->wkv_a};
+        const float *b[2] = {NULL, NULL};
+        dsi_op_matmul_multi(2, y, s->xn, T, W, b, nt, &s->mm);
+    }
+    if (hp->q_lora_rank) {
+        dsi_op_rmsnorm(s->qa, s->qa, l->q_a_norm, T, hp->q_lora_rank, hp->eps, nt);
+        dsi_op_matmul(s->q, s->qa, T, &l->wq_b, NULL, nt, &s->mm);
+    }
+    for (int64_t t = 0; t < T; t++) {
+        float *row = s->kva + t * Rk;
+        dsi_op_rmsnorm(row, row, l->kv_a_norm, 1, R, hp->eps, 1);
+        s->pos[t] = (int32_t)(pos0 + t);
+    }
+    struct dsi_rope r = {hp->rope_mode, (int)P, c->m->rope_inv_freq, 1.0f};
+    dsi_op_rope(s->q + N, T, (int)H, (int)Dq, s->pos, &r, nt); /* each head's q_pe */
+    dsi_op_rope(s->kva + R, T, 1, (int)Rk, s->pos, &r, nt);    /* k_pe */
+    struct dsi_tensor uk = {0}, uv = {0}; /* legacy layout: W_UK_h, W_UV_h as views of kv_b */
+    if (hp->mla_legacy) {
+        uk = kvb_view(&l->wkv_b, 0, N, N + Dv, H);
+        uv = kvb_view(&l->wkv_b, N, Dv, N + Dv, H);
+    }
+
+    if (!c->p.mla_naive) {
+        dsi_op_kv_store(&c->kv[il], s->kva, NULL, pos0, T, nt);
+        /* queries in latent space: [W_UK_h^T q_nope_h | q_pe_h] per head */
+        if (hp->mla_legacy)
+            dsi_op_matmul_heads_t(s->qfull, H * Rk, Rk, s->q, H * Dq, Dq, T, &uk, nt);
+        else
+            dsi_op_matmul_heads(s->qfull, H * Rk, Rk, s->q, H * Dq, Dq, T, &l->wk_b, nt, &s->mm);
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t h = 0; h < H; h++)
+                memcpy(s->qfull + (t * H + h) * Rk + R, s->q + (t * H + h) * Dq + N,
+                       (size_t)P * sizeof(float));
+        struct dsi_attn_params ap = {(int)H, 1, (int)Rk, (int)R, hp->attn_scale};
+        dsi_op_attention(s->lat, s->qfull, &c->kv[il], pos0, T, &ap, nt, s->att_scratch, c->p.n_ctx);
+        dsi_op_matmul_heads(s->attn, H * Dv, Dv, s->lat, H * R, R, T,
+                            hp->mla_legacy ? &uv : &l->wv_b, nt, &s->mm);
+    } else {
+        /* per-head keys [W_UK_h c | k_pe] and values W_UV_h c */
+        if (hp->mla_legacy)
+            dsi_op_matmul_heads(s->k, H * Dq, Dq, s->kva, Rk, 0, T, &uk, nt, &s->mm);
+        else
+            dsi_op_matmul_heads_t(s->k, H * Dq, Dq, s->kva, Rk, 0, T, &l->wk_b, nt);
+        dsi_op_matmul_heads(s->v, H * Dv, Dv, s->kva, Rk, 0, T, hp->mla_legacy ? &uv : &l->wv_b,
+                            nt, &s->mm);
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t h = 0; h < H; h++)
+                memcpy(s->k + (t * H + h) * Dq + N, s->kva + t * Rk + R, (size_t)P * sizeof(float));
+        dsi_op_kv_store(&c->kv[il], s->k, s->v, pos0, T, nt);
+        struct dsi_attn_params ap = {(int)H, (int)H, (int)Dq, (int)Dv, hp->attn_scale};
+        dsi_op_attention(s->attn, s->q, &c->kv[il], pos0, T, &ap, nt, s->att_scratch, c->p.n_ctx);
+    }
+    dsi_op_matmul(s->tmp, s->attn, T, &l->wo, NULL, nt, &s->mm);
+    dsi_op_add(s->x, s->tmp, T * hp->n_embd, nt);
+}
+
+void dsi_forward_deepseek2(struct dsi_context *c, const int32_t *tokens, int64_t T, int64_t pos0,
+                           enum dsi_logits mode) {
+    dsi_block_embed(c, tokens, T);
+    for (int il = 0; il < (int)c->m->hp.n_layer; il++) {
+        const struct dsi_layer *l = &c->m->layers[il];
+        attn_mla(c, l, il, T, pos0);
+        if (l->moe) dsi_block_ffn_moe(c, l, T);
+        else dsi_block_ffn_swiglu(c, l, T);
+        dsi_block_layer_done(c, il, T);
+    }
+    dsi_block_output(c, T, mode);
+}
