@@ -142,6 +142,7 @@ static void read_hparams_deepseek2(struct loader *L) {
     hp->n_expert = (int)key_int(L, "expert_count", 0, 0, 4096);
     if (hp->n_layer_dense < hp->n_layer) {
         hp->n_expert = (int)key_int(L, "expert_count", -1, 1, 4096);
+        if (L->st) return;
         hp->n_expert_used = (int)key_int(L, "expert_used_count", -1, 1, hp->n_expert);
         hp->n_expert_shared = (int)key_int(L, "expert_shared_count", 0, 0, 4096);
         hp->n_ff_exp = key_int(L, "expert_feed_forward_length", -1, 1, big);

@@ -88,6 +88,74 @@ static int check_logits(const char *what, struct dsi_context *c, const float *re
     return mism;
 }
 
+/* Rewrite a converted deepseek2 GGUF in the legacy attention layout of older llama.cpp
+ * files: attn_kv_b [kv_lora, n_head * (nope + v)] (rows [W_UK_h; W_UV_h] per head) instead
+ * of attn_k_b / attn_v_b, and per-head key/value lengths in key_length / value_length. */
+static bool write_legacy(const char *in, const char *out) {
+    struct dsi_gguf *g;
+    if (dsi_gguf_open(in, &g) != DSI_OK) return false;
+    struct dsi_gguf_writer *w = dsi_gguf_writer_init();
+    for (int64_t i = 0; i < dsi_gguf_n_kv(g); i++) dsi_gguf_writer_copy_kv(w, g, i);
+    int64_t kl = 0, vl = 0, H = 0;
+    dsi_gguf_get_i64(g, "deepseek2.attention.key_length_mla", &kl);
+    dsi_gguf_get_i64(g, "deepseek2.attention.value_length_mla", &vl);
+    dsi_gguf_get_i64(g, "deepseek2.attention.head_count", &H);
+    dsi_gguf_writer_remove(w, "deepseek2.attention.key_length_mla");
+    dsi_gguf_writer_remove(w, "deepseek2.attention.value_length_mla");
+    dsi_gguf_writer_set_u32(w, "deepseek2.attention.key_length", (uint32_t)kl);
+    dsi_gguf_writer_set_u32(w, "deepseek2.attention.value_length", (uint32_t)vl);
+    dsi_gguf_writer_set_u32(w, "deepseek2.attention.head_count_kv", (uint32_t)H);
+    int64_t nt = dsi_gguf_n_tensors(g);
+    void **data = calloc((size_t)nt, sizeof *data);
+    size_t *size = calloc((size_t)nt, sizeof *size);
+    for (int64_t i = 0; i < nt; i++) {
+        const struct dsi_gguf_tensor *t = dsi_gguf_tensor(g, i);
+        const char *kb = strstr(t->name, "attn_k_b.weight");
+        if (strstr(t->name, "attn_v_b.weight")) continue;
+        if (!kb) {
+            int64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
+            dsi_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, ne);
+            data[i] = (void *)t->data, size[i] = t->nbytes;
+            continue;
+        }
+        char vname[96];
+        snprintf(vname, sizeof vname, "%.*sattn_v_b.weight", (int)(kb - t->name), t->name);
+        const struct dsi_gguf_tensor *tv = dsi_gguf_find_tensor(g, vname);
+        int64_t N = t->ne[0], R = t->ne[1], V = tv->ne[1];
+        size_t es = (size_t)dsi_type_traits(t->type)->size;
+        char *buf = malloc((size_t)(H * (N + V) * R) * es);
+        for (int64_t h = 0; h < H; h++) {
+            char *blk = buf + (size_t)(h * (N + V) * R) * es;
+            for (int64_t n = 0; n < N; n++) /* W_UK_h row n = column n of k_b[h] */
+                for (int64_t r = 0; r < R; r++)
+                    memcpy(blk + (size_t)(n * R + r) * es,
+                           (const char *)t->data + (size_t)((h * R + r) * N + n) * es, es);
+            memcpy(blk + (size_t)(N * R) * es, (const char *)tv->data + (size_t)(h * V * R) * es,
+                   (size_t)(V * R) * es);
+        }
+        char kvname[96];
+        snprintf(kvname, sizeof kvname, "%.*sattn_kv_b.weight", (int)(kb - t->name), t->name);
+        int64_t ne[4] = {R, H * (N + V), 1, 1};
+        dsi_gguf_writer_add_tensor(w, kvname, t->type, 2, ne);
+        data[i] = buf, size[i] = (size_t)(H * (N + V) * R) * es;
+    }
+    bool ok = dsi_gguf_writer_begin(w, out) == DSI_OK;
+    for (int64_t i = 0; i < nt; i++) {
+        if (!size[i]) continue;
+        ok = ok && dsi_gguf_writer_write(w, data[i], size[i]) == DSI_OK;
+        if (strstr(dsi_gguf_tensor(g, i)->name, "attn_k_b.weight")) free(data[i]);
+    }
+    ok = ok && dsi_gguf_writer_finish(w, NULL, NULL) == DSI_OK;
+    dsi_gguf_writer_free(w);
+    free(data);
+    free(size);
+    dsi_gguf_free(g);
+    return ok;
+}
+
+/* source: "hf-dir" (load the checkpoint directory), "gguf" (our converter's file),
+ * "gguf-legacy" (deepseek2, rewritten to the legacy attention layout); a "+naive" suffix runs
+ * deepseek2 with the naive (per-head K/V cache) form of latent attention. */
 static void run_model(const char *name, const char *source) {
     char dir[256], refp[300];
     snprintf(dir, sizeof dir, "%s/models/%s", tu_fixture(0, ""), name);
@@ -99,10 +167,16 @@ static void run_model(const char *name, const char *source) {
     }
     const char *path = dir;
     const char *gguf = tu_tmp(0, ".gguf");
-    if (!strcmp(source, "gguf")) {
+    bool naive = strstr(source, "+naive") != NULL;
+    if (!strncmp(source, "gguf", 4)) {
         struct dsi_convert_params p = {dir, gguf, -1, false};
         TU_CHECK(dsi_convert(&p) == DSI_OK, "%s: convert", name);
         path = gguf;
+        if (strstr(source, "legacy")) {
+            const char *leg = tu_tmp(3, ".gguf");
+            TU_CHECK(write_legacy(gguf, leg), "%s: legacy rewrite", name);
+            rename(leg, gguf);
+        }
     }
     struct dsi_model *m;
     if (dsi_model_load(path, &m) != DSI_OK) {
@@ -119,6 +193,7 @@ static void run_model(const char *name, const char *source) {
     cp.n_threads = 2;
     cp.kv_type = DSI_TYPE_F32;
     cp.n_batch = 512;
+    cp.mla_naive = naive;
     struct dsi_context *c;
     if (dsi_context_init(m, &cp, &c) == DSI_OK) {
         struct capture cap = {calloc((size_t)L + 1, sizeof(float *)), T, E, (int)L + 1};
@@ -200,9 +275,10 @@ static void run_model(const char *name, const char *source) {
 
 /* Rewrite a GGUF with one change: drop a tensor, change its shape, or set the architecture. */
 static void *variant(const struct dsi_gguf *g, const char *drop, const char *reshape,
-                     const char *arch, size_t *size) {
+                     const char *arch, const char *drop_kv, size_t *size) {
     struct dsi_gguf_writer *w = dsi_gguf_writer_init();
     for (int64_t i = 0; i < dsi_gguf_n_kv(g); i++) dsi_gguf_writer_copy_kv(w, g, i);
+    if (drop_kv) dsi_gguf_writer_remove(w, drop_kv);
     if (arch) dsi_gguf_writer_set_str(w, "general.architecture", arch);
     for (int64_t i = 0; i < dsi_gguf_n_tensors(g); i++) {
         const struct dsi_gguf_tensor *t = dsi_gguf_tensor(g, i);
@@ -224,28 +300,27 @@ static void *variant(const struct dsi_gguf *g, const char *drop, const char *res
     return mem;
 }
 
-static void test_bad_models(void) {
+struct bad_case {
+    const char *drop, *reshape, *arch, *msg;
+    enum dsi_status want;
+    const char *drop_kv;
+};
+
+/* Each case rewrites the converted fixture with one defect; loading must fail with the status
+ * and a message naming the cause. */
+static void test_bad_models(const char *fixture, const struct bad_case *cases, size_t n) {
     char dir[256];
-    snprintf(dir, sizeof dir, "%s/models/tiny-qwen2", tu_fixture(0, ""));
+    snprintf(dir, sizeof dir, "%s/models/%s", tu_fixture(0, ""), fixture);
     const char *gguf = tu_tmp(1, ".gguf");
     struct dsi_convert_params p = {dir, gguf, -1, false};
     struct dsi_gguf *g;
     if (dsi_convert(&p) != DSI_OK || dsi_gguf_open(gguf, &g) != DSI_OK) {
-        TU_CHECK(0, "bad models: base conversion failed");
+        TU_CHECK(0, "bad models: base conversion of %s failed", fixture);
         return;
     }
-    static const struct {
-        const char *drop, *reshape, *arch, *msg;
-        enum dsi_status want;
-    } cases[] = {
-        {"blk.1.attn_k.weight", NULL, NULL, "'blk.1.attn_k.weight' is missing", DSI_ERR_FORMAT},
-        {"output_norm.weight", NULL, NULL, "'output_norm.weight' is missing", DSI_ERR_FORMAT},
-        {NULL, "blk.0.ffn_up.weight", NULL, "'blk.0.ffn_up.weight' has shape", DSI_ERR_FORMAT},
-        {NULL, NULL, "gpt2", "architecture 'gpt2' is not supported", DSI_ERR_UNSUPPORTED},
-    };
-    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    for (size_t k = 0; k < n; k++) {
         size_t size;
-        void *mem = variant(g, cases[k].drop, cases[k].reshape, cases[k].arch, &size);
+        void *mem = variant(g, cases[k].drop, cases[k].reshape, cases[k].arch, cases[k].drop_kv, &size);
         const char *path = tu_tmp(2, ".gguf");
         FILE *f = fopen(path, "wb");
         fwrite(mem, 1, size, f);
@@ -255,9 +330,9 @@ static void test_bad_models(void) {
         tu_capture_log(true);
         enum dsi_status s = dsi_model_load(path, &m);
         tu_capture_log(false);
-        TU_CHECK(s == cases[k].want && !m, "bad model %zu: status %s", k, dsi_status_str(s));
-        TU_CHECK(strstr(tu_last_log(), cases[k].msg) != NULL, "bad model %zu: message '%s' lacks '%s'", k,
-                 tu_last_log(), cases[k].msg);
+        TU_CHECK(s == cases[k].want && !m, "bad %s %zu: status %s", fixture, k, dsi_status_str(s));
+        TU_CHECK(strstr(tu_last_log(), cases[k].msg) != NULL, "bad %s %zu: message '%s' lacks '%s'",
+                 fixture, k, tu_last_log(), cases[k].msg);
         dsi_model_free(m);
         unlink(path);
     }
@@ -265,14 +340,104 @@ static void test_bad_models(void) {
     unlink(gguf);
 }
 
+/* Absorbed (latent cache) and naive latent attention are the same function: 64 greedy steps
+ * past the reference prompt give the same tokens and logits within f32 rounding, and the
+ * latent cache is the size models.md D.4 says (kv_lora + rope values per token and layer). */
+static void test_mla_forms(const char *name) {
+    char dir[256], refp[300];
+    snprintf(dir, sizeof dir, "%s/models/%s", tu_fixture(0, ""), name);
+    snprintf(refp, sizeof refp, "%s/reference.safetensors", dir);
+    struct dsi_st *ref;
+    struct dsi_model *m;
+    if (dsi_st_open(refp, &ref) != DSI_OK || dsi_model_load(dir, &m) != DSI_OK) {
+        TU_CHECK(0, "%s: mla forms: cannot load", name);
+        return;
+    }
+    int64_t L = dsi_model_n_layer(m), V = dsi_model_n_vocab(m);
+    /* the tiny models: kv_lora 32, rope 8, 4 heads of q/k 24 and v 16 */
+    TU_CHECK(dsi_model_kv_bytes_per_token(m, DSI_TYPE_F16, false) == (uint64_t)(L * (32 + 8) * 2),
+             "%s: latent cache bytes per token %llu", name,
+             (unsigned long long)dsi_model_kv_bytes_per_token(m, DSI_TYPE_F16, false));
+    TU_CHECK(dsi_model_kv_bytes_per_token(m, DSI_TYPE_F32, true) == (uint64_t)(L * 4 * (24 + 16) * 4),
+             "%s: naive cache bytes per token %llu", name,
+             (unsigned long long)dsi_model_kv_bytes_per_token(m, DSI_TYPE_F32, true));
+    struct dsi_context_params cp = dsi_context_default_params();
+    cp.n_ctx = 256;
+    cp.n_threads = 2;
+    cp.kv_type = DSI_TYPE_F32;
+    struct dsi_context *ca = NULL, *cn = NULL;
+    dsi_context_init(m, &cp, &ca);
+    cp.mla_naive = true;
+    dsi_context_init(m, &cp, &cn);
+    int64_t np;
+    int32_t *prompt = read_ids(ref, "gen_prompt", &np);
+    if (ca && cn && prompt) {
+        dsi_context_decode(ca, prompt, np, 0, false);
+        dsi_context_decode(cn, prompt, np, 0, false);
+        double worst = 0;
+        int same = 0;
+        for (int64_t i = 0; i < 64; i++) {
+            const float *la = dsi_context_logits(ca, -1), *ln = dsi_context_logits(cn, -1);
+            double mx = 0, md = 0;
+            for (int64_t k = 0; k < V; k++) {
+                mx = fmax(mx, fabs(ln[k]));
+                md = fmax(md, fabs(la[k] - ln[k]));
+            }
+            worst = fmax(worst, md / mx);
+            int32_t ta = argmax(la, V), tn = argmax(ln, V);
+            if (ta != tn) break;
+            same++;
+            dsi_context_decode(ca, &ta, 1, np + i, false);
+            dsi_context_decode(cn, &tn, 1, np + i, false);
+        }
+        TU_LOG("%s: absorbed vs naive: %d/64 greedy tokens equal, worst logit diff %.2e\n", name,
+               same, worst);
+        TU_CHECK(same == 64, "%s: absorbed and naive MLA disagree at greedy step %d", name, same);
+        TU_CHECK(worst < 1e-5, "%s: absorbed vs naive logits differ by %.3g of max", name, worst);
+    } else {
+        TU_CHECK(0, "%s: mla forms: context", name);
+    }
+    free(prompt);
+    dsi_context_free(ca);
+    dsi_context_free(cn);
+    dsi_model_free(m);
+    dsi_st_free(ref);
+}
+
 int main(int argc, char **argv) {
     tu_init(argc, argv);
-    test_bad_models();
+    static const struct bad_case dense[] = {
+        {"blk.1.attn_k.weight", NULL, NULL, "'blk.1.attn_k.weight' is missing", DSI_ERR_FORMAT, NULL},
+        {"output_norm.weight", NULL, NULL, "'output_norm.weight' is missing", DSI_ERR_FORMAT, NULL},
+        {NULL, "blk.0.ffn_up.weight", NULL, "'blk.0.ffn_up.weight' has shape", DSI_ERR_FORMAT, NULL},
+        {NULL, NULL, "gpt2", "architecture 'gpt2' is not supported", DSI_ERR_UNSUPPORTED, NULL},
+    };
+    test_bad_models("tiny-qwen2", dense, sizeof dense / sizeof dense[0]);
+    static const struct bad_case ds2[] = {
+        {"blk.2.ffn_down_exps.weight", NULL, NULL, "'blk.2.ffn_down_exps.weight' is missing",
+         DSI_ERR_FORMAT, NULL},
+        {"blk.1.attn_v_b.weight", NULL, NULL, "'blk.1.attn_v_b.weight' is missing", DSI_ERR_FORMAT, NULL},
+        {NULL, "blk.1.ffn_gate_exps.weight", NULL, "'blk.1.ffn_gate_exps.weight' has shape",
+         DSI_ERR_FORMAT, NULL},
+        {"blk.1.attn_q_a_norm.weight", NULL, NULL, "'blk.1.attn_q_a_norm.weight' is missing",
+         DSI_ERR_FORMAT, NULL},
+        {"blk.0.ffn_gate.weight", NULL, NULL, "'blk.0.ffn_gate.weight' is missing", DSI_ERR_FORMAT, NULL},
+        {NULL, NULL, NULL, "no attention.key_length_mla", DSI_ERR_FORMAT,
+         "deepseek2.attention.key_length_mla"},
+        {NULL, NULL, NULL, "missing metadata key 'deepseek2.expert_count'", DSI_ERR_FORMAT,
+         "deepseek2.expert_count"},
+    };
+    test_bad_models("tiny-deepseek2-qlora", ds2, sizeof ds2 / sizeof ds2[0]);
     run_model("tiny-qwen2", "gguf");
     run_model("tiny-qwen2", "hf-dir");
     run_model("shakespeare-qwen2", "gguf");
     run_model("tiny-llama3", "gguf");
     run_model("tiny-deepseek2-lite", "gguf");
+    run_model("tiny-deepseek2-lite", "gguf+naive");
+    run_model("tiny-deepseek2-lite", "gguf-legacy");
+    run_model("tiny-deepseek2-lite", "gguf-legacy+naive");
     run_model("tiny-deepseek2-qlora", "gguf");
+    run_model("tiny-deepseek2-qlora", "hf-dir+naive");
+    test_mla_forms("tiny-deepseek2-qlora");
     return tu_finish("test_model");
 }

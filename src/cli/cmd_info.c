@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/gguf.h"
+#include "src/model.h"
 #include "src/cli/cli.h"
 
 #define MAX_STR_SHOWN 120
@@ -137,5 +138,25 @@ int dsi_cmd_info(int argc, char **argv) {
     printf("total: %" PRIu64 " parameters, %" PRIu64 " bytes of tensor data (%s)\n", nparams,
            total, cli_fmt_bytes((double)total, b1, sizeof b1));
     dsi_gguf_free(g);
+
+    /* what running it takes; a file dsinfer cannot run is still a valid GGUF (exit 0) */
+    struct dsi_model *m;
+    if (dsi_model_load(path, &m) != DSI_OK) {
+        printf("\nmodel: dsinfer cannot run this file (the reason is above)\n");
+        return 0;
+    }
+    char b2[32], b3[32];
+    printf("\nmodel: %s, architecture %s, %" PRId64 " layers, %" PRIu64 " parameters\n",
+           dsi_model_name(m), dsi_model_arch(m), dsi_model_n_layer(m), dsi_model_n_params(m));
+    uint64_t kv16 = dsi_model_kv_bytes_per_token(m, DSI_TYPE_F16, false);
+    uint64_t kv32 = dsi_model_kv_bytes_per_token(m, DSI_TYPE_F32, false);
+    uint64_t naive = dsi_model_kv_bytes_per_token(m, DSI_TYPE_F16, true);
+    printf("KV cache per token: %s (f16), %s (f32)", cli_fmt_bytes((double)kv16, b1, sizeof b1),
+           cli_fmt_bytes((double)kv32, b2, sizeof b2));
+    if (naive != kv16)
+        printf("; latent attention cache (the naive per-head form: %s f16)",
+               cli_fmt_bytes((double)naive, b3, sizeof b3));
+    printf("\n");
+    dsi_model_free(m);
     return 0;
 }

@@ -108,6 +108,7 @@ int cli_opts_parse(struct cli_opts *o, int argc, char **argv, int *i) {
     } else if (IS("--print-ids")) o->print_ids = true;
     else if (IS("--ignore-eos")) o->ignore_eos = true;
     else if (IS("--no-echo")) o->no_echo = true;
+    else if (IS("--mla-naive")) o->mla_naive = true;
     else if (IS("--no-think-display")) o->no_think_display = true;
     else if (IS("-v") || IS("--verbose")) o->verbose = true;
     else return 0;
@@ -121,7 +122,9 @@ void cli_opts_help(FILE *f, bool sampling) {
                "  -t, --threads N        threads (default: all cores)\n"
                "  -c, --ctx-size N       context length in tokens (default: min(4096, trained))\n"
                "  -b, --batch-size N     tokens per forward pass (default 512)\n"
-               "  --kv-type f16|f32      KV cache precision (default f16)\n");
+               "  --kv-type f16|f32      KV cache precision (default f16)\n"
+               "  --mla-naive            deepseek2: cache full per-head keys/values instead of\n"
+               "                         the latent (for comparison; more memory)\n");
     if (sampling)
         fprintf(f, "  -n, --n-predict N      tokens to generate (default: until EOS or full context)\n"
                    "  --temp T               temperature (default 0.8; 0 = greedy)\n"
@@ -158,6 +161,7 @@ struct dsi_context *cli_make_context(const struct cli_opts *o, const struct dsi_
     p.n_batch = o->n_batch;
     p.n_threads = o->n_threads;
     p.kv_type = o->kv_type;
+    p.mla_naive = o->mla_naive;
     struct dsi_context *c;
     if (dsi_context_init(m, &p, &c) != DSI_OK) return NULL;
     return c;

@@ -16,7 +16,7 @@ struct cli_opts {
     int n_threads;
     enum dsi_type kv_type;
     struct dsi_sampler_params sp;
-    bool seed_set, print_ids, ignore_eos, no_echo, verbose, no_think_display;
+    bool seed_set, print_ids, ignore_eos, no_echo, verbose, no_think_display, mla_naive;
     const char *stop[16];
     int n_stop;
 };
