@@ -93,7 +93,13 @@ struct dsi_scratch {
     float *sel_w;           /* [B][n_expert_used] their weights */
     int32_t *ex_tok;        /* [B * n_expert_used] tokens grouped by expert */
     float *ex_w;            /* [B * n_expert_used] */
-    float *ex_x, *ex_y;     /* [B][n_embd] gathered inputs, expert outputs */
+    int32_t *ex_slot;       /* [B * n_expert_used] where each selection sits in that order */
+    float *ex_x;            /* [B * n_expert_used][n_embd] gathered inputs (float experts) */
+    float *ex_g, *ex_u;     /* [B * n_expert_used][n_ff_exp] routed gate/up outputs */
+    float *ex_y;            /* [B * n_expert_used][n_embd] routed expert outputs */
+    uint8_t *ex_xqn;        /* [B] rows: the normed input quantized to 8 bits */
+    uint8_t *ex_xq;         /* [B * n_expert_used] rows: gathered inputs, then down inputs */
+    uint8_t *ex_xqs;        /* [B] rows: the shared experts' down inputs */
     struct dsi_matmul_scratch mm;
 };
 

@@ -195,6 +195,52 @@ void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor 
     }
 }
 
+/* ---- batches of quantized matmuls ------------------------------------------------------ */
+
+void dsi_op_quantize_rows(uint8_t *xq, const float *x, int64_t T, int64_t K, int n_threads) {
+    dsi_quantize_x_fn quant = dsi_kernels_quantize_x();
+    size_t rb = dsi_xq_row_bytes(K);
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (T > 1)
+    for (int64_t t = 0; t < T; t++) quant(x + t * K, xq + (size_t)t * rb, K);
+}
+
+void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads) {
+    const int64_t chunk = 16;
+    int64_t *first = malloc((size_t)(nj + 1) * sizeof *first);
+    DSI_ASSERT(first);
+    first[0] = 0;
+    for (int m = 0; m < nj; m++)
+        first[m + 1] = first[m] + (jobs[m].T > 0 ? (jobs[m].W->ne[1] + chunk - 1) / chunk : 0);
+    int64_t n_chunks = first[nj];
+    /* chunks of different jobs cost in proportion to their token counts: dynamic schedule */
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 2)
+    for (int64_t c = 0; c < n_chunks; c++) {
+        int lo = 0, hi = nj - 1; /* the job m with first[m] <= c < first[m + 1] */
+        while (lo < hi) {
+            int mid = (lo + hi + 1) / 2;
+            if (first[mid] <= c) lo = mid;
+            else hi = mid - 1;
+        }
+        const struct dsi_mm_job *j = &jobs[lo];
+        int64_t K = j->W->ne[0], N = j->W->ne[1];
+        const struct dsi_type_kernels *kt = dsi_kernels(j->W->type);
+        size_t rb = kt->dot_q8 ? dsi_xq_row_bytes(K) : 0;
+        int64_t r0 = (c - first[lo]) * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
+        for (int64_t t = 0; t < j->T; t += DSI_DOT_MAX_X) {
+            int nx = (int)(j->T - t < DSI_DOT_MAX_X ? j->T - t : DSI_DOT_MAX_X);
+            for (int64_t r = r0; r < r1; r++) {
+                if (kt->dot_q8)
+                    kt->dot_q8(K, dsi_tensor_row(j->W, r), j->xq + (size_t)t * rb, rb, nx,
+                               j->y + t * N + r, (size_t)N);
+                else
+                    kt->dot_f32(K, dsi_tensor_row(j->W, r), j->x + t * K, (size_t)K, nx,
+                                j->y + t * N + r, (size_t)N);
+            }
+        }
+    }
+    free(first);
+}
+
 /* ---- per-head matmuls ------------------------------------------------------------------ */
 
 void dsi_op_matmul_heads(float *y, int64_t y_ld, int64_t y_hs, const float *x, int64_t x_ld,

@@ -48,6 +48,20 @@ void dsi_op_matmul_ref(float *y, const float *x, int64_t T, const struct dsi_ten
 void dsi_op_matmul_multi(int nm, float *const *y, const float *x, int64_t T,
                          const struct dsi_tensor *const *W, const float *const *bias,
                          int n_threads, struct dsi_matmul_scratch *s);
+/* Many matmuls in one parallel region (the experts of a MoE layer): job j computes
+ * y [T][N] = x [T][K] * W^T. Quantized W reads the activations already quantized to 8 bits,
+ * xq = T rows of dsi_xq_row_bytes(K) bytes; float W (F32/F16/BF16) reads x. */
+struct dsi_mm_job {
+    float *y;
+    const uint8_t *xq;
+    const float *x;
+    int64_t T;
+    const struct dsi_tensor *W;
+};
+void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads);
+/* xq = T rows of x [T][K] quantized to 8 bits (K a multiple of 32). */
+void dsi_op_quantize_rows(uint8_t *xq, const float *x, int64_t T, int64_t K, int n_threads);
+
 /* Per-head products with a stack of H matrices W ne [K, N, H] (nb[2]: bytes between heads):
  * y[t*y_ld + h*y_hs + n] = sum_k W_h[n][k] * x[t*x_ld + h*x_hs + k] (x_hs = 0: every head
  * reads the same input). Quantized W goes through the 8-bit activation kernels. */

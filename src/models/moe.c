@@ -4,10 +4,13 @@
  *
  * Tokens are grouped by expert (a counting sort of the selections), so that each active
  * expert runs one matrix product over all of its tokens and each expert's weights are read
- * once per batch; in decode only the selected experts' rows are touched. */
+ * once per batch; in decode only the selected experts' rows are touched. All experts of a
+ * projection run in one parallel region (dsi_op_matmul_jobs). */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "quant/kernels.h"
 #include "src/model_impl.h"
 
 /* Index of the largest value of v[0..n) not yet taken (-INFINITY marks taken/excluded);
@@ -86,25 +89,91 @@ static struct dsi_tensor expert(const struct dsi_tensor *stack, int e) {
     return t;
 }
 
+static bool is_q8(const struct dsi_tensor *W) { return dsi_kernels(W->type)->dot_q8 != NULL; }
+
+/* The routed and shared experts of the batch run as one batch of jobs per projection, one
+ * parallel region each, on activations quantized once (models with many small experts would
+ * spend their decode time in barriers otherwise). off[e]..off[e + 1]: expert e's selections
+ * in the sorted order of s->ex_tok / ex_w. */
+static void moe_experts(struct dsi_context *c, const struct dsi_layer *l, int64_t T,
+                        const int64_t *off) {
+    const struct dsi_hparams *hp = &c->m->hp;
+    struct dsi_scratch *s = &c->s;
+    int nt = c->p.n_threads, X = hp->n_expert, k = hp->n_expert_used;
+    int64_t E = hp->n_embd, F = hp->n_ff_exp, S = l->w_gate_sh.data ? l->w_gate_sh.ne[1] : 0;
+    size_t rbe = dsi_xq_row_bytes(E), rbf = dsi_xq_row_bytes(F);
+    bool q_in = is_q8(&l->w_gate_exps) || is_q8(&l->w_up_exps) ||
+                (S && (is_q8(&l->w_gate_sh) || is_q8(&l->w_up_sh)));
+    bool f_in = !is_q8(&l->w_gate_exps) || !is_q8(&l->w_up_exps);
+    /* each selection's input row in expert order (decode: every selection reads row 0) */
+    if (q_in) dsi_op_quantize_rows(s->ex_xqn, s->xn, T, E, nt);
+    if (T > 1)
+        for (int64_t i = 0; i < T * k; i++) {
+            if (q_in) memcpy(s->ex_xq + (size_t)i * rbe, s->ex_xqn + (size_t)s->ex_tok[i] * rbe, rbe);
+            if (f_in) memcpy(s->ex_x + i * E, s->xn + s->ex_tok[i] * E, (size_t)E * sizeof(float));
+        }
+    int na = 0;
+    for (int e = 0; e < X; e++) na += off[e + 1] > off[e];
+    struct dsi_mm_job *jobs = malloc((size_t)(2 * na + 2) * sizeof *jobs);
+    struct dsi_tensor *views = malloc((size_t)(3 * na + 1) * sizeof *views);
+    DSI_ASSERT(jobs && views);
+    int nj = 0, nv = 0;
+    if (S) {
+        jobs[nj++] = (struct dsi_mm_job){s->gate, s->ex_xqn, s->xn, T, &l->w_gate_sh};
+        jobs[nj++] = (struct dsi_mm_job){s->up, s->ex_xqn, s->xn, T, &l->w_up_sh};
+    }
+    for (int e = 0; e < X; e++) {
+        int64_t n = off[e + 1] - off[e];
+        if (!n) continue;
+        const uint8_t *xq = T > 1 ? s->ex_xq + (size_t)off[e] * rbe : s->ex_xqn;
+        const float *x = T > 1 ? s->ex_x + off[e] * E : s->xn;
+        views[nv] = expert(&l->w_gate_exps, e);
+        views[nv + 1] = expert(&l->w_up_exps, e);
+        jobs[nj++] = (struct dsi_mm_job){s->ex_g + off[e] * F, xq, x, n, &views[nv]};
+        jobs[nj++] = (struct dsi_mm_job){s->ex_u + off[e] * F, xq, x, n, &views[nv + 1]};
+        nv += 2;
+    }
+    dsi_op_matmul_jobs(nj, jobs, nt);
+    dsi_op_swiglu(s->ex_g, s->ex_u, T * k * F, nt);
+    if (is_q8(&l->w_down_exps)) dsi_op_quantize_rows(s->ex_xq, s->ex_g, T * k, F, nt);
+    nj = 0;
+    if (S) {
+        dsi_op_swiglu(s->gate, s->up, T * S, nt);
+        if (is_q8(&l->w_down_sh)) dsi_op_quantize_rows(s->ex_xqs, s->gate, T, S, nt);
+        jobs[nj++] = (struct dsi_mm_job){s->tmp, s->ex_xqs, s->gate, T, &l->w_down_sh};
+    }
+    for (int e = 0; e < X; e++) {
+        int64_t n = off[e + 1] - off[e];
+        if (!n) continue;
+        views[nv] = expert(&l->w_down_exps, e);
+        jobs[nj++] = (struct dsi_mm_job){s->ex_y + off[e] * E, s->ex_xq + (size_t)off[e] * rbf,
+                                         s->ex_g + off[e] * F, n, &views[nv++]};
+    }
+    dsi_op_matmul_jobs(nj, jobs, nt);
+    free(jobs);
+    free(views);
+    /* x[t] += shared + sum_j w_j expert_j, each token's selections in routing order */
+#pragma omp parallel for num_threads(nt) schedule(static) if (T > 1)
+    for (int64_t t = 0; t < T; t++) {
+        float *xt = s->x + t * E;
+        if (S)
+            for (int64_t i = 0; i < E; i++) xt[i] += s->tmp[t * E + i];
+        for (int j = 0; j < k; j++) {
+            int64_t slot = s->ex_slot[t * k + j];
+            const float *yt = s->ex_y + slot * E;
+            float w = s->ex_w[slot];
+            for (int64_t i = 0; i < E; i++) xt[i] += w * yt[i];
+        }
+    }
+}
+
 void dsi_block_ffn_moe(struct dsi_context *c, const struct dsi_layer *l, int64_t T) {
     const struct dsi_hparams *hp = &c->m->hp;
     struct dsi_scratch *s = &c->s;
     int nt = c->p.n_threads, X = hp->n_expert, k = hp->n_expert_used;
-    int64_t E = hp->n_embd, F = hp->n_ff_exp;
-    dsi_op_rmsnorm(s->xn, s->x, l->ffn_norm, T, E, hp->eps, nt);
+    dsi_op_rmsnorm(s->xn, s->x, l->ffn_norm, T, hp->n_embd, hp->eps, nt);
     dsi_op_matmul(s->router, s->xn, T, &l->router, NULL, nt, &s->mm);
     dsi_moe_route(hp, s->router, l->router_bias, T, s->sel, s->sel_w);
-
-    if (l->w_gate_sh.data) {
-        float *y[2] = {s->gate, s->up};
-        const struct dsi_tensor *W[2] = {&l->w_gate_sh, &l->w_up_sh};
-        const float *b[2] = {NULL, NULL};
-        dsi_op_matmul_multi(2, y, s->xn, T, W, b, nt, &s->mm);
-        dsi_op_swiglu(s->gate, s->up, T * l->w_gate_sh.ne[1], nt);
-        dsi_op_matmul(s->tmp, s->gate, T, &l->w_down_sh, NULL, nt, &s->mm);
-        dsi_op_add(s->x, s->tmp, T * E, nt);
-    }
-
     /* counting sort of the (token, expert) pairs by expert */
     int64_t off[X + 1];
     memset(off, 0, sizeof off);
@@ -114,27 +183,9 @@ void dsi_block_ffn_moe(struct dsi_context *c, const struct dsi_layer *l, int64_t
     memcpy(fill, off, sizeof fill);
     for (int64_t i = 0; i < T * k; i++) {
         int e = s->sel[i];
+        s->ex_slot[i] = (int32_t)fill[e];
         s->ex_tok[fill[e]] = (int32_t)(i / k);
         s->ex_w[fill[e]++] = s->sel_w[i];
     }
-    for (int e = 0; e < X; e++) {
-        int64_t n = off[e + 1] - off[e];
-        if (!n) continue;
-        const int32_t *tok = s->ex_tok + off[e];
-        const float *wt = s->ex_w + off[e];
-        for (int64_t j = 0; j < n; j++) memcpy(s->ex_x + j * E, s->xn + tok[j] * E, (size_t)E * sizeof(float));
-        struct dsi_tensor g = expert(&l->w_gate_exps, e), u = expert(&l->w_up_exps, e);
-        struct dsi_tensor d = expert(&l->w_down_exps, e);
-        float *y[2] = {s->gate, s->up};
-        const struct dsi_tensor *W[2] = {&g, &u};
-        const float *b[2] = {NULL, NULL};
-        dsi_op_matmul_multi(2, y, s->ex_x, n, W, b, nt, &s->mm);
-        dsi_op_swiglu(s->gate, s->up, n * F, nt);
-        dsi_op_matmul(s->ex_y, s->gate, n, &d, NULL, nt, &s->mm);
-        for (int64_t j = 0; j < n; j++) {
-            float *xt = s->x + tok[j] * E;
-            const float *yt = s->ex_y + j * E;
-            for (int64_t i = 0; i < E; i++) xt[i] += wt[j] * yt[i];
-        }
-    }
+    moe_experts(c, l, T, off);
 }
