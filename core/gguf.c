@@ -429,10 +429,17 @@ static enum dsi_status open_common(struct dsi_gguf *g, const char *label, struct
 }
 
 enum dsi_status dsi_gguf_open(const char *path, struct dsi_gguf **out) {
+    return dsi_gguf_open_mode(path, DSI_LOAD_MMAP, out);
+}
+
+bool dsi_gguf_is_copy(const struct dsi_gguf *g) { return g->map.copied; }
+
+enum dsi_status dsi_gguf_open_mode(const char *path, enum dsi_load_mode mode,
+                                   struct dsi_gguf **out) {
     *out = NULL;
     struct dsi_gguf *g = calloc(1, sizeof *g);
     if (!g) return DSI_ERR_NOMEM;
-    enum dsi_status st = dsi_file_map(path, &g->map);
+    enum dsi_status st = dsi_file_load(path, mode, &g->map);
     if (st) {
         free(g);
         return st;

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "core/dtype.h"
+#include "core/file.h"
 #include "core/log.h"
 
 #ifdef __cplusplus
@@ -78,6 +79,11 @@ struct dsi_gguf;
 
 /* Open and validate a file. `*out` is NULL on failure. */
 enum dsi_status dsi_gguf_open(const char *path, struct dsi_gguf **out);
+/* The same with a load mode for the file's bytes (core/file.h; dsi_gguf_open maps). */
+enum dsi_status dsi_gguf_open_mode(const char *path, enum dsi_load_mode mode,
+                                   struct dsi_gguf **out);
+/* True when the tensor data is a copy in anonymous memory rather than a file mapping. */
+bool dsi_gguf_is_copy(const struct dsi_gguf *g);
 
 /* Validate a GGUF image already in memory (fuzzing, in-memory conversion). The buffer is
  * borrowed and must outlive the reader. `label` names it in messages. */

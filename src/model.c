@@ -446,7 +446,20 @@ static enum dsi_status load_gguf(struct dsi_gguf *g, const char *label, struct d
     return DSI_OK;
 }
 
+struct dsi_model_params dsi_model_default_params(void) {
+    struct dsi_model_params p = {DSI_LOAD_AUTO};
+    return p;
+}
+
 enum dsi_status dsi_model_load(const char *path, struct dsi_model **out) {
+    struct dsi_model_params p = dsi_model_default_params();
+    return dsi_model_load_ex(path, &p, out);
+}
+
+bool dsi_model_weights_copied(const struct dsi_model *m) { return dsi_gguf_is_copy(m->gguf); }
+
+enum dsi_status dsi_model_load_ex(const char *path, const struct dsi_model_params *mp,
+                                  struct dsi_model **out) {
     *out = NULL;
     struct dsi_gguf *g;
     enum dsi_status st;
@@ -458,7 +471,7 @@ enum dsi_status dsi_model_load(const char *path, struct dsi_model **out) {
         if (st) return st;
         st = dsi_gguf_open_owned(mem, size, path, &g);
     } else {
-        st = dsi_gguf_open(path, &g);
+        st = dsi_gguf_open_mode(path, mp ? mp->load : DSI_LOAD_AUTO, &g);
     }
     if (st) return st;
     return load_gguf(g, path, out);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "core/dtype.h"
+#include "core/file.h"
 #include "core/log.h"
 #include "src/tokenizer.h"
 
@@ -25,6 +26,15 @@ struct dsi_context;
  * as the checkpoint). Checks the architecture, every tensor's presence, shape and type; a
  * problem is an error naming the tensor. */
 enum dsi_status dsi_model_load(const char *path, struct dsi_model **out);
+
+struct dsi_model_params {
+    enum dsi_load_mode load; /* how the weights get into memory (core/file.h); default AUTO */
+};
+struct dsi_model_params dsi_model_default_params(void);
+enum dsi_status dsi_model_load_ex(const char *path, const struct dsi_model_params *p,
+                                  struct dsi_model **out);
+/* True when the weights were copied into memory rather than mapped from the file. */
+bool dsi_model_weights_copied(const struct dsi_model *m);
 void dsi_model_free(struct dsi_model *m);
 
 const struct dsi_tokenizer *dsi_model_tokenizer(const struct dsi_model *m);

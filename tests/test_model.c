@@ -472,6 +472,57 @@ static void test_quantized_moe(const char *name) {
     unlink(gguf);
 }
 
+/* Weights read into memory (DSI_LOAD_COPY) compute exactly what the mapped file computes;
+ * AUTO maps a small file; a missing file fails in every mode. */
+static void test_load_modes(void) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/models/tiny-deepseek2-lite", tu_fixture(0, ""));
+    const char *gguf = tu_tmp(0, ".gguf");
+    struct dsi_convert_params p = {dir, gguf, -1, false};
+    if (dsi_convert(&p) != DSI_OK) {
+        TU_CHECK(0, "load modes: convert");
+        return;
+    }
+    float *lg[2] = {NULL, NULL};
+    int64_t V = 0;
+    const enum dsi_load_mode modes[3] = {DSI_LOAD_MMAP, DSI_LOAD_COPY, DSI_LOAD_AUTO};
+    for (int k = 0; k < 3; k++) {
+        struct dsi_model_params mp = {modes[k]};
+        struct dsi_model *m;
+        if (dsi_model_load_ex(gguf, &mp, &m) != DSI_OK) {
+            TU_CHECK(0, "load mode %d: load failed", k);
+            continue;
+        }
+        TU_CHECK(dsi_model_weights_copied(m) == (modes[k] == DSI_LOAD_COPY),
+                 "load mode %d: copied = %d", k, dsi_model_weights_copied(m));
+        V = dsi_model_n_vocab(m);
+        struct dsi_context_params cp = dsi_context_default_params();
+        cp.n_ctx = 64;
+        cp.n_threads = 2;
+        struct dsi_context *c;
+        int32_t ids[5] = {11, 400, 7, 1999, 3};
+        if (k < 2 && dsi_context_init(m, &cp, &c) == DSI_OK) {
+            if (dsi_context_decode(c, ids, 5, 0, false) == DSI_OK) {
+                lg[k] = malloc((size_t)V * sizeof(float));
+                memcpy(lg[k], dsi_context_logits(c, -1), (size_t)V * sizeof(float));
+            }
+            dsi_context_free(c);
+        }
+        dsi_model_free(m);
+    }
+    TU_CHECK(lg[0] && lg[1] && !memcmp(lg[0], lg[1], (size_t)V * sizeof(float)),
+             "load modes: copied weights give other logits than mapped ones");
+    free(lg[0]);
+    free(lg[1]);
+    unlink(gguf);
+    struct dsi_model_params mp = {DSI_LOAD_COPY};
+    struct dsi_model *m = NULL;
+    tu_capture_log(true);
+    TU_CHECK(dsi_model_load_ex(gguf, &mp, &m) == DSI_ERR_IO && !m, "load modes: missing file");
+    tu_capture_log(false);
+    TU_CHECK(strstr(tu_last_log(), "cannot open") != NULL, "load modes: message '%s'", tu_last_log());
+}
+
 int main(int argc, char **argv) {
     tu_init(argc, argv);
     static const struct bad_case dense[] = {
@@ -507,6 +558,7 @@ int main(int argc, char **argv) {
     run_model("tiny-deepseek2-qlora", "gguf");
     run_model("tiny-deepseek2-qlora", "hf-dir+naive");
     test_mla_forms("tiny-deepseek2-qlora");
+    test_load_modes();
     test_quantized_moe("tiny-deepseek2-lite");
     test_quantized_moe("tiny-deepseek2-qlora");
     return tu_finish("test_model");

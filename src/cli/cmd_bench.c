@@ -119,23 +119,24 @@ int dsi_cmd_bench(int argc, char **argv) {
     if (n_tg > 0 && !measure(c, toks, n_tg, (int)reps, true, &res[nr++])) goto done;
     int threads = o.n_threads;
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    const char *load = dsi_model_weights_copied(m) ? "copy" : "mmap";
     if (!json) {
-        printf("| model | size | params | cpu | threads | test | t/s |\n"
-               "| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
+        printf("| model | size | params | cpu | threads | weights | test | t/s |\n"
+               "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: |\n");
     }
     for (int i = 0; i < nr; i++) {
         if (json)
             printf("{\"model\": \"%s\", \"size\": %llu, \"params\": %llu, \"cpu\": \"%s\", "
                    "\"threads\": %d, \"test\": \"%s\", \"n\": %lld, \"tps\": %.3f, \"tps_sd\": %.3f, "
-                   "\"load_s\": %.3f}\n",
+                   "\"load_s\": %.3f, \"weights\": \"%s\"}\n",
                    dsi_model_name(m), (unsigned long long)dsi_model_weight_bytes(m),
                    (unsigned long long)dsi_model_n_params(m), dsi_cpu_describe(), threads, res[i].test,
-                   (long long)res[i].n, res[i].mean, res[i].sd, t_load);
+                   (long long)res[i].n, res[i].mean, res[i].sd, t_load, load);
         else
-            printf("| %s | %.2f GiB | %.2f B | %s | %d | %s | %.2f ± %.2f |\n", dsi_model_name(m),
+            printf("| %s | %.2f GiB | %.2f B | %s | %d | %s | %s | %.2f ± %.2f |\n", dsi_model_name(m),
                    dsi_model_weight_bytes(m) / 1073741824.0, dsi_model_n_params(m) / 1e9,
                    dsi_cpu_has(DSI_CPU_AVX512) ? "avx512" : dsi_cpu_has(DSI_CPU_AVX2) ? "avx2" : "base",
-                   threads, res[i].test, res[i].mean, res[i].sd);
+                   threads, load, res[i].test, res[i].mean, res[i].sd);
     }
     rc = 0;
 done:

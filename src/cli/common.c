@@ -109,6 +109,8 @@ int cli_opts_parse(struct cli_opts *o, int argc, char **argv, int *i) {
     else if (IS("--ignore-eos")) o->ignore_eos = true;
     else if (IS("--no-echo")) o->no_echo = true;
     else if (IS("--mla-naive")) o->mla_naive = true;
+    else if (IS("--mmap")) o->load = DSI_LOAD_MMAP;
+    else if (IS("--no-mmap")) o->load = DSI_LOAD_COPY;
     else if (IS("--no-think-display")) o->no_think_display = true;
     else if (IS("-v") || IS("--verbose")) o->verbose = true;
     else return 0;
@@ -124,7 +126,9 @@ void cli_opts_help(FILE *f, bool sampling) {
                "  -b, --batch-size N     tokens per forward pass (default 512)\n"
                "  --kv-type f16|f32      KV cache precision (default f16)\n"
                "  --mla-naive            deepseek2: cache full per-head keys/values instead of\n"
-               "                         the latent (for comparison; more memory)\n");
+               "                         the latent (for comparison; more memory)\n"
+               "  --mmap, --no-mmap      map the weights file / read it into huge-page memory\n"
+               "                         (default: read when it fits in free memory)\n");
     if (sampling)
         fprintf(f, "  -n, --n-predict N      tokens to generate (default: until EOS or full context)\n"
                    "  --temp T               temperature (default 0.8; 0 = greedy)\n"
@@ -145,7 +149,9 @@ struct dsi_model *cli_load_model(const struct cli_opts *o, double *seconds) {
     }
     double t0 = dsi_time_now();
     struct dsi_model *m;
-    if (dsi_model_load(o->model, &m) != DSI_OK) {
+    struct dsi_model_params mp = dsi_model_default_params();
+    mp.load = o->load;
+    if (dsi_model_load_ex(o->model, &mp, &m) != DSI_OK) {
         fprintf(stderr, "dsinfer: cannot load model '%s'\n", o->model);
         return NULL;
     }

@@ -15,6 +15,7 @@ struct cli_opts {
     int64_t n_predict, n_ctx, n_batch;
     int n_threads;
     enum dsi_type kv_type;
+    enum dsi_load_mode load;
     struct dsi_sampler_params sp;
     bool seed_set, print_ids, ignore_eos, no_echo, verbose, no_think_display, mla_naive;
     const char *stop[16];
