@@ -7,6 +7,7 @@ static struct dsi_type_kernels table[DSI_TYPE_COUNT];
 static dsi_quantize_x_fn quantize_x = dsi_quantize_x_ref;
 static const char *best_variant = "ref";
 static int ready;
+static dsi_acc_rows_fn acc_f32 = dsi_acc_rows_f32_ref, acc_f16 = dsi_acc_rows_f16_ref;
 
 const enum dsi_type dsi_qdot_types[DSI_QDOT_NTYPES] = {
     DSI_TYPE_Q4_0, DSI_TYPE_Q4_1, DSI_TYPE_Q5_0, DSI_TYPE_Q5_1, DSI_TYPE_Q8_0,   DSI_TYPE_Q2_K,
@@ -81,14 +82,21 @@ void dsi_kernels_init(void) {
         table[DSI_TYPE_F16] = (struct dsi_type_kernels){dsi_to_f32_f16_avx512, dsi_dot_f32_f16_avx512, NULL, "avx512"};
         table[DSI_TYPE_BF16] = (struct dsi_type_kernels){dsi_to_f32_bf16_avx512, dsi_dot_f32_bf16_avx512, NULL, "avx512"};
         table[DSI_TYPE_F32].variant = "avx512";
+        acc_f32 = dsi_acc_rows_f32_avx512, acc_f16 = dsi_acc_rows_f16_avx512;
     } else if (f & DSI_CPU_AVX2) {
         table[DSI_TYPE_F32].dot_f32 = dsi_dot_f32_f32_avx2;
         table[DSI_TYPE_F16] = (struct dsi_type_kernels){dsi_to_f32_f16_avx2, dsi_dot_f32_f16_avx2, NULL, "avx2"};
         table[DSI_TYPE_BF16] = (struct dsi_type_kernels){dsi_to_f32_bf16_avx2, dsi_dot_f32_bf16_avx2, NULL, "avx2"};
         table[DSI_TYPE_F32].variant = "avx2";
+        acc_f32 = dsi_acc_rows_f32_avx2, acc_f16 = dsi_acc_rows_f16_avx2;
     }
 #endif
     __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+}
+
+dsi_acc_rows_fn dsi_kernels_acc_rows(enum dsi_type t) {
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) dsi_kernels_init();
+    return t == DSI_TYPE_F32 ? acc_f32 : t == DSI_TYPE_F16 ? acc_f16 : NULL;
 }
 
 dsi_quantize_x_fn dsi_kernels_quantize_x(void) {

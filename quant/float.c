@@ -57,3 +57,20 @@ static inline float elem_bf16(const uint8_t *p, int64_t i) {
 DOT_REF(dsi_dot_f32_f32_ref, elem_f32(p, i))
 DOT_REF(dsi_dot_f32_f16_ref, elem_f16(p, i))
 DOT_REF(dsi_dot_f32_bf16_ref, elem_bf16(p, i))
+
+/* out[g * os + d] = sum_j s[g * ss + j] * row_j[d], rows vs bytes apart. */
+#define ACC_REF(NAME, ELEM)                                                                        \
+    void NAME(int64_t n, int64_t m, int G, const float *s, size_t ss, const void *v, size_t vs,    \
+              float *out, size_t os) {                                                             \
+        for (int g = 0; g < G; g++)                                                                \
+            for (int64_t d = 0; d < n; d++) out[(size_t)g * os + d] = 0.0f;                        \
+        for (int64_t j = 0; j < m; j++) {                                                          \
+            const uint8_t *p = (const uint8_t *)v + (size_t)j * vs;                                \
+            for (int g = 0; g < G; g++) {                                                          \
+                float a = s[(size_t)g * ss + j], *o = out + (size_t)g * os;                        \
+                for (int64_t i = 0; i < n; i++) o[i] += a * (ELEM);                                \
+            }                                                                                      \
+        }                                                                                          \
+    }
+ACC_REF(dsi_acc_rows_f32_ref, elem_f32(p, i))
+ACC_REF(dsi_acc_rows_f16_ref, elem_f16(p, i))

@@ -137,6 +137,49 @@ void dsi_dot_q8_iq4_xs_ref(int64_t n, const void *w, const void *x, size_t xs, i
 typedef void (*dsi_decode32_fn)(const void *w, int64_t j, int q[32], float a[2], float m[2]);
 dsi_decode32_fn dsi_decode32(enum dsi_type t);
 
+/* ---- attention: weighted sums of value rows -------------------------------------------
+ * out[g * os + d] = sum_{j < m} s[g * ss + j] * row_j[d] for g < G, d < n; row j at
+ * v + j * vs bytes, of the KV cache type (F32 or F16). */
+typedef void (*dsi_acc_rows_fn)(int64_t n, int64_t m, int G, const float *s, size_t ss,
+                                const void *v, size_t vs, float *out, size_t os);
+dsi_acc_rows_fn dsi_kernels_acc_rows(enum dsi_type t); /* NULL for other types */
+void dsi_acc_rows_f32_ref(int64_t n, int64_t m, int G, const float *s, size_t ss, const void *v,
+                          size_t vs, float *out, size_t os);
+void dsi_acc_rows_f16_ref(int64_t n, int64_t m, int G, const float *s, size_t ss, const void *v,
+                          size_t vs, float *out, size_t os);
+#if defined(__x86_64__)
+void dsi_acc_rows_f32_avx2(int64_t, int64_t, int, const float *, size_t, const void *, size_t, float *, size_t);
+void dsi_acc_rows_f16_avx2(int64_t, int64_t, int, const float *, size_t, const void *, size_t, float *, size_t);
+void dsi_acc_rows_f32_avx512(int64_t, int64_t, int, const float *, size_t, const void *, size_t, float *, size_t);
+void dsi_acc_rows_f16_avx512(int64_t, int64_t, int, const float *, size_t, const void *, size_t, float *, size_t);
+#endif
+
+/* ---- prompt GEMM (quant/gemm.c) -----------------------------------------------------------
+ * A panel holds DSI_GEMM_ROWS weight rows unpacked per 32-element block: 512 bytes of
+ * unsigned values u (64-byte group g: elements 4g..4g+3 of rows 0..15, four bytes per row),
+ * then 16 floats a and 16 floats c, the weight being a * (u - off) + c (off per type); DSI_GEMM_BLOCK_BYTES per
+ * block, 64-byte aligned. */
+#define DSI_GEMM_ROWS 16
+#define DSI_GEMM_BLOCK_BYTES 640
+bool dsi_gemm_can_pack(enum dsi_type t);
+size_t dsi_gemm_panel_bytes(int64_t K);
+/* Pack rows 0..nr-1 (nr <= 16; the others become zero) of a matrix of type t whose rows are
+ * ws bytes apart. Returns the type's offset off (the weight is a * (u - off) + c), or -1 for
+ * a type that cannot be packed. */
+int dsi_gemm_pack(enum dsi_type t, const void *w, size_t ws, int nr, int64_t K, void *panel);
+/* y[t * ldy + r] = (panel row r) . (activation row t), r < 16, t < T; x holds T quantized rows
+ * rb bytes apart; off as returned by the pack. */
+typedef void (*dsi_gemm_fn)(int64_t K, const void *panel, int off, const void *x, size_t rb,
+                            int64_t T, float *y, size_t ldy);
+void dsi_gemm_ref(int64_t K, const void *panel, int off, const void *x, size_t rb, int64_t T,
+                  float *y, size_t ldy);
+/* The GEMM of this CPU (AVX-512 VNNI), NULL where there is none (callers use the row kernels). */
+dsi_gemm_fn dsi_kernels_gemm(void);
+#if defined(__x86_64__)
+void dsi_gemm_avx512vnni(int64_t K, const void *panel, int off, const void *x, size_t rb,
+                         int64_t T, float *y, size_t ldy);
+#endif
+
 /* ---- ISA variants (quant/x86/, quant/arm/), reached only through the table ------------- */
 /* integer row kernels: one set per instruction set (quant/x86/qdot_*.c, quant/arm/qdot_*.c) */
 #define DSI_DECLARE_QDOT(SFX)                                                                      \

@@ -92,6 +92,44 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
     first[0] = 0;
     for (int m = 0; m < nm; m++) first[m + 1] = first[m] + (W[m]->ne[1] + chunk - 1) / chunk;
     int64_t n_chunks = first[nm];
+    /* prompts: 16-row panels unpacked once and multiplied with all tokens (quant/gemm.c) */
+    dsi_gemm_fn gemm = T >= DSI_GEMM_MIN_T ? dsi_kernels_gemm() : NULL;
+    for (int m = 0; m < nm && gemm; m++)
+        if (!dsi_gemm_can_pack(W[m]->type) || K % 32) gemm = NULL;
+    if (gemm) {
+        DSI_ASSERT(chunk == DSI_GEMM_ROWS);
+#pragma omp parallel num_threads(n_threads)
+        {
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < T; t++) quant(x + t * K, xq + (size_t)t * rb, K);
+            uint8_t *panel = aligned_alloc(64, dsi_gemm_panel_bytes(K));
+            float *part = malloc((size_t)T * DSI_GEMM_ROWS * sizeof *part);
+            DSI_ASSERT(panel && part);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t c = 0; c < n_chunks; c++) {
+                int m = 0;
+                while (c >= first[m + 1]) m++;
+                const struct dsi_tensor *Wm = W[m];
+                int64_t N = Wm->ne[1], r0 = (c - first[m]) * chunk;
+                int nr = (int)(N - r0 < chunk ? N - r0 : chunk);
+                int off = dsi_gemm_pack(Wm->type, dsi_tensor_row(Wm, r0), Wm->nb[1], nr, K, panel);
+                if (nr == DSI_GEMM_ROWS) {
+                    gemm(K, panel, off, xq, rb, T, y[m] + r0, (size_t)N);
+                } else { /* the last panel of a matrix: only nr of its rows exist */
+                    gemm(K, panel, off, xq, rb, T, part, DSI_GEMM_ROWS);
+                    for (int64_t t = 0; t < T; t++)
+                        memcpy(y[m] + t * N + r0, part + t * DSI_GEMM_ROWS, (size_t)nr * sizeof *part);
+                }
+                if (bias[m])
+                    for (int64_t t = 0; t < T; t++)
+                        for (int r = 0; r < nr; r++) y[m][t * N + r0 + r] += bias[m][r0 + r];
+            }
+            free(panel);
+            free(part);
+        }
+        free(owned);
+        return;
+    }
 #pragma omp parallel num_threads(n_threads)
     {
 #pragma omp for schedule(static)
@@ -434,14 +472,9 @@ static void attend_group(float *out, const float *q, int G, const struct dsi_kv_
         float inv = 1.0f / sum;
         for (int64_t j = 0; j < n; j++) sg[j] *= inv;
     }
-    memset(out, 0, (size_t)G * p->head_dim_v * sizeof *out);
-    for (int64_t j = 0; j < n; j++) {
-        kt->to_f32(vb + (size_t)j * kv->v_row * es, vr, p->head_dim_v);
-        for (int g = 0; g < G; g++) {
-            float a = s[(size_t)g * n + j], *o = out + (size_t)g * p->head_dim_v;
-            for (int d = 0; d < p->head_dim_v; d++) o[d] += a * vr[d];
-        }
-    }
+    (void)vr;
+    dsi_kernels_acc_rows(kv->type)(p->head_dim_v, n, G, s, (size_t)n, vb, (size_t)kv->v_row * es,
+                                   out, (size_t)p->head_dim_v);
 }
 
 size_t dsi_op_attention_scratch(int n_threads, int64_t n_ctx, const struct dsi_attn_params *p) {

@@ -31,6 +31,8 @@ struct dsi_matmul_scratch {
 
 /* Rows a weight block handed to BLAS holds (the scratch needs DSI_BLAS_BLOCK * K floats). */
 #define DSI_BLAS_BLOCK 128
+/* Token count from which quantized matmuls use the panel GEMM (where the CPU has one). */
+#define DSI_GEMM_MIN_T 8
 /* Token count from which float-weight matmuls go through BLAS (when built with it). */
 #define DSI_BLAS_MIN_T 32
 

@@ -254,12 +254,15 @@ static void test_rope_attention(void) {
             TU_CHECK(fabs(v[a] - ea) < 1e-6 && fabs(v[b] - eb) < 1e-6, "rope mode %d pair %d", mode, i);
         }
     }
-    /* attention: GQA 6 query heads over 2 KV heads, caches f32 and f16 */
-    int H = 6, KV = 2, hd = 16;
+    /* attention: GQA 6 query heads over 2 KV heads (3 per group: a pair and a single for
+     * the value sums), caches f32 and f16, head sizes below, across and at the SIMD chunks */
+    int H = 6, KV = 2;
     int64_t pos0 = 3, T = 5, n_ctx = 16;
-    for (int kvt = 0; kvt < 2; kvt++) {
-        enum dsi_type t = kvt ? DSI_TYPE_F16 : DSI_TYPE_F32;
-        size_t es = kvt ? 2 : 4;
+    static const int hds[] = {16, 80, 128};
+    for (int kvt = 0; kvt < 6; kvt++) {
+        int hd = hds[kvt / 2];
+        enum dsi_type t = kvt % 2 ? DSI_TYPE_F16 : DSI_TYPE_F32;
+        size_t es = kvt % 2 ? 2 : 4;
         void *k = calloc((size_t)(n_ctx * KV * hd), es), *v = calloc((size_t)(n_ctx * KV * hd), es);
         struct dsi_kv_view kvv = {t, k, v, KV * hd, KV * hd};
         float *kk = malloc((size_t)((pos0 + T) * KV * hd) * 4), *vv = malloc((size_t)((pos0 + T) * KV * hd) * 4);
@@ -273,7 +276,7 @@ static void test_rope_attention(void) {
         dsi_op_attention_ref(o2, q, &kvv, pos0, T, &ap);
         double worst = 0;
         for (int64_t i = 0; i < T * H * hd; i++) worst = fmax(worst, fabs(o1[i] - o2[i]));
-        TU_CHECK(worst < 1e-5, "attention (kv %s): max diff %.3g", kvt ? "f16" : "f32", worst);
+        TU_CHECK(worst < 1e-5, "attention (kv %s, head %d): max diff %.3g", kvt % 2 ? "f16" : "f32", hd, worst);
         /* causality: the first query sees positions 0..pos0 only; changing a later key must not matter */
         float keep = o1[0];
         kk[(pos0 + 2) * KV * hd] += 5.0f;

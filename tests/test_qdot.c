@@ -282,6 +282,74 @@ static void test_dots(const struct dsi_qdot_set *sets, int nsets) {
     }
 }
 
+/* The prompt GEMM (quant/gemm.c): every packable type, 16-row panels and a partial one, token
+ * counts around the micro-kernel's group of 8. Against the row reference: integer-exact cases
+ * (tamed random bytes, integer activations) must agree bit for bit, realistic ones within the
+ * float summation bound; the packer's reference GEMM is checked the same way. */
+static void test_gemm(const struct dsi_qdot_set *sets) {
+    dsi_gemm_fn best = dsi_kernels_gemm();
+    TU_LOG("gemm: %s\n", best ? "avx512vnni tested" : "no SIMD GEMM on this CPU, reference only");
+    for (int ti = 0; ti < DSI_QDOT_NTYPES; ti++) {
+        enum dsi_type t = dsi_qdot_types[ti];
+        if (!dsi_gemm_can_pack(t)) continue;
+        int64_t blck = dsi_type_traits(t)->blck, K = blck == 256 ? 256 : 96;
+        size_t rsz = dsi_row_size(t, K), rb = dsi_xq_row_bytes(K);
+        const int R = 16, T = 13;
+        for (int exact = 0; exact < 2; exact++) {
+            uint8_t *w = malloc(rsz * R), *x = malloc(rb * T);
+            uint8_t *panel = aligned_alloc(64, dsi_gemm_panel_bytes(K));
+            float *wf = malloc((size_t)K * sizeof *wf), *xf = malloc((size_t)(K * T) * sizeof *xf);
+            for (int r = 0; r < R; r++) {
+                if (exact) {
+                    for (size_t i = 0; i < rsz; i++) w[(size_t)r * rsz + i] = (uint8_t)rnd();
+                    tame(t, w + (size_t)r * rsz, K);
+                } else {
+                    for (int64_t i = 0; i < K; i++) wf[i] = gauss() * 0.02f;
+                    dsi_quantize_row(t, wf, w + (size_t)r * rsz, K);
+                }
+            }
+            for (int64_t i = 0; i < K * T; i++)
+                xf[i] = exact ? (float)(i % 32 == 5 ? 127 : (int)(rnd() % 255) - 127) : gauss();
+            quantize_rows(sets[0].quantize_x, xf, K, T, x, rb);
+            for (int nr = R; nr >= 5; nr -= 11) {
+                int off = dsi_gemm_pack(t, w, rsz, nr, K, panel);
+                TU_CHECK(off >= 0, "gemm pack %s", dsi_type_name(t));
+                for (int64_t nt = 1; nt <= T; nt += 3) {
+                    float ref[13 * 16], got[13 * 16], gr[13 * 16];
+                    for (int r = 0; r < R; r++)
+                        for (int64_t k = 0; k < nt; k++)
+                            ref[k * R + r] = 0.0f;
+                    for (int r = 0; r < nr; r++)
+                        for (int64_t k = 0; k < nt; k++)
+                            sets[0].dot[ti](K, w + (size_t)r * rsz, x + (size_t)k * rb, rb, 1, &ref[k * R + r], 1);
+                    dsi_gemm_ref(K, panel, off, x, rb, nt, gr, (size_t)R);
+                    if (best) best(K, panel, off, x, rb, nt, got, (size_t)R);
+                    for (int64_t k = 0; k < nt; k++)
+                        for (int r = 0; r < R; r++) {
+                            double tol = exact ? 0.0
+                                               : (double)(K / 32 + 4) * FLT_EPSILON *
+                                                     (r < nr ? magnitude(t, w + (size_t)r * rsz, K, x + (size_t)k * rb) : 0.0);
+                            double e = ref[k * R + r];
+                            TU_CHECK(fabs(gr[k * R + r] - e) <= tol, "gemm ref %s nr=%d T=%lld (%lld,%d): %.9g vs %.9g",
+                                     dsi_type_name(t), nr, (long long)nt, (long long)k, r, gr[k * R + r], e);
+                            if (best)
+                                TU_CHECK(fabs(got[k * R + r] - e) <= tol, "gemm %s %s nr=%d T=%lld (%lld,%d): %.9g vs %.9g",
+                                         exact ? "exact" : "realistic", dsi_type_name(t), nr, (long long)nt,
+                                         (long long)k, r, got[k * R + r], e);
+                        }
+                }
+            }
+            free(w);
+            free(x);
+            free(panel);
+            free(wf);
+            free(xf);
+        }
+    }
+    uint8_t dummy[64];
+    TU_CHECK(dsi_gemm_pack(DSI_TYPE_Q6_K, dummy, 0, 1, 256, dummy) < 0, "gemm: q6_K must not pack");
+}
+
 int main(int argc, char **argv) {
     tu_init(argc, argv);
     const char *dis = getenv("DSI_CPU_DISABLE");
@@ -296,5 +364,6 @@ int main(int argc, char **argv) {
     TU_LOG("%d SIMD variant(s) tested against the reference\n", usable);
     test_quantize_x(sets, nsets);
     test_dots(sets, nsets);
+    test_gemm(sets);
     return tu_finish("test_qdot");
 }

@@ -61,3 +61,40 @@ DEFINE_DOT(f16, 2, VLOAD_F16)
 DEFINE_DOT(bf16, 2, VLOAD_BF16)
 DEFINE_TO_F32(f16, 2, VLOAD_F16)
 DEFINE_TO_F32(bf16, 2, VLOAD_BF16)
+
+/* out[g * os + d] = sum_j s[g * ss + j] * row_j[d] (attention's weighted sum of value rows):
+ * value rows are read once per pair of heads, 4 vectors of columns at a time, the sums
+ * staying in registers. Columns past the last 4-vector chunk go through the reference. */
+#define DEFINE_ACC(TY, ESIZE, LOAD)                                                                \
+    void CAT(dsi_acc_rows_##TY, SUFFIX)(int64_t n, int64_t m, int G, const float *s, size_t ss,     \
+                                        const void *v, size_t vs, float *out, size_t os) {         \
+        const uint8_t *vb = v;                                                                     \
+        int64_t d = 0;                                                                             \
+        for (; d + 4 * VL <= n; d += 4 * VL) {                                                     \
+            for (int g = 0; g < G; g += 2) {                                                       \
+                const float *s0 = s + (size_t)g * ss, *s1 = g + 1 < G ? s0 + ss : s0;              \
+                VEC a0 = VZERO(), a1 = VZERO(), a2 = VZERO(), a3 = VZERO();                        \
+                VEC b0 = VZERO(), b1 = VZERO(), b2 = VZERO(), b3 = VZERO();                        \
+                for (int64_t j = 0; j < m; j++) {                                                  \
+                    const uint8_t *r = vb + (size_t)j * vs + (size_t)d * ESIZE;                    \
+                    VEC v0 = LOAD(r), v1 = LOAD(r + VL * ESIZE), v2 = LOAD(r + 2 * VL * ESIZE);    \
+                    VEC v3 = LOAD(r + 3 * VL * ESIZE), w0 = VSET1(s0[j]), w1 = VSET1(s1[j]);       \
+                    a0 = VFMA(v0, w0, a0), a1 = VFMA(v1, w0, a1), a2 = VFMA(v2, w0, a2);           \
+                    a3 = VFMA(v3, w0, a3), b0 = VFMA(v0, w1, b0), b1 = VFMA(v1, w1, b1);           \
+                    b2 = VFMA(v2, w1, b2), b3 = VFMA(v3, w1, b3);                                  \
+                }                                                                                  \
+                float *o = out + (size_t)g * os + d;                                               \
+                VSTORE(o, a0), VSTORE(o + VL, a1), VSTORE(o + 2 * VL, a2), VSTORE(o + 3 * VL, a3); \
+                if (g + 1 < G) {                                                                   \
+                    o += os;                                                                       \
+                    VSTORE(o, b0), VSTORE(o + VL, b1), VSTORE(o + 2 * VL, b2);                     \
+                    VSTORE(o + 3 * VL, b3);                                                        \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        if (d < n)                                                                                 \
+            dsi_acc_rows_##TY##_ref(n - d, m, G, s, ss, vb + (size_t)d * ESIZE, vs, out + d, os);  \
+    }
+
+DEFINE_ACC(f32, 4, VLOAD_F32P)
+DEFINE_ACC(f16, 2, VLOAD_F16)
