@@ -105,6 +105,12 @@ static void pack_row_generic(enum dsi_type t, const void *w, int64_t nb, int r, 
 
 int dsi_gemm_pack(enum dsi_type t, const void *w, size_t ws, int nr, int64_t K, void *panel) {
     if (!dsi_gemm_can_pack(t) || K % 32) return -1;
+#if defined(__x86_64__)
+    if (dsi_kernels_gemm() == dsi_gemm_avx512vnni) {
+        int off = dsi_gemm_pack_avx512vnni(t, w, ws, nr, K, panel);
+        if (off >= 0) return off;
+    }
+#endif
     int64_t nb = K / 32;
     uint8_t *p = panel;
     for (int r = 0; r < DSI_GEMM_ROWS; r++) {

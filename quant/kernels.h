@@ -178,6 +178,9 @@ dsi_gemm_fn dsi_kernels_gemm(void);
 #if defined(__x86_64__)
 void dsi_gemm_avx512vnni(int64_t K, const void *panel, int off, const void *x, size_t rb,
                          int64_t T, float *y, size_t ldy);
+/* Fast packer for whole panels of Q4_0, Q8_0, Q4_K (-1: not handled here). */
+int dsi_gemm_pack_avx512vnni(enum dsi_type t, const void *w, size_t ws, int nr, int64_t K,
+                             void *panel);
 #endif
 
 /* ---- ISA variants (quant/x86/, quant/arm/), reached only through the table ------------- */

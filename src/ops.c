@@ -20,8 +20,12 @@
  * process uses BLAS). */
 void openblas_set_num_threads(int);
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
-static void blas_one(void) { openblas_set_num_threads(1); }
-static void blas_single_thread(void) { pthread_once(&blas_once, blas_one); }
+static void blas_one(void) {
+    openblas_set_num_threads(1);
+}
+static void blas_single_thread(void) {
+    pthread_once(&blas_once, blas_one);
+}
 #endif
 
 bool dsi_op_have_blas(void) {
@@ -48,7 +52,8 @@ void dsi_op_matmul_ref(float *y, const float *x, int64_t T, const struct dsi_ten
         for (int64_t t = 0; t < T; t++) {
             const float *xt = x + t * K;
             double s = 0;
-            for (int64_t k = 0; k < K; k++) s += (double)row[k] * xt[k];
+            for (int64_t k = 0; k < K; k++)
+                s += (double)row[k] * xt[k];
             y[t * N + r] = (float)s + (bias ? bias[r] : 0.0f);
         }
     }
@@ -67,7 +72,8 @@ static void matmul_rows(float *y, const float *x, int64_t T, const struct dsi_te
             dot(K, w, x + t * K, (size_t)K, nx, y + t * N + r, (size_t)N);
         }
         if (bias)
-            for (int64_t t = 0; t < T; t++) y[t * N + r] += bias[r];
+            for (int64_t t = 0; t < T; t++)
+                y[t * N + r] += bias[r];
     }
 }
 
@@ -90,7 +96,8 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
     const int64_t chunk = 16;
     int64_t first[DSI_MATMUL_MAX + 1];
     first[0] = 0;
-    for (int m = 0; m < nm; m++) first[m + 1] = first[m] + (W[m]->ne[1] + chunk - 1) / chunk;
+    for (int m = 0; m < nm; m++)
+        first[m + 1] = first[m] + (W[m]->ne[1] + chunk - 1) / chunk;
     int64_t n_chunks = first[nm];
     /* prompts: 16-row panels unpacked once and multiplied with all tokens (quant/gemm.c) */
     dsi_gemm_fn gemm = T >= DSI_GEMM_MIN_T ? dsi_kernels_gemm() : NULL;
@@ -101,14 +108,16 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
 #pragma omp parallel num_threads(n_threads)
         {
 #pragma omp for schedule(static)
-            for (int64_t t = 0; t < T; t++) quant(x + t * K, xq + (size_t)t * rb, K);
+            for (int64_t t = 0; t < T; t++)
+                quant(x + t * K, xq + (size_t)t * rb, K);
             uint8_t *panel = aligned_alloc(64, dsi_gemm_panel_bytes(K));
             float *part = malloc((size_t)T * DSI_GEMM_ROWS * sizeof *part);
             DSI_ASSERT(panel && part);
 #pragma omp for schedule(dynamic, 1)
             for (int64_t c = 0; c < n_chunks; c++) {
                 int m = 0;
-                while (c >= first[m + 1]) m++;
+                while (c >= first[m + 1])
+                    m++;
                 const struct dsi_tensor *Wm = W[m];
                 int64_t N = Wm->ne[1], r0 = (c - first[m]) * chunk;
                 int nr = (int)(N - r0 < chunk ? N - r0 : chunk);
@@ -118,11 +127,13 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
                 } else { /* the last panel of a matrix: only nr of its rows exist */
                     gemm(K, panel, off, xq, rb, T, part, DSI_GEMM_ROWS);
                     for (int64_t t = 0; t < T; t++)
-                        memcpy(y[m] + t * N + r0, part + t * DSI_GEMM_ROWS, (size_t)nr * sizeof *part);
+                        memcpy(y[m] + t * N + r0, part + t * DSI_GEMM_ROWS,
+                               (size_t)nr * sizeof *part);
                 }
                 if (bias[m])
                     for (int64_t t = 0; t < T; t++)
-                        for (int r = 0; r < nr; r++) y[m][t * N + r0 + r] += bias[m][r0 + r];
+                        for (int r = 0; r < nr; r++)
+                            y[m][t * N + r0 + r] += bias[m][r0 + r];
             }
             free(panel);
             free(part);
@@ -133,7 +144,8 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
 #pragma omp parallel num_threads(n_threads)
     {
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < T; t++) quant(x + t * K, xq + (size_t)t * rb, K);
+        for (int64_t t = 0; t < T; t++)
+            quant(x + t * K, xq + (size_t)t * rb, K);
         /* Token tiles of about 128 KiB of quantized activations (a multiple of the kernels'
          * token group), so that a tile stays in L2 while every row chunk passes over it; in a
          * tile, token groups outside and the chunk's rows inside, so that a group's
@@ -146,7 +158,8 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
 #pragma omp for schedule(static) nowait
             for (int64_t c = 0; c < n_chunks; c++) {
                 int m = 0;
-                while (c >= first[m + 1]) m++;
+                while (c >= first[m + 1])
+                    m++;
                 const struct dsi_tensor *Wm = W[m];
                 int64_t N = Wm->ne[1];
                 float *ym = y[m];
@@ -160,7 +173,8 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
                 }
                 if (bias[m])
                     for (int64_t r = r0; r < r1; r++)
-                        for (int64_t t = t0; t < t1; t++) ym[t * N + r] += bias[m][r];
+                        for (int64_t t = t0; t < t1; t++)
+                            ym[t * N + r] += bias[m][r];
             }
         }
     }
@@ -168,8 +182,8 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
 }
 
 void dsi_op_matmul_multi(int nm, float *const *y, const float *x, int64_t T,
-                         const struct dsi_tensor *const *W, const float *const *bias,
-                         int n_threads, struct dsi_matmul_scratch *s) {
+                         const struct dsi_tensor *const *W, const float *const *bias, int n_threads,
+                         struct dsi_matmul_scratch *s) {
     DSI_ASSERT(nm >= 1 && nm <= DSI_MATMUL_MAX);
     bool fused = true;
     for (int m = 0; m < nm; m++) {
@@ -180,7 +194,8 @@ void dsi_op_matmul_multi(int nm, float *const *y, const float *x, int64_t T,
         matmul_q8(nm, y, x, T, W, bias, n_threads, s);
         return;
     }
-    for (int m = 0; m < nm; m++) dsi_op_matmul(y[m], x, T, W[m], bias[m], n_threads, s);
+    for (int m = 0; m < nm; m++)
+        dsi_op_matmul(y[m], x, T, W[m], bias[m], n_threads, s);
 }
 
 void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor *W,
@@ -193,7 +208,8 @@ void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor 
     }
     DSI_ASSERT(kt && kt->dot_f32);
 #ifdef DSI_HAVE_BLAS
-    if (T >= DSI_BLAS_MIN_T && s && s->wbuf_floats >= (size_t)n_threads * DSI_BLAS_BLOCK * (size_t)K) {
+    if (T >= DSI_BLAS_MIN_T && s &&
+        s->wbuf_floats >= (size_t)n_threads * DSI_BLAS_BLOCK * (size_t)K) {
         /* Each thread widens a block of weight rows to f32 in its own slice of the scratch
          * and multiplies it with single-threaded BLAS: no second thread pool competing with
          * OpenMP's for the cores. */
@@ -211,14 +227,16 @@ void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor 
                 wb = (const float *)dsi_tensor_row(W, r0);
             } else {
                 float *buf = s->wbuf + (size_t)tid * DSI_BLAS_BLOCK * (size_t)K;
-                for (int64_t r = 0; r < nr; r++) kt->to_f32(dsi_tensor_row(W, r0 + r), buf + r * K, K);
+                for (int64_t r = 0; r < nr; r++)
+                    kt->to_f32(dsi_tensor_row(W, r0 + r), buf + r * K, K);
                 wb = buf;
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)nr, (int)K, 1.0f, x,
                         (int)K, wb, (int)K, 0.0f, y + r0, (int)N);
             if (bias)
                 for (int64_t t = 0; t < T; t++)
-                    for (int64_t r = r0; r < r0 + nr; r++) y[t * N + r] += bias[r];
+                    for (int64_t r = r0; r < r0 + nr; r++)
+                        y[t * N + r] += bias[r];
         }
         return;
     }
@@ -239,7 +257,8 @@ void dsi_op_quantize_rows(uint8_t *xq, const float *x, int64_t T, int64_t K, int
     dsi_quantize_x_fn quant = dsi_kernels_quantize_x();
     size_t rb = dsi_xq_row_bytes(K);
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (T > 1)
-    for (int64_t t = 0; t < T; t++) quant(x + t * K, xq + (size_t)t * rb, K);
+    for (int64_t t = 0; t < T; t++)
+        quant(x + t * K, xq + (size_t)t * rb, K);
 }
 
 void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads) {
@@ -250,31 +269,62 @@ void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads) {
     for (int m = 0; m < nj; m++)
         first[m + 1] = first[m] + (jobs[m].T > 0 ? (jobs[m].W->ne[1] + chunk - 1) / chunk : 0);
     int64_t n_chunks = first[nj];
-    /* chunks of different jobs cost in proportion to their token counts: dynamic schedule */
-#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 2)
-    for (int64_t c = 0; c < n_chunks; c++) {
-        int lo = 0, hi = nj - 1; /* the job m with first[m] <= c < first[m + 1] */
-        while (lo < hi) {
-            int mid = (lo + hi + 1) / 2;
-            if (first[mid] <= c) lo = mid;
-            else hi = mid - 1;
-        }
-        const struct dsi_mm_job *j = &jobs[lo];
-        int64_t K = j->W->ne[0], N = j->W->ne[1];
-        const struct dsi_type_kernels *kt = dsi_kernels(j->W->type);
-        size_t rb = kt->dot_q8 ? dsi_xq_row_bytes(K) : 0;
-        int64_t r0 = (c - first[lo]) * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
-        for (int64_t t = 0; t < j->T; t += DSI_DOT_MAX_X) {
-            int nx = (int)(j->T - t < DSI_DOT_MAX_X ? j->T - t : DSI_DOT_MAX_X);
-            for (int64_t r = r0; r < r1; r++) {
-                if (kt->dot_q8)
-                    kt->dot_q8(K, dsi_tensor_row(j->W, r), j->xq + (size_t)t * rb, rb, nx,
-                               j->y + t * N + r, (size_t)N);
+    dsi_gemm_fn gemm = dsi_kernels_gemm();
+    int64_t kmax = 0, tmax = 0;
+    for (int m = 0; m < nj; m++) {
+        if (jobs[m].W->ne[0] > kmax) kmax = jobs[m].W->ne[0];
+        if (jobs[m].T > tmax) tmax = jobs[m].T;
+    }
+    if (tmax < DSI_GEMM_MIN_T) gemm = NULL;
+        /* chunks of different jobs cost in proportion to their token counts: dynamic schedule */
+#pragma omp parallel num_threads(n_threads)
+    {
+        uint8_t *panel = gemm ? aligned_alloc(64, dsi_gemm_panel_bytes(kmax)) : NULL;
+        float *part = gemm ? malloc((size_t)tmax * DSI_GEMM_ROWS * sizeof *part) : NULL;
+        DSI_ASSERT(!gemm || (panel && part));
+#pragma omp for schedule(dynamic, 2)
+        for (int64_t c = 0; c < n_chunks; c++) {
+            int lo = 0, hi = nj - 1; /* the job m with first[m] <= c < first[m + 1] */
+            while (lo < hi) {
+                int mid = (lo + hi + 1) / 2;
+                if (first[mid] <= c)
+                    lo = mid;
                 else
-                    kt->dot_f32(K, dsi_tensor_row(j->W, r), j->x + t * K, (size_t)K, nx,
-                                j->y + t * N + r, (size_t)N);
+                    hi = mid - 1;
+            }
+            const struct dsi_mm_job *j = &jobs[lo];
+            int64_t K = j->W->ne[0], N = j->W->ne[1];
+            const struct dsi_type_kernels *kt = dsi_kernels(j->W->type);
+            size_t rb = kt->dot_q8 ? dsi_xq_row_bytes(K) : 0;
+            int64_t r0 = (c - first[lo]) * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
+            if (gemm && kt->dot_q8 && j->T >= DSI_GEMM_MIN_T && dsi_gemm_can_pack(j->W->type)) {
+                int nr = (int)(r1 - r0);
+                int off =
+                    dsi_gemm_pack(j->W->type, dsi_tensor_row(j->W, r0), j->W->nb[1], nr, K, panel);
+                if (nr == DSI_GEMM_ROWS) {
+                    gemm(K, panel, off, j->xq, rb, j->T, j->y + r0, (size_t)N);
+                } else {
+                    gemm(K, panel, off, j->xq, rb, j->T, part, DSI_GEMM_ROWS);
+                    for (int64_t t = 0; t < j->T; t++)
+                        memcpy(j->y + t * N + r0, part + t * DSI_GEMM_ROWS,
+                               (size_t)nr * sizeof *part);
+                }
+                continue;
+            }
+            for (int64_t t = 0; t < j->T; t += DSI_DOT_MAX_X) {
+                int nx = (int)(j->T - t < DSI_DOT_MAX_X ? j->T - t : DSI_DOT_MAX_X);
+                for (int64_t r = r0; r < r1; r++) {
+                    if (kt->dot_q8)
+                        kt->dot_q8(K, dsi_tensor_row(j->W, r), j->xq + (size_t)t * rb, rb, nx,
+                                   j->y + t * N + r, (size_t)N);
+                    else
+                        kt->dot_f32(K, dsi_tensor_row(j->W, r), j->x + t * K, (size_t)K, nx,
+                                    j->y + t * N + r, (size_t)N);
+                }
             }
         }
+        free(panel);
+        free(part);
     }
     free(first);
 }
@@ -309,7 +359,8 @@ void dsi_op_matmul_heads(float *y, int64_t y_ld, int64_t y_hs, const float *x, i
         }
 #pragma omp for schedule(static)
         for (int64_t c = 0; c < H * per_head; c++) {
-            int64_t h = c / per_head, r0 = c % per_head * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
+            int64_t h = c / per_head, r0 = c % per_head * chunk,
+                    r1 = r0 + chunk < N ? r0 + chunk : N;
             const char *wh = (const char *)W->data + (size_t)h * W->nb[2];
             for (int64_t t = 0; t < T; t += DSI_DOT_MAX_X) {
                 int nx = (int)(T - t < DSI_DOT_MAX_X ? T - t : DSI_DOT_MAX_X);
@@ -343,12 +394,14 @@ void dsi_op_matmul_heads_t(float *y, int64_t y_ld, int64_t y_hs, const float *x,
         for (int64_t w = 0; w < H * blocks; w++) {
             int64_t h = w / blocks, t0 = w % blocks * tb, t1 = t0 + tb < T ? t0 + tb : T;
             const char *wh = (const char *)W->data + (size_t)h * W->nb[2];
-            for (int64_t t = t0; t < t1; t++) memset(y + t * y_ld + h * y_hs, 0, (size_t)N * sizeof *y);
+            for (int64_t t = t0; t < t1; t++)
+                memset(y + t * y_ld + h * y_hs, 0, (size_t)N * sizeof *y);
             for (int64_t k = 0; k < K; k++) {
                 kt->to_f32(wh + (size_t)k * W->nb[1], row, N);
                 for (int64_t t = t0; t < t1; t++) {
                     float a = x[t * x_ld + h * x_hs + k], *yt = y + t * y_ld + h * y_hs;
-                    for (int64_t n = 0; n < N; n++) yt[n] += a * row[n];
+                    for (int64_t n = 0; n < N; n++)
+                        yt[n] += a * row[n];
                 }
             }
         }
@@ -360,19 +413,23 @@ void dsi_op_matmul_heads_t(float *y, int64_t y_ld, int64_t y_hs, const float *x,
 
 static void rmsnorm_row(float *y, const float *x, const float *w, int64_t n, float eps) {
     double ss = 0;
-    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    for (int64_t i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
     float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
-    for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (x[i] * scale) * w[i];
 }
 
 void dsi_op_rmsnorm_ref(float *y, const float *x, const float *w, int64_t T, int64_t n, float eps) {
-    for (int64_t t = 0; t < T; t++) rmsnorm_row(y + t * n, x + t * n, w, n, eps);
+    for (int64_t t = 0; t < T; t++)
+        rmsnorm_row(y + t * n, x + t * n, w, n, eps);
 }
 
 void dsi_op_rmsnorm(float *y, const float *x, const float *w, int64_t T, int64_t n, float eps,
                     int n_threads) {
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (T > 1)
-    for (int64_t t = 0; t < T; t++) rmsnorm_row(y + t * n, x + t * n, w, n, eps);
+    for (int64_t t = 0; t < T; t++)
+        rmsnorm_row(y + t * n, x + t * n, w, n, eps);
 }
 
 /* ---- rope ------------------------------------------------------------------------------ */
@@ -404,7 +461,8 @@ void dsi_op_rope_ref(float *x, int64_t T, int n_head, int head_dim, const int32_
     DSI_ASSERT(r->n_dims <= 1024 && r->n_dims <= head_dim);
     for (int64_t t = 0; t < T; t++) {
         rope_table(cs, sn, pos[t], r);
-        for (int h = 0; h < n_head; h++) rope_head(x + (t * n_head + h) * head_dim, cs, sn, r);
+        for (int h = 0; h < n_head; h++)
+            rope_head(x + (t * n_head + h) * head_dim, cs, sn, r);
     }
 }
 
@@ -414,7 +472,8 @@ void dsi_op_rope(float *x, int64_t T, int n_head, int head_dim, const int32_t *p
     for (int64_t t = 0; t < T; t++) {
         float cs[512], sn[512];
         rope_table(cs, sn, pos[t], r);
-        for (int h = 0; h < n_head; h++) rope_head(x + (t * n_head + h) * head_dim, cs, sn, r);
+        for (int h = 0; h < n_head; h++)
+            rope_head(x + (t * n_head + h) * head_dim, cs, sn, r);
     }
 }
 
@@ -426,7 +485,8 @@ static void store_row(enum dsi_type type, void *dst, const float *src, int64_t n
         return;
     }
     uint16_t *d = dst;
-    for (int64_t i = 0; i < n; i++) d[i] = dsi_f32_to_f16(src[i]);
+    for (int64_t i = 0; i < n; i++)
+        d[i] = dsi_f32_to_f16(src[i]);
 }
 
 void dsi_op_kv_store(const struct dsi_kv_view *kv, const float *k, const float *v, int64_t pos0,
@@ -470,7 +530,8 @@ static void attend_group(float *out, const float *q, int G, const struct dsi_kv_
             sum += sg[j];
         }
         float inv = 1.0f / sum;
-        for (int64_t j = 0; j < n; j++) sg[j] *= inv;
+        for (int64_t j = 0; j < n; j++)
+            sg[j] *= inv;
     }
     (void)vr;
     dsi_kernels_acc_rows(kv->type)(p->head_dim_v, n, G, s, (size_t)n, vb, (size_t)kv->v_row * es,
@@ -490,7 +551,8 @@ void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, 
     /* few tokens and large groups (decode with MQA, latent attention): split each group's
      * heads so that every thread has work */
     int split = 1;
-    while (T * p->n_head_kv * split < 2 * n_threads && split < group) split++;
+    while (T * p->n_head_kv * split < 2 * n_threads && split < group)
+        split++;
     int gs = (group + split - 1) / split;
     split = (group + gs - 1) / gs;
     int64_t work = T * p->n_head_kv * split;
@@ -508,8 +570,9 @@ void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, 
             int64_t t = w / ((int64_t)p->n_head_kv * split);
             int kvh = (int)(w / split % p->n_head_kv), part = (int)(w % split);
             int h0 = kvh * group + part * gs, g = group - part * gs < gs ? group - part * gs : gs;
-            attend_group(out + (t * p->n_head + h0) * p->head_dim_v, q + (t * p->n_head + h0) * p->head_dim,
-                         g, kv, kvh, pos0 + t + 1, p, kt, s, vr);
+            attend_group(out + (t * p->n_head + h0) * p->head_dim_v,
+                         q + (t * p->n_head + h0) * p->head_dim, g, kv, kvh, pos0 + t + 1, p, kt, s,
+                         vr);
         }
     }
 }
@@ -530,20 +593,25 @@ void dsi_op_attention_ref(float *out, const float *q, const struct dsi_kv_view *
             int64_t n = pos0 + t + 1;
             double mx = -INFINITY, sum = 0;
             for (int64_t j = 0; j < n; j++) {
-                conv((const char *)kv->k + ((size_t)j * kv->k_row + (size_t)kvh * p->head_dim) * es, kr,
-                     p->head_dim);
+                conv((const char *)kv->k + ((size_t)j * kv->k_row + (size_t)kvh * p->head_dim) * es,
+                     kr, p->head_dim);
                 double d = 0;
-                for (int i = 0; i < p->head_dim; i++) d += (double)qh[i] * kr[i];
+                for (int i = 0; i < p->head_dim; i++)
+                    d += (double)qh[i] * kr[i];
                 s[j] = d * p->scale;
                 if (s[j] > mx) mx = s[j];
             }
-            for (int64_t j = 0; j < n; j++) sum += s[j] = exp(s[j] - mx);
+            for (int64_t j = 0; j < n; j++)
+                sum += s[j] = exp(s[j] - mx);
             float *o = out + (t * p->n_head + h) * p->head_dim_v;
-            for (int d = 0; d < p->head_dim_v; d++) o[d] = 0;
+            for (int d = 0; d < p->head_dim_v; d++)
+                o[d] = 0;
             for (int64_t j = 0; j < n; j++) {
-                conv((const char *)kv->v + ((size_t)j * kv->v_row + (size_t)kvh * p->head_dim_v) * es,
+                conv((const char *)kv->v +
+                         ((size_t)j * kv->v_row + (size_t)kvh * p->head_dim_v) * es,
                      vr, p->head_dim_v);
-                for (int d = 0; d < p->head_dim_v; d++) o[d] += (float)(s[j] / sum) * vr[d];
+                for (int d = 0; d < p->head_dim_v; d++)
+                    o[d] += (float)(s[j] / sum) * vr[d];
             }
         }
     }
@@ -555,16 +623,19 @@ void dsi_op_attention_ref(float *out, const float *q, const struct dsi_kv_view *
 
 void dsi_op_swiglu(float *g, const float *u, int64_t n, int n_threads) {
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (int64_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 void dsi_op_add(float *y, const float *x, int64_t n, int n_threads) {
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
 }
 
 void dsi_op_get_rows(float *y, const struct dsi_tensor *table, const int32_t *ids, int64_t n) {
     const struct dsi_type_kernels *kt = dsi_kernels(table->type);
     int64_t K = table->ne[0];
-    for (int64_t i = 0; i < n; i++) kt->to_f32(dsi_tensor_row(table, ids[i]), y + i * K, K);
+    for (int64_t i = 0; i < n; i++)
+        kt->to_f32(dsi_tensor_row(table, ids[i]), y + i * K, K);
 }

@@ -67,3 +67,87 @@ void dsi_gemm_avx512vnni(int64_t K, const void *panel, int off, const void *x, s
     default: tile(K, panel, off, xb + (size_t)t * rb, rb, 7, y + (size_t)t * ldy, ldy); break;
     }
 }
+
+/* ---- packing with gathers: one dword of every row of the panel per instruction ---------- */
+
+/* Dword at byte offset `off` of each of the 16 rows (rows ws bytes apart). */
+static inline __m512i gather_rows(const uint8_t *w, __m512i ridx, size_t off) {
+    return _mm512_i32gather_epi32(ridx, (const void *)(w + off), 1);
+}
+
+/* f16 in the low half of each dword -> f32 */
+static inline __m512 low_f16(__m512i v) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)); }
+
+int dsi_gemm_pack_avx512vnni(enum dsi_type t, const void *w, size_t ws, int nr, int64_t K,
+                             void *panel) {
+    if (nr != DSI_GEMM_ROWS || ws > (size_t)1 << 26 || K % 32) return -1;
+    const uint8_t *wb = w;
+    uint8_t *p = panel;
+    const __m512i ridx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)ws));
+    const __m512i lo = _mm512_set1_epi8(0x0f);
+    const int64_t nb = K / 32;
+    switch (t) {
+    case DSI_TYPE_Q4_0:
+        for (int64_t j = 0; j < nb; j++) {
+            uint8_t *blk = p + (size_t)j * DSI_GEMM_BLOCK_BYTES;
+            size_t base = (size_t)j * 18;
+            for (int g = 0; g < 4; g++) {
+                __m512i v = gather_rows(wb, ridx, base + 2 + 4 * (size_t)g);
+                _mm512_store_si512((void *)(blk + 64 * g), _mm512_and_si512(v, lo));
+                _mm512_store_si512((void *)(blk + 64 * (g + 4)), _mm512_and_si512(_mm512_srli_epi32(v, 4), lo));
+            }
+            _mm512_store_ps((void *)(blk + 512), low_f16(gather_rows(wb, ridx, base)));
+            _mm512_store_ps((void *)(blk + 576), _mm512_setzero_ps());
+        }
+        return 8;
+    case DSI_TYPE_Q8_0: {
+        const __m512i flip = _mm512_set1_epi32((int)0x80808080u);
+        for (int64_t j = 0; j < nb; j++) {
+            uint8_t *blk = p + (size_t)j * DSI_GEMM_BLOCK_BYTES;
+            size_t base = (size_t)j * 34;
+            for (int g = 0; g < 8; g++)
+                _mm512_store_si512((void *)(blk + 64 * g),
+                                   _mm512_xor_si512(gather_rows(wb, ridx, base + 2 + 4 * (size_t)g), flip));
+            /* d sits at byte 0 of the block: gather the dword starting there */
+            _mm512_store_ps((void *)(blk + 512), low_f16(gather_rows(wb, ridx, base)));
+            _mm512_store_ps((void *)(blk + 576), _mm512_setzero_ps());
+        }
+        return 128;
+    }
+    case DSI_TYPE_Q4_K:
+        for (int64_t sbi = 0; sbi < nb / 8; sbi++) {
+            size_t base = (size_t)sbi * 144;
+            __m512 d = low_f16(gather_rows(wb, ridx, base));
+            __m512 dmin = low_f16(_mm512_srli_epi32(gather_rows(wb, ridx, base), 16));
+            _Alignas(64) float sc[8][16], mn[8][16];
+            for (int r = 0; r < DSI_GEMM_ROWS; r++) {
+                const uint8_t *scales = wb + (size_t)r * ws + base + 4;
+                for (int s = 0; s < 8; s++) {
+                    uint8_t a, m;
+                    dsi_q4k_scale_min(s, scales, &a, &m);
+                    sc[s][r] = (float)a;
+                    mn[s][r] = (float)m;
+                }
+            }
+            for (int pair = 0; pair < 4; pair++) {
+                uint8_t *b0 = p + (size_t)(8 * sbi + 2 * pair) * DSI_GEMM_BLOCK_BYTES;
+                uint8_t *b1 = b0 + DSI_GEMM_BLOCK_BYTES;
+                for (int g = 0; g < 8; g++) {
+                    __m512i v = gather_rows(wb, ridx, base + 16 + 32 * (size_t)pair + 4 * (size_t)g);
+                    _mm512_store_si512((void *)(b0 + 64 * g), _mm512_and_si512(v, lo));
+                    _mm512_store_si512((void *)(b1 + 64 * g), _mm512_and_si512(_mm512_srli_epi32(v, 4), lo));
+                }
+                for (int h = 0; h < 2; h++) {
+                    uint8_t *blk = h ? b1 : b0;
+                    int s = 2 * pair + h;
+                    _mm512_store_ps((void *)(blk + 512), _mm512_mul_ps(d, _mm512_load_ps(sc[s])));
+                    _mm512_store_ps((void *)(blk + 576),
+                                    _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(dmin, _mm512_load_ps(mn[s]))));
+                }
+            }
+        }
+        return 0;
+    default: return -1;
+    }
+}
