@@ -87,6 +87,10 @@ static size_t carve(struct dsi_context *c, struct dsi_arena *a) {
         s->mm.xq_bytes = (size_t)B * dsi_xq_row_bytes(kmax);
         TAKE(s->mm.xq, s->mm.xq_bytes, uint8_t);
     }
+    if (dsi_kernels_gemm() && B >= DSI_GEMM_MIN_T && kmax % 32 == 0) {
+        s->mm.gemm_stride = dsi_op_gemm_scratch(kmax, B);
+        TAKE(s->mm.gemm, (size_t)c->p.n_threads * s->mm.gemm_stride, uint8_t);
+    }
     if (dsi_op_have_blas() && B >= DSI_BLAS_MIN_T) {
         s->mm.wbuf_floats = (size_t)c->p.n_threads * DSI_BLAS_BLOCK * (size_t)kmax;
         TAKE(s->mm.wbuf, s->mm.wbuf_floats, float);

@@ -38,6 +38,33 @@ bool dsi_op_have_blas(void) {
 
 /* ---- matmul ---------------------------------------------------------------------------- */
 
+size_t dsi_op_gemm_scratch(int64_t K, int64_t T) {
+    size_t panel = (dsi_gemm_panel_bytes(K) + 63) & ~(size_t)63;
+    return panel + (((size_t)T * DSI_GEMM_ROWS * sizeof(float) + 63) & ~(size_t)63);
+}
+
+/* Thread tid's GEMM panel and partial-output buffer: from the scratch when it is large
+ * enough (no allocation in the hot path), else allocated (*owned, freed by the caller). */
+static void gemm_buffers(struct dsi_matmul_scratch *s, int tid, int64_t K, int64_t T,
+                         uint8_t **panel, float **part, void **owned) {
+    size_t need = dsi_op_gemm_scratch(K, T);
+    uint8_t *b = NULL;
+    *owned = NULL;
+    if (s && s->gemm && s->gemm_stride >= need) b = s->gemm + (size_t)tid * s->gemm_stride;
+    else b = *owned = aligned_alloc(64, need);
+    DSI_ASSERT(b);
+    *panel = b;
+    *part = (float *)(void *)(b + ((dsi_gemm_panel_bytes(K) + 63) & ~(size_t)63));
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 void dsi_op_matmul_ref(float *y, const float *x, int64_t T, const struct dsi_tensor *W,
                        const float *bias) {
     int64_t K = W->ne[0], N = W->ne[1];
@@ -110,9 +137,10 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
 #pragma omp for schedule(static)
             for (int64_t t = 0; t < T; t++)
                 quant(x + t * K, xq + (size_t)t * rb, K);
-            uint8_t *panel = aligned_alloc(64, dsi_gemm_panel_bytes(K));
-            float *part = malloc((size_t)T * DSI_GEMM_ROWS * sizeof *part);
-            DSI_ASSERT(panel && part);
+            uint8_t *panel;
+            float *part;
+            void *own;
+            gemm_buffers(s, thread_id(), K, T, &panel, &part, &own);
 #pragma omp for schedule(dynamic, 1)
             for (int64_t c = 0; c < n_chunks; c++) {
                 int m = 0;
@@ -135,8 +163,7 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
                         for (int r = 0; r < nr; r++)
                             y[m][t * N + r0 + r] += bias[m][r0 + r];
             }
-            free(panel);
-            free(part);
+            free(own);
         }
         free(owned);
         return;
@@ -261,7 +288,8 @@ void dsi_op_quantize_rows(uint8_t *xq, const float *x, int64_t T, int64_t K, int
         quant(x + t * K, xq + (size_t)t * rb, K);
 }
 
-void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads) {
+void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads,
+                        struct dsi_matmul_scratch *s) {
     const int64_t chunk = 16;
     int64_t *first = malloc((size_t)(nj + 1) * sizeof *first);
     DSI_ASSERT(first);
@@ -279,9 +307,10 @@ void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads) {
         /* chunks of different jobs cost in proportion to their token counts: dynamic schedule */
 #pragma omp parallel num_threads(n_threads)
     {
-        uint8_t *panel = gemm ? aligned_alloc(64, dsi_gemm_panel_bytes(kmax)) : NULL;
-        float *part = gemm ? malloc((size_t)tmax * DSI_GEMM_ROWS * sizeof *part) : NULL;
-        DSI_ASSERT(!gemm || (panel && part));
+        uint8_t *panel = NULL;
+        float *part = NULL;
+        void *own = NULL;
+        if (gemm) gemm_buffers(s, thread_id(), kmax, tmax, &panel, &part, &own);
 #pragma omp for schedule(dynamic, 2)
         for (int64_t c = 0; c < n_chunks; c++) {
             int lo = 0, hi = nj - 1; /* the job m with first[m] <= c < first[m + 1] */
@@ -323,8 +352,7 @@ void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads) {
                 }
             }
         }
-        free(panel);
-        free(part);
+        free(own);
     }
     free(first);
 }

@@ -27,7 +27,11 @@ struct dsi_matmul_scratch {
     size_t wbuf_floats;
     uint8_t *xq;
     size_t xq_bytes;
+    uint8_t *gemm;     /* per thread gemm_stride bytes: a weight panel, then partial outputs */
+    size_t gemm_stride;
 };
+/* Bytes per thread the prompt GEMM needs for rows of K and up to T tokens. */
+size_t dsi_op_gemm_scratch(int64_t K, int64_t T);
 
 /* Rows a weight block handed to BLAS holds (the scratch needs DSI_BLAS_BLOCK * K floats). */
 #define DSI_BLAS_BLOCK 128
@@ -60,7 +64,8 @@ struct dsi_mm_job {
     int64_t T;
     const struct dsi_tensor *W;
 };
-void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads);
+void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads,
+                        struct dsi_matmul_scratch *s);
 /* xq = T rows of x [T][K] quantized to 8 bits (K a multiple of 32). */
 void dsi_op_quantize_rows(uint8_t *xq, const float *x, int64_t T, int64_t K, int n_threads);
 

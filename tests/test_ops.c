@@ -223,7 +223,8 @@ static void test_matmul(void) {
             int64_t T = Ts[k];
             float *x = malloc((size_t)(T * K) * 4), *y = malloc((size_t)(T * N) * 4), *r = malloc((size_t)(T * N) * 4);
             for (int64_t i = 0; i < T * K; i++) x[i] = frand();
-            struct dsi_matmul_scratch s = {malloc((size_t)(2 * DSI_BLAS_BLOCK * K) * 4), (size_t)(2 * DSI_BLAS_BLOCK * K), NULL, 0};
+            struct dsi_matmul_scratch s = {.wbuf = malloc((size_t)(2 * DSI_BLAS_BLOCK * K) * 4),
+                                          .wbuf_floats = (size_t)(2 * DSI_BLAS_BLOCK * K)};
             dsi_op_matmul(y, x, T, &W, bias, 2, &s);
             dsi_op_matmul_ref(r, x, T, &W, bias);
             double worst = 0;

@@ -133,7 +133,7 @@ static void moe_experts(struct dsi_context *c, const struct dsi_layer *l, int64_
         jobs[nj++] = (struct dsi_mm_job){s->ex_u + off[e] * F, xq, x, n, &views[nv + 1]};
         nv += 2;
     }
-    dsi_op_matmul_jobs(nj, jobs, nt);
+    dsi_op_matmul_jobs(nj, jobs, nt, &s->mm);
     dsi_op_swiglu(s->ex_g, s->ex_u, T * k * F, nt);
     if (is_q8(&l->w_down_exps)) dsi_op_quantize_rows(s->ex_xq, s->ex_g, T * k, F, nt);
     nj = 0;
@@ -149,7 +149,7 @@ static void moe_experts(struct dsi_context *c, const struct dsi_layer *l, int64_
         jobs[nj++] = (struct dsi_mm_job){s->ex_y + off[e] * E, s->ex_xq + (size_t)off[e] * rbf,
                                          s->ex_g + off[e] * F, n, &views[nv++]};
     }
-    dsi_op_matmul_jobs(nj, jobs, nt);
+    dsi_op_matmul_jobs(nj, jobs, nt, &s->mm);
     free(jobs);
     free(views);
     /* x[t] += shared + sum_j w_j expert_j, each token's selections in routing order */
