@@ -60,6 +60,21 @@ static float *read_f32(const struct dsi_st *ref, const char *name, int64_t *n) {
     return v;
 }
 
+/* The fixture directory of model `name` and its reference file. */
+static void fixture_paths(const char *name, char dir[256], char refp[300]) {
+    snprintf(dir, 256, "%s/models/%s", tu_fixture(0, ""), name);
+    snprintf(refp, 300, "%s/reference.safetensors", dir);
+}
+
+/* Context parameters of the exactness tests: f32 KV cache, two threads. */
+static struct dsi_context_params f32_params(int64_t n_ctx) {
+    struct dsi_context_params cp = dsi_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_threads = 2;
+    cp.kv_type = DSI_TYPE_F32;
+    return cp;
+}
+
 /* Logits of every position vs the reference; returns the number of argmax mismatches. */
 static int check_logits(const char *what, struct dsi_context *c, const float *ref, int64_t T,
                         int64_t V, bool tight) {
@@ -158,8 +173,7 @@ static bool write_legacy(const char *in, const char *out) {
  * deepseek2 with the naive (per-head K/V cache) form of latent attention. */
 static void run_model(const char *name, const char *source) {
     char dir[256], refp[300];
-    snprintf(dir, sizeof dir, "%s/models/%s", tu_fixture(0, ""), name);
-    snprintf(refp, sizeof refp, "%s/reference.safetensors", dir);
+    fixture_paths(name, dir, refp);
     struct dsi_st *ref;
     if (dsi_st_open(refp, &ref) != DSI_OK) {
         TU_CHECK(0, "%s: no reference", name);
@@ -345,8 +359,7 @@ static void test_bad_models(const char *fixture, const struct bad_case *cases, s
  * latent cache is the size models.md D.4 says (kv_lora + rope values per token and layer). */
 static void test_mla_forms(const char *name) {
     char dir[256], refp[300];
-    snprintf(dir, sizeof dir, "%s/models/%s", tu_fixture(0, ""), name);
-    snprintf(refp, sizeof refp, "%s/reference.safetensors", dir);
+    fixture_paths(name, dir, refp);
     struct dsi_st *ref;
     struct dsi_model *m;
     if (dsi_st_open(refp, &ref) != DSI_OK || dsi_model_load(dir, &m) != DSI_OK) {
@@ -361,10 +374,7 @@ static void test_mla_forms(const char *name) {
     TU_CHECK(dsi_model_kv_bytes_per_token(m, DSI_TYPE_F32, true) == (uint64_t)(L * 4 * (24 + 16) * 4),
              "%s: naive cache bytes per token %llu", name,
              (unsigned long long)dsi_model_kv_bytes_per_token(m, DSI_TYPE_F32, true));
-    struct dsi_context_params cp = dsi_context_default_params();
-    cp.n_ctx = 256;
-    cp.n_threads = 2;
-    cp.kv_type = DSI_TYPE_F32;
+    struct dsi_context_params cp = f32_params(256);
     struct dsi_context *ca = NULL, *cn = NULL;
     dsi_context_init(m, &cp, &ca);
     cp.mla_naive = true;
@@ -410,8 +420,7 @@ static void test_mla_forms(const char *name) {
  * time (decode). A routing or gathering mistake sends tokens to wrong experts and fails both. */
 static void test_quantized_moe(const char *name) {
     char dir[256], refp[300];
-    snprintf(dir, sizeof dir, "%s/models/%s", tu_fixture(0, ""), name);
-    snprintf(refp, sizeof refp, "%s/reference.safetensors", dir);
+    fixture_paths(name, dir, refp);
     const char *gguf = tu_tmp(0, ".gguf");
     struct dsi_convert_params p = {dir, gguf, DSI_TYPE_Q8_0, false};
     struct dsi_st *ref;
@@ -428,10 +437,7 @@ static void test_quantized_moe(const char *name) {
     int64_t T, V = dsi_model_n_vocab(m);
     int32_t *ids = read_ids(ref, "input_ids", &T);
     float *want = read_f32(ref, "logits", NULL);
-    struct dsi_context_params cp = dsi_context_default_params();
-    cp.n_ctx = 256;
-    cp.n_threads = 2;
-    cp.kv_type = DSI_TYPE_F32;
+    struct dsi_context_params cp = f32_params(256);
     struct dsi_context *cb = NULL, *c1 = NULL;
     dsi_context_init(m, &cp, &cb);
     dsi_context_init(m, &cp, &c1);
