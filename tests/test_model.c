@@ -202,10 +202,7 @@ static void run_model(const char *name, const char *source) {
     int32_t *ids = read_ids(ref, "input_ids", &T);
     float *logits = read_f32(ref, "logits", NULL);
 
-    struct dsi_context_params cp = dsi_context_default_params();
-    cp.n_ctx = 1024;
-    cp.n_threads = 2;
-    cp.kv_type = DSI_TYPE_F32;
+    struct dsi_context_params cp = f32_params(1024);
     cp.n_batch = 512;
     cp.mla_naive = naive;
     struct dsi_context *c;
