@@ -530,14 +530,13 @@ void dsi_op_kv_store(const struct dsi_kv_view *kv, const float *k, const float *
     }
 }
 
-/* Attention of one query head over cache positions [0, n); `s` has n floats, `tmp` hd_v. */
 /* One KV head's group of G query heads at one position, attending to cache rows [0, n): the
  * scores of up to DSI_DOT_MAX_X heads against each key row come from one kernel call on the
- * stored (f16/f32) row, and each value row is widened once for all G heads. s: G * n floats,
- * vr: head_dim_v floats. */
+ * stored (f16/f32) row; the value sums of all G heads from one dsi_acc_rows kernel call.
+ * s: G * n floats. */
 static void attend_group(float *out, const float *q, int G, const struct dsi_kv_view *kv, int kvh,
                          int64_t n, const struct dsi_attn_params *p,
-                         const struct dsi_type_kernels *kt, float *s, float *vr) {
+                         const struct dsi_type_kernels *kt, float *s) {
     size_t es = (size_t)dsi_type_traits(kv->type)->size;
     const char *kb = (const char *)kv->k + (size_t)kvh * p->head_dim * es;
     const char *vb = (const char *)kv->v + (size_t)kvh * p->head_dim_v * es;
@@ -561,14 +560,13 @@ static void attend_group(float *out, const float *q, int G, const struct dsi_kv_
         for (int64_t j = 0; j < n; j++)
             sg[j] *= inv;
     }
-    (void)vr;
     dsi_kernels_acc_rows(kv->type)(p->head_dim_v, n, G, s, (size_t)n, vb, (size_t)kv->v_row * es,
                                    out, (size_t)p->head_dim_v);
 }
 
 size_t dsi_op_attention_scratch(int n_threads, int64_t n_ctx, const struct dsi_attn_params *p) {
     int group = p->n_head / p->n_head_kv;
-    return (size_t)n_threads * ((size_t)group * (size_t)n_ctx + (size_t)p->head_dim_v);
+    return (size_t)n_threads * (size_t)group * (size_t)n_ctx;
 }
 
 void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, int64_t pos0,
@@ -592,15 +590,13 @@ void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, 
         tid = omp_get_thread_num();
 #endif
         float *s = scratch + (size_t)tid * per_thread;
-        float *vr = s + (size_t)group * (size_t)n_ctx;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t w = 0; w < work; w++) {
             int64_t t = w / ((int64_t)p->n_head_kv * split);
             int kvh = (int)(w / split % p->n_head_kv), part = (int)(w % split);
             int h0 = kvh * group + part * gs, g = group - part * gs < gs ? group - part * gs : gs;
             attend_group(out + (t * p->n_head + h0) * p->head_dim_v,
-                         q + (t * p->n_head + h0) * p->head_dim, g, kv, kvh, pos0 + t + 1, p, kt, s,
-                         vr);
+                         q + (t * p->n_head + h0) * p->head_dim, g, kv, kvh, pos0 + t + 1, p, kt, s);
         }
     }
 }
