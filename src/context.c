@@ -10,7 +10,9 @@
 #include "src/model_impl.h"
 
 struct dsi_context_params dsi_context_default_params(void) {
-    struct dsi_context_params p = {0, 512, 0, DSI_TYPE_F16, false};
+    struct dsi_context_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0,
+                                   .kv_type = DSI_TYPE_F16, .mla_naive = false, .n_seq = 1,
+                                   .batch_invariant = false};
     return p;
 }
 
@@ -83,15 +85,18 @@ static size_t carve(struct dsi_context *c, struct dsi_arena *a) {
     }
     TAKE(s->att_scratch, (int64_t)att, float);
     TAKE(s->pos, B, int32_t);
+    TAKE(s->tok, B, int32_t);
+    TAKE(s->out_rows, B, int64_t);
+    TAKE(c->segs, B, struct dsi_seg);
     if (kmax % DSI_XQ_BLOCK == 0) {
         s->mm.xq_bytes = (size_t)B * dsi_xq_row_bytes(kmax);
         TAKE(s->mm.xq, s->mm.xq_bytes, uint8_t);
     }
-    if (dsi_kernels_gemm() && B >= DSI_GEMM_MIN_T && kmax % 32 == 0) {
+    if (dsi_kernels_gemm() && (B >= DSI_GEMM_MIN_T || c->p.batch_invariant) && kmax % 32 == 0) {
         s->mm.gemm_stride = dsi_op_gemm_scratch(kmax, B);
         TAKE(s->mm.gemm, (size_t)c->p.n_threads * s->mm.gemm_stride, uint8_t);
     }
-    if (dsi_op_have_blas() && B >= DSI_BLAS_MIN_T) {
+    if (dsi_op_have_blas() && B >= DSI_BLAS_MIN_T && !c->p.batch_invariant) {
         s->mm.wbuf_floats = (size_t)c->p.n_threads * DSI_BLAS_BLOCK * (size_t)kmax;
         TAKE(s->mm.wbuf, s->mm.wbuf_floats, float);
     }
@@ -122,23 +127,34 @@ enum dsi_status dsi_context_init(const struct dsi_model *m, const struct dsi_con
         free(c);
         return DSI_ERR_LIMIT;
     }
-    /* KV cache: per layer K [n_ctx][n_kv*hd] and V [n_ctx][n_kv*hd_v]; for latent attention
-     * (deepseek2) one row [latent | k_pe] per position, the values a view of its latent */
+    if (c->p.n_seq <= 0) c->p.n_seq = 1;
+    if (c->p.n_seq > 4096) {
+        DSI_LOG_ERR("context: %d sequences is too many", c->p.n_seq);
+        free(c);
+        return DSI_ERR_LIMIT;
+    }
+    /* KV cache: per sequence and layer K [n_ctx][n_kv*hd] and V [n_ctx][n_kv*hd_v]; for
+     * latent attention (deepseek2) one row [latent | k_pe] per position, the values a view
+     * of its latent */
     size_t es = (size_t)dsi_type_traits(c->p.kv_type)->size;
     int64_t krow = (int64_t)hp->n_head_kv * hp->head_dim, vrow = (int64_t)hp->n_head_kv * hp->head_dim_v;
     bool latent = hp->arch == DSI_ARCH_DEEPSEEK2 && !c->p.mla_naive;
     if (latent) krow = hp->kv_lora_rank + hp->rope_dims, vrow = 0;
     size_t per_layer = (size_t)c->p.n_ctx * (size_t)(krow + vrow) * es;
-    c->kv = calloc((size_t)hp->n_layer, sizeof *c->kv);
-    c->kv_mem = c->kv ? malloc(per_layer * (size_t)hp->n_layer) : NULL;
+    size_t n_views = (size_t)hp->n_layer * (size_t)c->p.n_seq;
+    c->kv = calloc(n_views, sizeof *c->kv);
+    c->seq_past = calloc((size_t)c->p.n_seq, sizeof *c->seq_past);
+    c->kv_bytes = per_layer * n_views;
+    c->kv_mem = c->kv && c->seq_past && per_layer <= SIZE_MAX / n_views ? malloc(c->kv_bytes) : NULL;
     if (!c->kv_mem) {
-        DSI_LOG_ERR("context: cannot allocate a KV cache of %.1f MiB for %lld tokens",
-                    per_layer * (double)hp->n_layer / 1048576.0, (long long)c->p.n_ctx);
+        DSI_LOG_ERR("context: cannot allocate a KV cache of %.1f MiB for %d x %lld tokens",
+                    (double)per_layer * (double)n_views / 1048576.0, c->p.n_seq,
+                    (long long)c->p.n_ctx);
         dsi_context_free(c);
         return DSI_ERR_NOMEM;
     }
-    for (int64_t l = 0; l < hp->n_layer; l++) {
-        char *base = (char *)c->kv_mem + (size_t)l * per_layer;
+    for (size_t l = 0; l < n_views; l++) {
+        char *base = (char *)c->kv_mem + l * per_layer;
         c->kv[l] = (struct dsi_kv_view){c->p.kv_type, base,
                                         base + (size_t)c->p.n_ctx * (size_t)krow * es, krow, vrow};
         if (latent) c->kv[l].v = base, c->kv[l].v_row = krow;
@@ -163,32 +179,58 @@ void dsi_context_free(struct dsi_context *c) {
     if (!c) return;
     free(c->kv_mem);
     free(c->kv);
+    free(c->seq_past);
     free(c->logits);
     dsi_arena_free(&c->arena);
     free(c);
 }
 
-enum dsi_status dsi_context_decode(struct dsi_context *c, const int32_t *tokens, int64_t n,
-                                   int64_t pos, bool all_logits) {
+/* Check the runs; sequences once each, positions within their caches, ids in the vocabulary. */
+static enum dsi_status check_runs(const struct dsi_context *c, const struct dsi_seq_run *runs,
+                                  int n_runs) {
     const struct dsi_hparams *hp = &c->m->hp;
-    if (n <= 0) return DSI_ERR_ARG;
-    if (pos < 0 || pos > c->n_past) {
-        DSI_LOG_ERR("decode: position %lld is past the %lld tokens in the cache", (long long)pos,
-                    (long long)c->n_past);
-        return DSI_ERR_ARG;
-    }
-    if (n > c->p.n_ctx - pos) {
-        DSI_LOG_ERR("decode: %lld tokens at position %lld do not fit in the context of %lld tokens",
-                    (long long)n, (long long)pos, (long long)c->p.n_ctx);
-        return DSI_ERR_LIMIT;
-    }
-    for (int64_t i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab) {
-            DSI_LOG_ERR("decode: token id %d is outside the vocabulary (0..%lld)", tokens[i],
-                        (long long)hp->n_vocab - 1);
+    if (n_runs <= 0) return DSI_ERR_ARG;
+    for (int i = 0; i < n_runs; i++) {
+        const struct dsi_seq_run *r = &runs[i];
+        if (r->seq < 0 || r->seq >= c->p.n_seq || r->n <= 0 || !r->tokens) {
+            DSI_LOG_ERR("decode: run %d: sequence %d of %d, %lld tokens", i, r->seq, c->p.n_seq,
+                        (long long)r->n);
             return DSI_ERR_ARG;
         }
-    int64_t need = all_logits ? n : 1;
+        for (int j = 0; j < i; j++)
+            if (runs[j].seq == r->seq) {
+                DSI_LOG_ERR("decode: sequence %d appears in two runs", r->seq);
+                return DSI_ERR_ARG;
+            }
+        if (r->pos < 0 || r->pos > c->seq_past[r->seq]) {
+            DSI_LOG_ERR("decode: position %lld is past the %lld tokens in the cache", (long long)r->pos,
+                        (long long)c->seq_past[r->seq]);
+            return DSI_ERR_ARG;
+        }
+        if (r->n > c->p.n_ctx - r->pos) {
+            DSI_LOG_ERR("decode: %lld tokens at position %lld do not fit in the context of %lld tokens",
+                        (long long)r->n, (long long)r->pos, (long long)c->p.n_ctx);
+            return DSI_ERR_LIMIT;
+        }
+        for (int64_t k = 0; k < r->n; k++)
+            if (r->tokens[k] < 0 || r->tokens[k] >= hp->n_vocab) {
+                DSI_LOG_ERR("decode: token id %d is outside the vocabulary (0..%lld)", r->tokens[k],
+                            (long long)hp->n_vocab - 1);
+                return DSI_ERR_ARG;
+            }
+    }
+    return DSI_OK;
+}
+
+/* Evaluate the runs in passes of at most n_batch tokens; all_logits (one run only): logits
+ * of every token, else of the last token of each run that asks for them. */
+static enum dsi_status decode(struct dsi_context *c, const struct dsi_seq_run *runs, int n_runs,
+                              bool prompt, bool all_logits) {
+    const struct dsi_hparams *hp = &c->m->hp;
+    enum dsi_status st = check_runs(c, runs, n_runs);
+    if (st) return st;
+    int64_t need = 0;
+    for (int i = 0; i < n_runs; i++) need += all_logits ? runs[i].n : runs[i].logits;
     if (need > c->logits_cap) {
         float *p = realloc(c->logits, (size_t)need * (size_t)hp->n_vocab * sizeof(float));
         if (!p) {
@@ -198,23 +240,53 @@ enum dsi_status dsi_context_decode(struct dsi_context *c, const int32_t *tokens,
         c->logits = p;
         c->logits_cap = need;
     }
-    float *all = c->logits;
-    for (int64_t done = 0; done < n; done += c->p.n_batch) {
-        int64_t T = n - done < c->p.n_batch ? n - done : c->p.n_batch;
-        /* each batch writes its logits where they belong in c->logits */
-        c->logits = all_logits ? all + (size_t)done * (size_t)hp->n_vocab : all;
-        /* logits: of every token, or of the very last one only */
-        enum dsi_logits mode = all_logits ? DSI_LOGITS_ALL : done + T >= n ? DSI_LOGITS_LAST : DSI_LOGITS_NONE;
+    struct dsi_matmul_scratch *mm = &c->s.mm;
+    if (c->p.batch_invariant) {
+        mm->gemm_min_t = prompt ? 1 : INT64_MAX;
+        mm->blas_min_t = INT64_MAX;
+    }
+    int64_t B = c->p.n_batch, out_base = 0;
+    int ri = 0;
+    int64_t off = 0; /* tokens of run ri already evaluated */
+    while (ri < n_runs) {
+        int64_t T = 0;
+        c->n_segs = 0;
+        c->n_out = 0;
+        while (ri < n_runs && T < B) {
+            const struct dsi_seq_run *r = &runs[ri];
+            int64_t take = r->n - off < B - T ? r->n - off : B - T;
+            c->segs[c->n_segs++] = (struct dsi_seg){r->seq, T, take, r->pos + off};
+            memcpy(c->s.tok + T, r->tokens + off, (size_t)take * sizeof(int32_t));
+            if (all_logits)
+                for (int64_t k = 0; k < take; k++) c->s.out_rows[c->n_out++] = T + k;
+            else if (r->logits && off + take == r->n)
+                c->s.out_rows[c->n_out++] = T + take - 1;
+            T += take;
+            off += take;
+            if (off == r->n) ri++, off = 0;
+        }
+        c->out = c->logits + (size_t)out_base * (size_t)hp->n_vocab;
+        out_base += c->n_out;
         switch (hp->arch) {
         case DSI_ARCH_QWEN2:
-        case DSI_ARCH_LLAMA: dsi_forward_dense(c, tokens + done, T, pos + done, mode); break;
-        case DSI_ARCH_DEEPSEEK2: dsi_forward_deepseek2(c, tokens + done, T, pos + done, mode); break;
+        case DSI_ARCH_LLAMA: dsi_forward_dense(c, c->s.tok, T); break;
+        case DSI_ARCH_DEEPSEEK2: dsi_forward_deepseek2(c, c->s.tok, T); break;
         }
     }
-    c->logits = all;
+    for (int i = 0; i < n_runs; i++) c->seq_past[runs[i].seq] = runs[i].pos + runs[i].n;
     c->n_logits = need;
-    c->n_past = pos + n;
     return DSI_OK;
+}
+
+enum dsi_status dsi_context_decode(struct dsi_context *c, const int32_t *tokens, int64_t n,
+                                   int64_t pos, bool all_logits) {
+    struct dsi_seq_run r = {0, pos, tokens, n, true};
+    return decode(c, &r, 1, true, all_logits);
+}
+
+enum dsi_status dsi_context_decode_runs(struct dsi_context *c, const struct dsi_seq_run *runs,
+                                        int n_runs, bool prompt) {
+    return decode(c, runs, n_runs, prompt, false);
 }
 
 const float *dsi_context_logits(const struct dsi_context *c, int64_t i) {
@@ -224,7 +296,15 @@ const float *dsi_context_logits(const struct dsi_context *c, int64_t i) {
 }
 
 int64_t dsi_context_n_ctx(const struct dsi_context *c) { return c->p.n_ctx; }
-int64_t dsi_context_n_past(const struct dsi_context *c) { return c->n_past; }
+int64_t dsi_context_n_past(const struct dsi_context *c) { return c->seq_past[0]; }
+int64_t dsi_context_seq_past(const struct dsi_context *c, int seq) {
+    return seq >= 0 && seq < c->p.n_seq ? c->seq_past[seq] : 0;
+}
+int dsi_context_n_seq(const struct dsi_context *c) { return c->p.n_seq; }
+void dsi_context_seq_clear(struct dsi_context *c, int seq) {
+    if (seq >= 0 && seq < c->p.n_seq) c->seq_past[seq] = 0;
+}
+uint64_t dsi_context_kv_bytes(const struct dsi_context *c) { return c->kv_bytes; }
 const struct dsi_model *dsi_context_model(const struct dsi_context *c) { return c->m; }
 
 void dsi_context_set_layer_cb(struct dsi_context *c, dsi_layer_cb cb, void *user) {

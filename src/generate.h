@@ -55,6 +55,27 @@ enum dsi_status dsi_generate(struct dsi_context *c, struct dsi_sampler *smp,
                              const struct dsi_gen_params *p, dsi_gen_text_cb cb, void *user,
                              int32_t **out_ids, int64_t *n_out, struct dsi_gen_stats *stats);
 
+/* Incremental text of generated tokens, as dsi_generate streams it: bytes of an incomplete
+ * UTF-8 character and text that may be the start of a stop string are held back; a stop
+ * string ends the stream and is never emitted. Used by the server, one per request. */
+struct dsi_textstream {
+    const char *const *stop;
+    int n_stop;
+    char *p;
+    size_t n, cap, emitted;
+    bool stopped; /* a stop string appeared: nothing more is emitted */
+};
+void dsi_textstream_init(struct dsi_textstream *ts, const char *const *stop, int n_stop);
+void dsi_textstream_free(struct dsi_textstream *ts);
+/* Append the bytes of token `id` (flags: DSI_TOK_RENDER_SPECIAL or 0). *out, *len: the text
+ * that became final (valid until the next call; len 0 if none). DSI_ERR_NOMEM on failure. */
+enum dsi_status dsi_textstream_put_token(struct dsi_textstream *ts, const struct dsi_tokenizer *tok,
+                                         int32_t id, unsigned flags, const char **out, size_t *len);
+enum dsi_status dsi_textstream_put(struct dsi_textstream *ts, const char *s, size_t n,
+                                   const char **out, size_t *len);
+/* The end: whatever is still held back is final (nothing after a stop string). */
+void dsi_textstream_flush(struct dsi_textstream *ts, const char **out, size_t *len);
+
 /* Monotonic time in seconds. */
 double dsi_time_now(void);
 

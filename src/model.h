@@ -59,6 +59,13 @@ struct dsi_context_params {
     enum dsi_type kv_type;  /* DSI_TYPE_F16 (default) or DSI_TYPE_F32 */
     bool mla_naive;         /* deepseek2: cache full per-head K and V instead of the latent
                                (models.md D.2 instead of D.4); for tests and comparison */
+    int n_seq;              /* independent sequences, each with its own KV cache of n_ctx
+                               tokens, that one decode can advance together (default 1) */
+    bool batch_invariant;   /* a token's results never depend on the other tokens of its
+                               pass: prompts (dsi_context_decode_runs with prompt = true)
+                               always take the prompt kernels, generated tokens the decode
+                               kernels, whatever their number (costs prompt speed for
+                               float weights: no BLAS) */
 };
 
 /* The defaults above. */
@@ -76,11 +83,35 @@ void dsi_context_free(struct dsi_context *c);
 enum dsi_status dsi_context_decode(struct dsi_context *c, const int32_t *tokens, int64_t n,
                                    int64_t pos, bool all_logits);
 
+/* Several sequences in one pass (continuous batching): run i evaluates tokens[n] of
+ * sequence seq at positions [pos, pos + n) (pos <= that sequence's n_past; a sequence
+ * appears at most once). The weights are read once for all of the runs' tokens; each token
+ * attends to its own sequence's cache. prompt: the runs are prompt tokens (matters only for
+ * batch_invariant contexts). Afterwards dsi_context_logits(c, i) is the logits of the last
+ * token of run i for runs with logits = true, numbered in order (i counts only those). Runs
+ * larger than n_batch in total are split across passes. Errors as dsi_context_decode, and
+ * DSI_ERR_ARG naming a bad run; on error no sequence advances. */
+struct dsi_seq_run {
+    int32_t seq;
+    int64_t pos;
+    const int32_t *tokens;
+    int64_t n;
+    bool logits;
+};
+enum dsi_status dsi_context_decode_runs(struct dsi_context *c, const struct dsi_seq_run *runs,
+                                        int n_runs, bool prompt);
+
 /* Logits [n_vocab] of token i of the last decode (i = -1: the last token). */
 const float *dsi_context_logits(const struct dsi_context *c, int64_t i);
 
 int64_t dsi_context_n_ctx(const struct dsi_context *c);
-int64_t dsi_context_n_past(const struct dsi_context *c);
+int64_t dsi_context_n_past(const struct dsi_context *c);     /* of sequence 0 */
+int64_t dsi_context_seq_past(const struct dsi_context *c, int seq);
+int dsi_context_n_seq(const struct dsi_context *c);
+/* Forget sequence seq's cache (n_past = 0). */
+void dsi_context_seq_clear(struct dsi_context *c, int seq);
+/* Bytes of KV cache the context holds (all sequences). */
+uint64_t dsi_context_kv_bytes(const struct dsi_context *c);
 const struct dsi_model *dsi_context_model(const struct dsi_context *c);
 
 /* Test and debugging hook: called after each layer with the hidden states [T][n_embd] of the

@@ -83,6 +83,8 @@ struct dsi_scratch {
     float *gate, *up;       /* [B][n_ff] */
     float *att_scratch;     /* n_threads * (n_ctx + hd_v) */
     int32_t *pos;           /* [B] */
+    int32_t *tok;           /* [B] the tokens of the current pass */
+    int64_t *out_rows;      /* [B] tokens of the pass whose logits are wanted */
     /* deepseek2 */
     float *qa;              /* [B][q_lora_rank] */
     float *kva;             /* [B][kv_lora + qk_rope]: latent and k_pe */
@@ -103,39 +105,55 @@ struct dsi_scratch {
     struct dsi_matmul_scratch mm;
 };
 
+/* A run of consecutive tokens of one sequence in a forward pass: tokens [t0, t0 + n) of the
+ * pass at positions pos, pos + 1, ... */
+struct dsi_seg {
+    int32_t seq;
+    int64_t t0, n, pos;
+};
+
 struct dsi_context {
     const struct dsi_model *m;
     struct dsi_context_params p;
     struct dsi_arena arena;
     struct dsi_scratch s;
     void *kv_mem;
-    struct dsi_kv_view *kv; /* [n_layer] */
+    size_t kv_bytes;
+    struct dsi_kv_view *kv; /* [n_seq][n_layer] */
+    int64_t *seq_past;      /* [n_seq] */
+    /* the current forward pass: its runs, and the rows whose logits go to `out` */
+    struct dsi_seg *segs;   /* [B] */
+    int n_segs;
+    int64_t n_out;
+    float *out;
     float *logits;          /* [n_logits][n_vocab] */
-    int64_t n_logits, logits_cap, n_past;
+    int64_t n_logits, logits_cap;
     dsi_layer_cb layer_cb;
     void *layer_user;
 };
 
-enum dsi_logits { DSI_LOGITS_NONE, DSI_LOGITS_LAST, DSI_LOGITS_ALL };
+/* The KV cache of sequence seq, layer il. */
+static inline struct dsi_kv_view *dsi_ctx_kv(struct dsi_context *c, int seq, int il) {
+    return &c->kv[(size_t)seq * (size_t)c->m->hp.n_layer + (size_t)il];
+}
 
-/* Forward passes (src/models/): evaluate T <= n_batch tokens at positions pos0.., leaving
- * the logits the mode asks for in c->logits ([T][n_vocab] for ALL, [n_vocab] for LAST). */
-void dsi_forward_deepseek2(struct dsi_context *c, const int32_t *tokens, int64_t T, int64_t pos0,
-                           enum dsi_logits mode);
-void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T, int64_t pos0,
-                       enum dsi_logits mode);
+/* Forward passes (src/models/): evaluate the T <= n_batch tokens of the pass (the runs in
+ * c->segs), leaving the logits of rows s.out_rows[0..n_out) in c->out ([n_out][n_vocab]). */
+void dsi_forward_deepseek2(struct dsi_context *c, const int32_t *tokens, int64_t T);
+void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T);
+/* s.pos[t] for every token of the pass. */
+void dsi_block_positions(struct dsi_context *c);
 
 /* Shared blocks (src/models/blocks.c). */
 void dsi_block_embed(struct dsi_context *c, const int32_t *tokens, int64_t T);
-void dsi_block_attn_gqa(struct dsi_context *c, const struct dsi_layer *l, int il, int64_t T,
-                        int64_t pos0);
+void dsi_block_attn_gqa(struct dsi_context *c, const struct dsi_layer *l, int il, int64_t T);
 void dsi_block_ffn_swiglu(struct dsi_context *c, const struct dsi_layer *l, int64_t T);
 /* x += MoE(rmsnorm(x)): routed experts (tokens grouped by expert) plus shared experts. */
 void dsi_block_ffn_moe(struct dsi_context *c, const struct dsi_layer *l, int64_t T);
 /* Route T rows of router logits: selected experts and weights, n_expert_used per row. */
 void dsi_moe_route(const struct dsi_hparams *hp, const float *logits, const float *bias,
                    int64_t T, int32_t *sel, float *w);
-void dsi_block_output(struct dsi_context *c, int64_t T, enum dsi_logits mode);
+void dsi_block_output(struct dsi_context *c, int64_t T);
 void dsi_block_layer_done(struct dsi_context *c, int il, int64_t T);
 
 #endif

@@ -57,6 +57,13 @@ static void gemm_buffers(struct dsi_matmul_scratch *s, int tid, int64_t K, int64
     *part = (float *)(void *)(b + ((dsi_gemm_panel_bytes(K) + 63) & ~(size_t)63));
 }
 
+static int64_t gemm_min(const struct dsi_matmul_scratch *s) {
+    return s && s->gemm_min_t > 0 ? s->gemm_min_t : DSI_GEMM_MIN_T;
+}
+static int64_t blas_min(const struct dsi_matmul_scratch *s) {
+    return s && s->blas_min_t > 0 ? s->blas_min_t : DSI_BLAS_MIN_T;
+}
+
 static int thread_id(void) {
 #ifdef _OPENMP
     return omp_get_thread_num();
@@ -127,7 +134,7 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
         first[m + 1] = first[m] + (W[m]->ne[1] + chunk - 1) / chunk;
     int64_t n_chunks = first[nm];
     /* prompts: 16-row panels unpacked once and multiplied with all tokens (quant/gemm.c) */
-    dsi_gemm_fn gemm = T >= DSI_GEMM_MIN_T ? dsi_kernels_gemm() : NULL;
+    dsi_gemm_fn gemm = T >= gemm_min(s) ? dsi_kernels_gemm() : NULL;
     for (int m = 0; m < nm && gemm; m++)
         if (!dsi_gemm_can_pack(W[m]->type) || K % 32) gemm = NULL;
     if (gemm) {
@@ -235,7 +242,7 @@ void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor 
     }
     DSI_ASSERT(kt && kt->dot_f32);
 #ifdef DSI_HAVE_BLAS
-    if (T >= DSI_BLAS_MIN_T && s &&
+    if (T >= blas_min(s) && s &&
         s->wbuf_floats >= (size_t)n_threads * DSI_BLAS_BLOCK * (size_t)K) {
         /* Each thread widens a block of weight rows to f32 in its own slice of the scratch
          * and multiplies it with single-threaded BLAS: no second thread pool competing with
@@ -303,7 +310,7 @@ void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads,
         if (jobs[m].W->ne[0] > kmax) kmax = jobs[m].W->ne[0];
         if (jobs[m].T > tmax) tmax = jobs[m].T;
     }
-    if (tmax < DSI_GEMM_MIN_T) gemm = NULL;
+    if (tmax < gemm_min(s)) gemm = NULL;
         /* chunks of different jobs cost in proportion to their token counts: dynamic schedule */
 #pragma omp parallel num_threads(n_threads)
     {
@@ -326,7 +333,7 @@ void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads,
             const struct dsi_type_kernels *kt = dsi_kernels(j->W->type);
             size_t rb = kt->dot_q8 ? dsi_xq_row_bytes(K) : 0;
             int64_t r0 = (c - first[lo]) * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
-            if (gemm && kt->dot_q8 && j->T >= DSI_GEMM_MIN_T && dsi_gemm_can_pack(j->W->type)) {
+            if (gemm && kt->dot_q8 && j->T >= gemm_min(s) && dsi_gemm_can_pack(j->W->type)) {
                 int nr = (int)(r1 - r0);
                 int off =
                     dsi_gemm_pack(j->W->type, dsi_tensor_row(j->W, r0), j->W->nb[1], nr, K, panel);

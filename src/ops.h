@@ -29,6 +29,10 @@ struct dsi_matmul_scratch {
     size_t xq_bytes;
     uint8_t *gemm;     /* per thread gemm_stride bytes: a weight panel, then partial outputs */
     size_t gemm_stride;
+    /* Token counts from which the panel GEMM and BLAS take over (0: DSI_GEMM_MIN_T and
+     * DSI_BLAS_MIN_T). A batch-invariant context sets them per forward pass so that the path
+     * a token takes does not depend on how many tokens share its pass. */
+    int64_t gemm_min_t, blas_min_t;
 };
 /* Bytes per thread the prompt GEMM needs for rows of K and up to T tokens. */
 size_t dsi_op_gemm_scratch(int64_t K, int64_t T);

@@ -18,8 +18,9 @@
 #define CAT2(a, b) a##_##b
 #define CAT(a, b) CAT2(a, b)
 
-/* Dot of one weight row with nx activation rows. Four accumulators per row for nx == 1
- * (the decode case: enough independent FMAs to hide latency), one per row otherwise. */
+/* Dot of one weight row with nx activation rows. Four accumulators per activation row
+ * (enough independent FMAs to hide latency) summed in one fixed order, the same for every
+ * nx: a row's result does not depend on how many rows share the call (batch invariance). */
 #define DEFINE_DOT(TY, ESIZE, LOAD)                                                                \
     void CAT(dsi_dot_f32_##TY, SUFFIX)(int64_t n, const void *w, const float *x, size_t xs,       \
                                        int nx, float *out, size_t os) {                            \
@@ -39,13 +40,22 @@
             out[0] = VSUM(VADD(VADD(a0, a1), VADD(a2, a3))) + tail[0];                             \
             return;                                                                                \
         }                                                                                          \
-        VEC acc[DSI_DOT_MAX_X];                                                                    \
-        for (int j = 0; j < DSI_DOT_MAX_X; j++) acc[j] = VZERO();                                  \
+        VEC acc[DSI_DOT_MAX_X][4];                                                                 \
+        for (int j = 0; j < DSI_DOT_MAX_X; j++)                                                    \
+            for (int k = 0; k < 4; k++) acc[j][k] = VZERO();                                       \
+        for (; i + 4 * VL <= nv; i += 4 * VL)                                                      \
+            for (int k = 0; k < 4; k++) {                                                          \
+                VEC wv = LOAD(p + (i + k * VL) * ESIZE);                                           \
+                for (int j = 0; j < nx; j++)                                                       \
+                    acc[j][k] = VFMA(wv, VLOAD_F32(x + (size_t)j * xs + i + k * VL), acc[j][k]);   \
+            }                                                                                      \
         for (; i < nv; i += VL) {                                                                  \
             VEC wv = LOAD(p + i * ESIZE);                                                          \
-            for (int j = 0; j < nx; j++) acc[j] = VFMA(wv, VLOAD_F32(x + (size_t)j * xs + i), acc[j]); \
+            for (int j = 0; j < nx; j++) acc[j][0] = VFMA(wv, VLOAD_F32(x + (size_t)j * xs + i), acc[j][0]); \
         }                                                                                          \
-        for (int j = 0; j < nx; j++) out[(size_t)j * os] = VSUM(acc[j]) + tail[j];                 \
+        for (int j = 0; j < nx; j++)                                                               \
+            out[(size_t)j * os] =                                                                  \
+                VSUM(VADD(VADD(acc[j][0], acc[j][1]), VADD(acc[j][2], acc[j][3]))) + tail[j];      \
     }
 
 #define DEFINE_TO_F32(TY, ESIZE, LOAD)                                                             \

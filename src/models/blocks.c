@@ -3,6 +3,7 @@
  * and output head. Each reads and writes the context's scratch; the residual stream is
  * c->s.x [T][n_embd]. */
 #include <math.h>
+#include <string.h>
 
 #include "src/model_impl.h"
 
@@ -11,9 +12,16 @@ void dsi_block_embed(struct dsi_context *c, const int32_t *tokens, int64_t T) {
     dsi_block_layer_done(c, -1, T);
 }
 
-/* x += Wo * attention(rope(Wq xn + bq), rope(Wk xn + bk), Wv xn + bv), xn = rmsnorm(x). */
-void dsi_block_attn_gqa(struct dsi_context *c, const struct dsi_layer *l, int il, int64_t T,
-                        int64_t pos0) {
+void dsi_block_positions(struct dsi_context *c) {
+    for (int i = 0; i < c->n_segs; i++) {
+        const struct dsi_seg *g = &c->segs[i];
+        for (int64_t t = 0; t < g->n; t++) c->s.pos[g->t0 + t] = (int32_t)(g->pos + t);
+    }
+}
+
+/* x += Wo * attention(rope(Wq xn + bq), rope(Wk xn + bk), Wv xn + bv), xn = rmsnorm(x); each
+ * run of the pass stores into and attends to its own sequence's cache. */
+void dsi_block_attn_gqa(struct dsi_context *c, const struct dsi_layer *l, int il, int64_t T) {
     const struct dsi_hparams *hp = &c->m->hp;
     struct dsi_scratch *s = &c->s;
     int nt = c->p.n_threads;
@@ -24,14 +32,21 @@ void dsi_block_attn_gqa(struct dsi_context *c, const struct dsi_layer *l, int il
         const float *b[3] = {l->bq, l->bk, l->bv};
         dsi_op_matmul_multi(3, y, s->xn, T, W, b, nt, &s->mm);
     }
-    for (int64_t t = 0; t < T; t++) s->pos[t] = (int32_t)(pos0 + t);
+    dsi_block_positions(c);
     struct dsi_rope r = {hp->rope_mode, hp->rope_dims, c->m->rope_inv_freq, 1.0f};
     dsi_op_rope(s->q, T, hp->n_head, hp->head_dim, s->pos, &r, nt);
     dsi_op_rope(s->k, T, hp->n_head_kv, hp->head_dim, s->pos, &r, nt);
-    dsi_op_kv_store(&c->kv[il], s->k, s->v, pos0, T, nt);
     struct dsi_attn_params ap = {hp->n_head, hp->n_head_kv, hp->head_dim, hp->head_dim_v,
                                  1.0f / sqrtf((float)hp->head_dim)};
-    dsi_op_attention(s->attn, s->q, &c->kv[il], pos0, T, &ap, nt, s->att_scratch, c->p.n_ctx);
+    int64_t qw = (int64_t)hp->n_head * hp->head_dim, kw = (int64_t)hp->n_head_kv * hp->head_dim;
+    int64_t vw = (int64_t)hp->n_head_kv * hp->head_dim_v, ow = (int64_t)hp->n_head * hp->head_dim_v;
+    for (int i = 0; i < c->n_segs; i++) {
+        const struct dsi_seg *g = &c->segs[i];
+        struct dsi_kv_view *kv = dsi_ctx_kv(c, g->seq, il);
+        dsi_op_kv_store(kv, s->k + g->t0 * kw, s->v + g->t0 * vw, g->pos, g->n, nt);
+        dsi_op_attention(s->attn + g->t0 * ow, s->q + g->t0 * qw, kv, g->pos, g->n, &ap, nt,
+                         s->att_scratch, c->p.n_ctx);
+    }
     dsi_op_matmul(s->tmp, s->attn, T, &l->wo, NULL, nt, &s->mm);
     dsi_op_add(s->x, s->tmp, T * hp->n_embd, nt);
 }
@@ -53,21 +68,23 @@ void dsi_block_ffn_swiglu(struct dsi_context *c, const struct dsi_layer *l, int6
     dsi_op_add(s->x, s->tmp, T * hp->n_embd, nt);
 }
 
-/* Final norm, then the output head for the tokens the mode asks for. */
-void dsi_block_output(struct dsi_context *c, int64_t T, enum dsi_logits mode) {
+/* Final norm, then the output head for the rows the pass wants (gathered in s.tmp). */
+void dsi_block_output(struct dsi_context *c, int64_t T) {
     const struct dsi_hparams *hp = &c->m->hp;
     struct dsi_scratch *s = &c->s;
     int nt = c->p.n_threads;
-    if (mode == DSI_LOGITS_NONE && !c->layer_cb) return;
-    /* only the last row matters for LAST (unless a callback wants every row) */
-    int64_t first = mode == DSI_LOGITS_ALL || c->layer_cb ? 0 : T - 1;
-    dsi_op_rmsnorm(s->xn + first * hp->n_embd, s->x + first * hp->n_embd, c->m->out_norm,
-                   T - first, hp->n_embd, hp->eps, nt);
-    if (c->layer_cb) c->layer_cb(c->layer_user, (int)hp->n_layer, s->xn, T, hp->n_embd);
-    if (mode == DSI_LOGITS_ALL)
-        dsi_op_matmul(c->logits, s->xn, T, &c->m->output, NULL, nt, &s->mm);
-    else if (mode == DSI_LOGITS_LAST)
-        dsi_op_matmul(c->logits, s->xn + (T - 1) * hp->n_embd, 1, &c->m->output, NULL, nt, &s->mm);
+    int64_t E = hp->n_embd;
+    if (c->layer_cb) {
+        dsi_op_rmsnorm(s->xn, s->x, c->m->out_norm, T, E, hp->eps, nt);
+        c->layer_cb(c->layer_user, (int)hp->n_layer, s->xn, T, E);
+        for (int64_t k = 0; k < c->n_out; k++)
+            memcpy(s->tmp + k * E, s->xn + s->out_rows[k] * E, (size_t)E * sizeof(float));
+    } else {
+        for (int64_t k = 0; k < c->n_out; k++)
+            dsi_op_rmsnorm(s->tmp + k * E, s->x + s->out_rows[k] * E, c->m->out_norm, 1, E,
+                           hp->eps, 1);
+    }
+    if (c->n_out > 0) dsi_op_matmul(c->out, s->tmp, c->n_out, &c->m->output, NULL, nt, &s->mm);
 }
 
 void dsi_block_layer_done(struct dsi_context *c, int il, int64_t T) {

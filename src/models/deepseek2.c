@@ -32,8 +32,7 @@ static struct dsi_tensor kvb_view(const struct dsi_tensor *kvb, int64_t row0, in
     return t;
 }
 
-static void attn_mla(struct dsi_context *c, const struct dsi_layer *l, int il, int64_t T,
-                     int64_t pos0) {
+static void attn_mla(struct dsi_context *c, const struct dsi_layer *l, int il, int64_t T) {
     const struct dsi_hparams *hp = &c->m->hp;
     struct dsi_scratch *s = &c->s;
     int nt = c->p.n_threads;
@@ -53,8 +52,8 @@ static void attn_mla(struct dsi_context *c, const struct dsi_layer *l, int il, i
     for (int64_t t = 0; t < T; t++) {
         float *row = s->kva + t * Rk;
         dsi_op_rmsnorm(row, row, l->kv_a_norm, 1, R, hp->eps, 1);
-        s->pos[t] = (int32_t)(pos0 + t);
     }
+    dsi_block_positions(c);
     struct dsi_rope r = {hp->rope_mode, (int)P, c->m->rope_inv_freq, 1.0f};
     dsi_op_rope(s->q + N, T, (int)H, (int)Dq, s->pos, &r, nt); /* each head's q_pe */
     dsi_op_rope(s->kva + R, T, 1, (int)Rk, s->pos, &r, nt);    /* k_pe */
@@ -65,7 +64,10 @@ static void attn_mla(struct dsi_context *c, const struct dsi_layer *l, int il, i
     }
 
     if (!c->p.mla_naive) {
-        dsi_op_kv_store(&c->kv[il], s->kva, NULL, pos0, T, nt);
+        for (int i = 0; i < c->n_segs; i++) {
+            const struct dsi_seg *g = &c->segs[i];
+            dsi_op_kv_store(dsi_ctx_kv(c, g->seq, il), s->kva + g->t0 * Rk, NULL, g->pos, g->n, nt);
+        }
         /* queries in latent space: [W_UK_h^T q_nope_h | q_pe_h] per head */
         if (hp->mla_legacy)
             dsi_op_matmul_heads_t(s->qfull, H * Rk, Rk, s->q, H * Dq, Dq, T, &uk, nt);
@@ -76,7 +78,12 @@ static void attn_mla(struct dsi_context *c, const struct dsi_layer *l, int il, i
                 memcpy(s->qfull + (t * H + h) * Rk + R, s->q + (t * H + h) * Dq + N,
                        (size_t)P * sizeof(float));
         struct dsi_attn_params ap = {(int)H, 1, (int)Rk, (int)R, hp->attn_scale};
-        dsi_op_attention(s->lat, s->qfull, &c->kv[il], pos0, T, &ap, nt, s->att_scratch, c->p.n_ctx);
+        for (int i = 0; i < c->n_segs; i++) {
+            const struct dsi_seg *g = &c->segs[i];
+            dsi_op_attention(s->lat + g->t0 * H * R, s->qfull + g->t0 * H * Rk,
+                             dsi_ctx_kv(c, g->seq, il), g->pos, g->n, &ap, nt, s->att_scratch,
+                             c->p.n_ctx);
+        }
         dsi_op_matmul_heads(s->attn, H * Dv, Dv, s->lat, H * R, R, T,
                             hp->mla_legacy ? &uv : &l->wv_b, nt, &s->mm);
     } else {
@@ -90,23 +97,27 @@ static void attn_mla(struct dsi_context *c, const struct dsi_layer *l, int il, i
         for (int64_t t = 0; t < T; t++)
             for (int64_t h = 0; h < H; h++)
                 memcpy(s->k + (t * H + h) * Dq + N, s->kva + t * Rk + R, (size_t)P * sizeof(float));
-        dsi_op_kv_store(&c->kv[il], s->k, s->v, pos0, T, nt);
         struct dsi_attn_params ap = {(int)H, (int)H, (int)Dq, (int)Dv, hp->attn_scale};
-        dsi_op_attention(s->attn, s->q, &c->kv[il], pos0, T, &ap, nt, s->att_scratch, c->p.n_ctx);
+        for (int i = 0; i < c->n_segs; i++) {
+            const struct dsi_seg *g = &c->segs[i];
+            struct dsi_kv_view *kv = dsi_ctx_kv(c, g->seq, il);
+            dsi_op_kv_store(kv, s->k + g->t0 * H * Dq, s->v + g->t0 * H * Dv, g->pos, g->n, nt);
+            dsi_op_attention(s->attn + g->t0 * H * Dv, s->q + g->t0 * H * Dq, kv, g->pos, g->n,
+                             &ap, nt, s->att_scratch, c->p.n_ctx);
+        }
     }
     dsi_op_matmul(s->tmp, s->attn, T, &l->wo, NULL, nt, &s->mm);
     dsi_op_add(s->x, s->tmp, T * hp->n_embd, nt);
 }
 
-void dsi_forward_deepseek2(struct dsi_context *c, const int32_t *tokens, int64_t T, int64_t pos0,
-                           enum dsi_logits mode) {
+void dsi_forward_deepseek2(struct dsi_context *c, const int32_t *tokens, int64_t T) {
     dsi_block_embed(c, tokens, T);
     for (int il = 0; il < (int)c->m->hp.n_layer; il++) {
         const struct dsi_layer *l = &c->m->layers[il];
-        attn_mla(c, l, il, T, pos0);
+        attn_mla(c, l, il, T);
         if (l->moe) dsi_block_ffn_moe(c, l, T);
         else dsi_block_ffn_swiglu(c, l, T);
         dsi_block_layer_done(c, il, T);
     }
-    dsi_block_output(c, T, mode);
+    dsi_block_output(c, T);
 }

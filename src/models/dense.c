@@ -9,14 +9,13 @@
  * (NORM), and llama3 frequency factors are folded into the inverse frequencies. */
 #include "src/model_impl.h"
 
-void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T, int64_t pos0,
-                       enum dsi_logits mode) {
+void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T) {
     dsi_block_embed(c, tokens, T);
     for (int il = 0; il < (int)c->m->hp.n_layer; il++) {
         const struct dsi_layer *l = &c->m->layers[il];
-        dsi_block_attn_gqa(c, l, il, T, pos0);
+        dsi_block_attn_gqa(c, l, il, T);
         dsi_block_ffn_swiglu(c, l, T);
         dsi_block_layer_done(c, il, T);
     }
-    dsi_block_output(c, T, mode);
+    dsi_block_output(c, T);
 }

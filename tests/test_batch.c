@@ -1,0 +1,225 @@
+/* Several sequences in one forward pass (dsi_context_decode_runs, the server's continuous
+ * batching). The oracle is the same model evaluating each sequence alone, whose single-
+ * sequence path test_model checks against transformers:
+ *  - batch-invariant contexts: a sequence's logits are bit-identical whether it runs alone or
+ *    with others, whatever the pass sizes (prompts split across passes, decode steps of
+ *    several sequences in any order), and after rewinding its cache (prefix reuse);
+ *  - ordinary contexts: the same within a small tolerance (different kernels for different
+ *    token counts);
+ *  - bad runs are refused without advancing any sequence.
+ * Models: the default shakespeare model (bf16) and its Q8_0, Q4_0 and Q4_K_M quantizations;
+ * the tiny DeepSeek-V2-Lite fixture in f32 and Q8_0 (latent attention, experts). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "src/convert.h"
+#include "src/model.h"
+#include "src/quantize_model.h"
+#include "tests/util.h"
+
+#define NSEQ 3
+#define STEPS 6
+
+static int32_t argmax(const float *v, int64_t n) {
+    int32_t b = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (v[i] > v[b]) b = (int32_t)i;
+    return b;
+}
+
+static const int64_t prompt_len[NSEQ] = {5, 13, 41};
+
+/* Deterministic pseudo-random prompts (a fixed LCG), ids in [1, V). */
+static void make_prompts(int32_t *p[NSEQ], int64_t V) {
+    uint32_t x = 12345;
+    for (int s = 0; s < NSEQ; s++) {
+        p[s] = malloc((size_t)prompt_len[s] * sizeof(int32_t));
+        for (int64_t i = 0; i < prompt_len[s]; i++) {
+            x = x * 1664525u + 1013904223u;
+            p[s][i] = (int32_t)(1 + (x >> 8) % (uint32_t)(V - 1));
+        }
+    }
+}
+
+static struct dsi_context *ctx(const struct dsi_model *m, int n_seq, bool invariant, int64_t n_batch) {
+    struct dsi_context_params cp = dsi_context_default_params();
+    cp.n_ctx = 128;
+    cp.n_batch = n_batch;
+    cp.n_threads = 2;
+    cp.n_seq = n_seq;
+    cp.batch_invariant = invariant;
+    struct dsi_context *c = NULL;
+    if (dsi_context_init(m, &cp, &c) != DSI_OK) return NULL;
+    return c;
+}
+
+/* Largest |a - b| relative to max |b|; 0 when bit-identical. */
+static double rel_diff(const float *a, const float *b, int64_t n) {
+    double mx = 0, md = 0;
+    for (int64_t i = 0; i < n; i++) {
+        mx = fmax(mx, fabs(b[i]));
+        md = fmax(md, fabs((double)a[i] - b[i]));
+    }
+    return mx > 0 ? md / mx : md;
+}
+
+static void check_model(const char *label, const char *path) {
+    struct dsi_model *m = NULL;
+    if (dsi_model_load(path, &m) != DSI_OK) {
+        TU_CHECK(0, "%s: load %s", label, path);
+        return;
+    }
+    int64_t V = dsi_model_n_vocab(m);
+    int32_t *prompt[NSEQ];
+    make_prompts(prompt, V);
+    size_t row = (size_t)V * sizeof(float);
+    /* reference: each sequence alone, its prompt in one pass, then greedy steps one by one */
+    float *ref[2][NSEQ];
+    int32_t gen[2][NSEQ][STEPS];
+    for (int inv = 0; inv < 2; inv++) {
+        struct dsi_context *c = ctx(m, 1, inv, 512);
+        TU_CHECK(c, "%s: context", label);
+        if (!c) goto out;
+        for (int s = 0; s < NSEQ; s++) {
+            ref[inv][s] = malloc(row * (STEPS + 1));
+            TU_CHECK(dsi_context_decode(c, prompt[s], prompt_len[s], 0, false) == DSI_OK,
+                     "%s: decode", label);
+            memcpy(ref[inv][s], dsi_context_logits(c, -1), row);
+            for (int k = 0; k < STEPS; k++) {
+                int32_t t = argmax(ref[inv][s] + (size_t)k * (size_t)V, V);
+                gen[inv][s][k] = t;
+                struct dsi_seq_run run = {0, prompt_len[s] + k, &t, 1, true};
+                dsi_context_decode_runs(c, &run, 1, false);
+                memcpy(ref[inv][s] + (size_t)(k + 1) * (size_t)V, dsi_context_logits(c, -1), row);
+            }
+        }
+        dsi_context_free(c);
+    }
+    for (int inv = 0; inv < 2; inv++) {
+        /* passes of 16 tokens: the 41-token prompt spans three passes, shared with others */
+        struct dsi_context *c = ctx(m, NSEQ, inv, 16);
+        if (!c) {
+            TU_CHECK(0, "%s: context", label);
+            continue;
+        }
+        double worst = 0;
+        struct dsi_seq_run runs[NSEQ];
+        for (int s = 0; s < NSEQ; s++)
+            runs[s] = (struct dsi_seq_run){s, 0, prompt[s], prompt_len[s], true};
+        enum dsi_status st = dsi_context_decode_runs(c, runs, NSEQ, true);
+        TU_CHECK(st == DSI_OK, "%s: decode_runs prompts: %d", label, st);
+        for (int s = 0; s < NSEQ && st == DSI_OK; s++)
+            worst = fmax(worst, rel_diff(dsi_context_logits(c, s), ref[inv][s], V));
+        /* decode steps: one token per sequence, the order of the runs changing */
+        for (int k = 0; k < STEPS && st == DSI_OK; k++) {
+            int32_t tok[NSEQ];
+            for (int i = 0; i < NSEQ; i++) {
+                int s = k % 2 ? NSEQ - 1 - i : i;
+                tok[i] = gen[inv][s][k];
+                runs[i] = (struct dsi_seq_run){s, prompt_len[s] + k, &tok[i], 1, true};
+            }
+            st = dsi_context_decode_runs(c, runs, NSEQ, false);
+            TU_CHECK(st == DSI_OK, "%s: decode step %d", label, k);
+            for (int i = 0; i < NSEQ && st == DSI_OK; i++) {
+                int s = runs[i].seq;
+                const float *l = dsi_context_logits(c, i);
+                worst = fmax(worst, rel_diff(l, ref[inv][s] + (size_t)(k + 1) * (size_t)V, V));
+                TU_CHECK(inv == 0 || argmax(l, V) == argmax(ref[inv][s] + (size_t)(k + 1) * (size_t)V, V),
+                         "%s: step %d seq %d argmax", label, k, s);
+            }
+        }
+        /* two sequences decode, one re-evaluates the end of its prompt (prefix reuse) */
+        if (st == DSI_OK) {
+            int32_t t1 = gen[inv][1][0];
+            int64_t back = prompt_len[2] - 3;
+            runs[0] = (struct dsi_seq_run){2, back, prompt[2] + back, 3, true};
+            st = dsi_context_decode_runs(c, runs, 1, true);
+            TU_CHECK(st == DSI_OK, "%s: rewind", label);
+            if (st == DSI_OK) worst = fmax(worst, rel_diff(dsi_context_logits(c, 0), ref[inv][2], V));
+            dsi_context_seq_clear(c, 1);
+            TU_CHECK(dsi_context_seq_past(c, 1) == 0, "%s: clear", label);
+            runs[0] = (struct dsi_seq_run){1, 0, prompt[1], prompt_len[1], true};
+            runs[1] = (struct dsi_seq_run){0, 0, prompt[0], prompt_len[0], true};
+            st = dsi_context_decode_runs(c, runs, 2, true);
+            TU_CHECK(st == DSI_OK, "%s: after clear", label);
+            if (st == DSI_OK) {
+                worst = fmax(worst, rel_diff(dsi_context_logits(c, 0), ref[inv][1], V));
+                worst = fmax(worst, rel_diff(dsi_context_logits(c, 1), ref[inv][0], V));
+            }
+            runs[0] = (struct dsi_seq_run){1, prompt_len[1], &t1, 1, true};
+            st = dsi_context_decode_runs(c, runs, 1, false);
+            if (st == DSI_OK) worst = fmax(worst, rel_diff(dsi_context_logits(c, 0), ref[inv][1] + V, V));
+        }
+        TU_LOG("%s %s: batched vs alone: worst relative logit difference %.3g\n", label,
+               inv ? "batch-invariant" : "ordinary", worst);
+        if (inv)
+            TU_CHECK(worst == 0, "%s: batch-invariant context differs from the sequence alone by %.3g",
+                     label, worst);
+        else
+            /* other kernels for other token counts: a last-bit difference can flip the 8-bit
+             * rounding of an activation (one step of 1/127 of its block's largest value) */
+            TU_CHECK(worst < 2e-2, "%s: batched differs from the sequence alone by %.3g", label, worst);
+
+        /* refused runs leave every sequence where it was */
+        int64_t past[NSEQ];
+        for (int s = 0; s < NSEQ; s++) past[s] = dsi_context_seq_past(c, s);
+        int32_t t = 1, bad = (int32_t)V;
+        struct dsi_seq_run dup[2] = {{0, past[0], &t, 1, true}, {0, past[0], &t, 1, true}};
+        TU_CHECK(dsi_context_decode_runs(c, dup, 2, false) == DSI_ERR_ARG, "%s: duplicate sequence", label);
+        struct dsi_seq_run far = {1, past[1] + 1, &t, 1, true};
+        TU_CHECK(dsi_context_decode_runs(c, &far, 1, false) == DSI_ERR_ARG, "%s: position gap", label);
+        struct dsi_seq_run out = {NSEQ, 0, &t, 1, true};
+        TU_CHECK(dsi_context_decode_runs(c, &out, 1, false) == DSI_ERR_ARG, "%s: sequence range", label);
+        struct dsi_seq_run full[2] = {{0, past[0], &t, 1, true}, {2, 120, prompt[2], 20, true}};
+        TU_CHECK(dsi_context_decode_runs(c, full, 2, false) != DSI_OK, "%s: past the context", label);
+        struct dsi_seq_run badtok[2] = {{0, past[0], &t, 1, true}, {1, past[1], &bad, 1, true}};
+        TU_CHECK(dsi_context_decode_runs(c, badtok, 2, false) == DSI_ERR_ARG, "%s: token id", label);
+        for (int s = 0; s < NSEQ; s++)
+            TU_CHECK(dsi_context_seq_past(c, s) == past[s], "%s: sequence %d moved on error", label, s);
+        dsi_context_free(c);
+    }
+    for (int inv = 0; inv < 2; inv++)
+        for (int s = 0; s < NSEQ; s++) free(ref[inv][s]);
+out:
+    for (int s = 0; s < NSEQ; s++) free(prompt[s]);
+    dsi_model_free(m);
+}
+
+int main(int argc, char **argv) {
+    tu_init(argc, argv);
+    tu_capture_log(true);
+    const char *base = "models/shakespeare-qwen2.gguf";
+    check_model("shakespeare bf16", base);
+    static const struct {
+        const char *name;
+        enum dsi_ftype ft;
+    } q[] = {{"Q8_0", DSI_FTYPE_Q8_0}, {"Q4_0", DSI_FTYPE_Q4_0}, {"Q4_K_M", DSI_FTYPE_Q4_K_M}};
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
+        const char *out = tu_tmp(1, ".gguf");
+        struct dsi_quantize_params p = {base, out, q[i].ft, 2, -1, -1, false, false, false};
+        if (dsi_quantize_model(&p) != DSI_OK) {
+            TU_CHECK(0, "quantize %s", q[i].name);
+            continue;
+        }
+        char label[64];
+        snprintf(label, sizeof label, "shakespeare %s", q[i].name);
+        check_model(label, out);
+        unlink(out);
+    }
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/models/tiny-deepseek2-lite", tu_fixture(0, ""));
+    static const enum dsi_type dt[] = {DSI_TYPE_F32, DSI_TYPE_Q8_0};
+    for (int i = 0; i < 2; i++) {
+        const char *out = tu_tmp(2, ".gguf");
+        struct dsi_convert_params p = {dir, out, dt[i], false};
+        if (dsi_convert(&p) != DSI_OK) {
+            TU_CHECK(0, "convert tiny-deepseek2-lite");
+            continue;
+        }
+        check_model(i ? "deepseek2 q8_0" : "deepseek2 f32", out);
+        unlink(out);
+    }
+    return tu_finish("test_batch");
+}
