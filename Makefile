@@ -12,7 +12,7 @@
 CC      ?= cc
 BUILD   ?= build
 CFLAGS  ?= -O2 -g
-DEPS    := libpcre2-8 libutf8proc libcjson
+DEPS    := libpcre2-8 libutf8proc libcjson libmicrohttpd
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(DEPS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(DEPS) 2>/dev/null)
@@ -48,7 +48,7 @@ endif
 
 # ---- sources --------------------------------------------------------------------------------
 ARCH      := $(shell $(CC) -dumpmachine 2>/dev/null)
-LIB_SRC   := $(wildcard core/*.c quant/*.c src/*.c src/models/*.c)
+LIB_SRC   := $(wildcard core/*.c quant/*.c src/*.c src/models/*.c src/server/*.c)
 ifneq ($(findstring x86_64,$(ARCH)),)
 LIB_SRC   += $(wildcard quant/x86/*.c)
 endif
@@ -77,7 +77,7 @@ NEED_DEPS := $(filter-out clean deps run test check format test-arm arm-tests,$(
 ifneq ($(NEED_DEPS),)
 ifeq ($(PKG_LIBS),)
 $(error missing libraries ($(DEPS)); install them with: apt-get install -y pkg-config \
-libpcre2-dev libutf8proc-dev libcjson-dev   (or run tools/deps.sh))
+libpcre2-dev libutf8proc-dev libcjson-dev libmicrohttpd-dev   (or run tools/deps.sh))
 endif
 endif
 

@@ -3,7 +3,7 @@
 # (as root, or through sudo), saying what it does. Usage: tools/deps.sh build|test|check
 set -e
 profile=${1:-build}
-pkgs="gcc make pkg-config libpcre2-dev libutf8proc-dev libcjson-dev libopenblas-dev xz-utils"
+pkgs="gcc make pkg-config libpcre2-dev libutf8proc-dev libcjson-dev libmicrohttpd-dev libopenblas-dev xz-utils"
 case "$profile" in
   # the AArch64 kernel tests (make test-arm): cross compiler, and qemu-aarch64 to run them
   test)  [ "$(dpkg --print-architecture 2>/dev/null)" = amd64 ] &&
@@ -11,6 +11,10 @@ case "$profile" in
   check) pkgs="$pkgs clang libclang-rt-dev libomp-dev" ;;
 esac
 missing=""
+# the server tests (make test) run the official openai npm client under node
+if [ "$profile" != build ] && { ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; }; then
+  pkgs="$pkgs nodejs npm"
+fi
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done

@@ -1,0 +1,629 @@
+/* The scheduler: one thread owns the context (one KV cache per slot), admits queued
+ * requests into free slots (longest cached prefix first), and loops:
+ *   1. drop the slots of requests whose client went away;
+ *   2. one prompt pass: up to n_batch prompt tokens of admitted requests, several requests
+ *      sharing the pass;
+ *   3. one decode pass: the next token of every generating slot, all in one batch;
+ *   4. sample, detokenize, split reasoning from content, and hand the text to the requests.
+ * A reloaded model replaces the current one once no slot is busy. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "src/chat.h"
+#include "src/server/server_impl.h"
+#include "src/tokenizer.h"
+
+/* ---- models ------------------------------------------------------------------------------ */
+
+enum dsi_status srv_model_load(struct dsi_server *s, struct srv_model **out) {
+    *out = NULL;
+    struct srv_model *sm = calloc(1, sizeof *sm);
+    if (!sm) return DSI_ERR_NOMEM;
+    struct dsi_model_params mp = dsi_model_default_params();
+    mp.load = s->p.load;
+    enum dsi_status st = dsi_model_load_ex(s->p.model_path, &mp, &sm->m);
+    if (st) {
+        free(sm);
+        return st;
+    }
+    /* a model without a chat template still serves completions */
+    if (s->p.chat_template || dsi_model_chat_template(sm->m)) {
+        st = dsi_chat_template_for(sm->m, s->p.chat_template, &sm->tmpl, &sm->tmpl_owned);
+        if (st) {
+            dsi_model_free(sm->m);
+            free(sm);
+            return st;
+        }
+    }
+    const char *id = s->p.model_alias ? s->p.model_alias : dsi_model_name(sm->m);
+    sm->id = strdup(id ? id : "dsinfer");
+    pthread_mutex_lock(&s->mu);
+    sm->gen = ++s->next_gen;
+    pthread_mutex_unlock(&s->mu);
+    if (!sm->id) {
+        srv_model_free(sm);
+        return DSI_ERR_NOMEM;
+    }
+    *out = sm;
+    return DSI_OK;
+}
+
+void srv_model_free(struct srv_model *sm) {
+    if (!sm) return;
+    dsi_model_free(sm->m);
+    free(sm->tmpl_owned);
+    free(sm->id);
+    free(sm);
+}
+
+enum dsi_status srv_context_for(struct dsi_server *s, const struct dsi_model *m,
+                                struct dsi_context **out) {
+    struct dsi_context_params cp = dsi_context_default_params();
+    cp.n_ctx = s->p.n_ctx;
+    cp.n_batch = s->p.n_batch;
+    cp.n_threads = s->p.n_threads;
+    cp.n_seq = s->n_slots;
+    cp.batch_invariant = true;
+    return dsi_context_init(m, &cp, out);
+}
+
+/* ---- requests ------------------------------------------------------------------------------ */
+
+void req_release(struct req *r) {
+    if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    int left = --r->refs;
+    pthread_mutex_unlock(&r->mu);
+    if (left) return;
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->stop);
+    free(r->model_id);
+    free(r->prompt_text);
+    free(r->prompt);
+    sb_free(&r->sse);
+    sb_free(&r->content);
+    sb_free(&r->reasoning);
+    sb_free(&r->lp_json);
+    sb_free(&r->lp_tokens);
+    sb_free(&r->lp_values);
+    sb_free(&r->lp_top);
+    free(r);
+}
+
+bool sched_submit(struct dsi_server *s, struct req *r) {
+    pthread_mutex_lock(&s->mu);
+    if (s->n_queued >= s->p.max_queue || s->draining) {
+        pthread_mutex_unlock(&s->mu);
+        return false;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->refs++;
+    pthread_mutex_unlock(&r->mu);
+    r->next = NULL;
+    if (s->q_tail) s->q_tail->next = r;
+    else s->q_head = r;
+    s->q_tail = r;
+    s->n_queued++;
+    pthread_cond_signal(&s->cv_work);
+    pthread_mutex_unlock(&s->mu);
+    return true;
+}
+
+void sched_cancel(struct dsi_server *s, struct req *r) {
+    bool dequeued = false;
+    pthread_mutex_lock(&s->mu);
+    for (struct req **pp = &s->q_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+        if (*pp != r) continue;
+        *pp = r->next;
+        if (s->q_tail == r) s->q_tail = prev;
+        s->n_queued--;
+        dequeued = true;
+        break;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->cancelled = true;
+    pthread_mutex_unlock(&r->mu);
+    pthread_cond_signal(&s->cv_work);
+    pthread_mutex_unlock(&s->mu);
+    if (dequeued) req_release(r);
+}
+
+/* ---- output ------------------------------------------------------------------------------- */
+
+/* "token":"...","bytes":[...] of token id */
+static void token_fields(struct sbuf *b, const struct dsi_tokenizer *tok, int32_t id) {
+    char buf[256];
+    int k = dsi_tokenizer_token_bytes(tok, id, DSI_TOK_RENDER_SPECIAL, buf, sizeof buf);
+    if (k < 0) k = 0;
+    if (k > (int)sizeof buf) k = (int)sizeof buf;
+    sb_puts(b, "\"token\":");
+    sb_json_str(b, buf, (size_t)k);
+    sb_puts(b, ",\"bytes\":[");
+    for (int i = 0; i < k; i++) sb_printf(b, i ? ",%u" : "%u", (unsigned char)buf[i]);
+    sb_puts(b, "]");
+}
+
+static void token_str(struct sbuf *b, const struct dsi_tokenizer *tok, int32_t id) {
+    char buf[256];
+    int k = dsi_tokenizer_token_bytes(tok, id, DSI_TOK_RENDER_SPECIAL, buf, sizeof buf);
+    if (k < 0) k = 0;
+    if (k > (int)sizeof buf) k = (int)sizeof buf;
+    sb_json_str(b, buf, (size_t)k);
+}
+
+/* Log-probabilities of the chosen token and of the n most likely ones, from raw logits
+ * (the model's distribution, before penalties and temperature, as OpenAI reports them). */
+#define MAX_TOP 20
+static float logprobs(const float *l, int64_t V, int32_t chosen, int n, int32_t *top, float *top_lp) {
+    float mx = l[0];
+    for (int64_t i = 1; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+    double sum = 0;
+    for (int64_t i = 0; i < V; i++) sum += exp((double)(l[i] - mx));
+    float lse = mx + (float)log(sum);
+    int k = 0;
+    for (int64_t i = 0; i < V && n > 0; i++) {
+        if (k < n || l[i] > l[top[k - 1]]) {
+            int j = k < n ? k++ : n - 1;
+            while (j > 0 && l[top[j - 1]] < l[i]) {
+                top[j] = top[j - 1];
+                j--;
+            }
+            top[j] = (int32_t)i;
+        }
+    }
+    for (int j = 0; j < k; j++) top_lp[j] = l[top[j]] - lse;
+    return l[chosen] - lse;
+}
+
+static void usage_json(struct sbuf *b, const struct req *r) {
+    sb_printf(b,
+              "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld,"
+              "\"prompt_tokens_details\":{\"cached_tokens\":%lld}}",
+              (long long)r->n_prompt, (long long)r->n_gen, (long long)(r->n_prompt + r->n_gen),
+              (long long)r->n_cached);
+}
+
+/* One streamed event: delta text (reasoning, content), logprobs entry, finish reason. */
+static void sse_chunk(struct req *r, const char *reasoning, size_t nr, const char *content,
+                      size_t nc, const char *lp, const char *finish) {
+    struct sbuf *b = &r->sse;
+    bool chat = r->kind == REQ_CHAT;
+    sb_printf(b, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%ld,\"model\":", r->id,
+              chat ? "chat.completion.chunk" : "text_completion", r->created);
+    sb_json_str(b, r->model_id, strlen(r->model_id));
+    sb_puts(b, ",\"choices\":[{\"index\":0,");
+    if (chat) {
+        sb_puts(b, "\"delta\":{");
+        bool comma = false;
+        if (!r->sent_role) {
+            sb_puts(b, "\"role\":\"assistant\"");
+            r->sent_role = comma = true;
+        }
+        if (nr) {
+            sb_puts(b, comma ? ",\"reasoning_content\":" : "\"reasoning_content\":");
+            sb_json_str(b, reasoning, nr);
+            comma = true;
+        }
+        if (nc || (!nr && !finish && comma)) {
+            sb_puts(b, comma ? ",\"content\":" : "\"content\":");
+            sb_json_str(b, content, nc);
+        }
+        sb_puts(b, "},");
+        if (lp) sb_printf(b, "\"logprobs\":{\"content\":[%s]},", lp);
+        else sb_puts(b, "\"logprobs\":null,");
+    } else {
+        sb_puts(b, "\"text\":");
+        sb_json_str(b, content, nc);
+        sb_puts(b, ",");
+        if (lp) sb_printf(b, "\"logprobs\":%s,", lp);
+        else sb_puts(b, "\"logprobs\":null,");
+    }
+    if (finish) sb_printf(b, "\"finish_reason\":\"%s\"}]}\n\n", finish);
+    else sb_puts(b, "\"finish_reason\":null}]}\n\n");
+}
+
+static void sse_end(struct req *r) {
+    if (r->err_status) {
+        sb_printf(&r->sse, "data: {\"error\":{\"message\":");
+        sb_json_str(&r->sse, r->err_msg, strlen(r->err_msg));
+        sb_printf(&r->sse, ",\"type\":\"server_error\",\"param\":null,\"code\":%d}}\n\n",
+                  r->err_status);
+    } else if (r->include_usage) {
+        sb_printf(&r->sse, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%ld,\"model\":", r->id,
+                  r->kind == REQ_CHAT ? "chat.completion.chunk" : "text_completion", r->created);
+        sb_json_str(&r->sse, r->model_id, strlen(r->model_id));
+        sb_puts(&r->sse, ",\"choices\":[],\"usage\":");
+        usage_json(&r->sse, r);
+        sb_puts(&r->sse, "}\n\n");
+    }
+    sb_puts(&r->sse, "data: [DONE]\n\n");
+}
+
+/* Finish a request with an error (the scheduler found it: bad prompt after a reload, a
+ * failed pass, shutdown). */
+static void req_fail(struct req *r, int status, const char *msg) {
+    pthread_mutex_lock(&r->mu);
+    if (!r->done) {
+        r->err_status = status;
+        snprintf(r->err_msg, sizeof r->err_msg, "%s", msg);
+        r->done = true;
+        if (r->stream) sse_end(r);
+        pthread_cond_broadcast(&r->cv);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- slots ---------------------------------------------------------------------------------- */
+
+static void slot_release(struct dsi_server *s, struct slot *sl) {
+    struct req *r = sl->r;
+    dsi_textstream_free(&sl->ts);
+    pthread_mutex_lock(&s->mu);
+    sl->r = NULL;
+    sl->state = SLOT_IDLE;
+    sl->last_used = ++s->use_clock;
+    s->n_active--;
+    pthread_cond_broadcast(&s->cv_idle);
+    pthread_mutex_unlock(&s->mu);
+    req_release(r);
+}
+
+/* The token sampled for slot sl: logprobs, text, stop conditions, output. */
+static void on_token(struct dsi_server *s, struct slot *sl, const float *logits) {
+    struct req *r = sl->r;
+    const struct dsi_model *m = s->model->m;
+    const struct dsi_tokenizer *tok = dsi_model_tokenizer(m);
+    int64_t V = dsi_model_n_vocab(m);
+    int32_t t = dsi_sampler_sample(sl->smp, logits);
+    dsi_sampler_accept(sl->smp, t);
+    double now = dsi_time_now();
+
+    struct sbuf lp = {0};
+    if (r->logprobs >= 0) {
+        int32_t top[MAX_TOP];
+        float top_lp[MAX_TOP];
+        int n = r->logprobs < MAX_TOP ? r->logprobs : MAX_TOP;
+        float lpc = logprobs(logits, V, t, n, top, top_lp);
+        if (r->kind == REQ_CHAT) {
+            sb_puts(&lp, "{");
+            token_fields(&lp, tok, t);
+            sb_printf(&lp, ",\"logprob\":%.6g,\"top_logprobs\":[", lpc);
+            for (int j = 0; j < n; j++) {
+                sb_puts(&lp, j ? ",{" : "{");
+                token_fields(&lp, tok, top[j]);
+                sb_printf(&lp, ",\"logprob\":%.6g}", top_lp[j]);
+            }
+            sb_puts(&lp, "]}");
+        } else {
+            struct sbuf tops = {0};
+            sb_puts(&tops, "{");
+            for (int j = 0; j < n; j++) {
+                if (j) sb_puts(&tops, ",");
+                token_str(&tops, tok, top[j]);
+                sb_printf(&tops, ":%.6g", top_lp[j]);
+            }
+            sb_puts(&tops, "}");
+            struct sbuf ts = {0};
+            token_str(&ts, tok, t);
+            if (r->stream) {
+                sb_printf(&lp, "{\"tokens\":[%s],\"token_logprobs\":[%.6g],\"top_logprobs\":[%s]}",
+                          ts.p ? ts.p : "\"\"", lpc, tops.p ? tops.p : "{}");
+            } else {
+                pthread_mutex_lock(&r->mu);
+                if (r->lp_tokens.n) sb_puts(&r->lp_tokens, ","), sb_puts(&r->lp_values, ","),
+                    sb_puts(&r->lp_top, ",");
+                sb_puts(&r->lp_tokens, ts.p ? ts.p : "\"\"");
+                sb_printf(&r->lp_values, "%.6g", lpc);
+                sb_puts(&r->lp_top, tops.p ? tops.p : "{}");
+                pthread_mutex_unlock(&r->mu);
+            }
+            sb_free(&ts);
+            sb_free(&tops);
+        }
+    }
+
+    struct sbuf rs = {0}, cs = {0};
+    const char *finish = NULL;
+    if (!r->ignore_eos && dsi_tokenizer_is_eog(tok, t)) {
+        finish = "stop";
+    } else {
+        const char *piece;
+        size_t len;
+        if (dsi_textstream_put_token(&sl->ts, tok, t, 0, &piece, &len) == DSI_OK)
+            think_feed(&sl->th, piece, len, &rs, &cs);
+        if (sl->ts.stopped) finish = "stop";
+    }
+    pthread_mutex_lock(&r->mu);
+    int64_t n_gen = ++r->n_gen;
+    pthread_mutex_unlock(&r->mu);
+    if (!finish && r->max_tokens >= 0 && n_gen >= r->max_tokens) finish = "length";
+    if (!finish && sl->n_cache >= dsi_context_n_ctx(s->ctx)) finish = "length";
+    if (finish) {
+        const char *rest;
+        size_t len;
+        dsi_textstream_flush(&sl->ts, &rest, &len);
+        think_feed(&sl->th, rest, len, &rs, &cs);
+        think_flush(&sl->th, &rs, &cs);
+    }
+
+    pthread_mutex_lock(&r->mu);
+    bool first = r->n_gen == 1;
+    double gap = now - r->t_last;
+    if (first) r->t_first = now;
+    r->t_last = now;
+    if (r->stream) {
+        if (rs.n || cs.n || lp.n || !r->sent_role)
+            sse_chunk(r, rs.p, rs.n, cs.p, cs.n, r->kind == REQ_CHAT || lp.n ? lp.p : NULL, NULL);
+        if (finish) {
+            sse_chunk(r, NULL, 0, NULL, 0, NULL, finish);
+            sse_end(r);
+        }
+    } else {
+        sb_put(&r->reasoning, rs.p, rs.n);
+        sb_put(&r->content, cs.p, cs.n);
+        if (lp.n && r->kind == REQ_CHAT) {
+            if (r->lp_json.n) sb_puts(&r->lp_json, ",");
+            sb_put(&r->lp_json, lp.p, lp.n);
+        }
+    }
+    if (sl->th.seen) r->think_seen = true;
+    if (finish) {
+        r->finish = finish;
+        r->done = true;
+    }
+    bool failed = r->sse.failed || r->content.failed || r->reasoning.failed || r->lp_json.failed;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    sb_free(&lp);
+    sb_free(&rs);
+    sb_free(&cs);
+
+    metrics_add(&s->met, &s->met.gen_tokens, 1);
+    if (first) metrics_observe(&s->met, &s->met.ttft, now - r->t_arrival);
+    else metrics_observe(&s->met, &s->met.tpot, gap);
+    if (finish) {
+        metrics_add(&s->met, &s->met.prompt_tokens, (uint64_t)r->n_prompt);
+        metrics_add(&s->met, &s->met.prompt_cached, (uint64_t)r->n_cached);
+        metrics_observe(&s->met, &s->met.e2e, now - r->t_arrival);
+        slot_release(s, sl);
+    } else if (failed) {
+        req_fail(r, 500, "out of memory while producing the response");
+        slot_release(s, sl);
+    } else {
+        sl->next = t;
+        sl->state = SLOT_GEN;
+    }
+}
+
+/* Tokens the prompt shares with the slot's cache. */
+static int64_t common_prefix(const struct slot *sl, const struct req *r) {
+    int64_t n = 0;
+    while (n < sl->n_cache && n < r->n_prompt && sl->cache[n] == r->prompt[n]) n++;
+    return n;
+}
+
+/* Re-tokenize a request queued before a model reload (under s->mu). False: it was failed. */
+static bool retokenize(struct dsi_server *s, struct req *r) {
+    const struct dsi_model *m = s->model->m;
+    if (r->prompt_text) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        if (dsi_tokenizer_encode(dsi_model_tokenizer(m), r->prompt_text, strlen(r->prompt_text),
+                                 DSI_TOK_PARSE_SPECIAL, &ids, &n) || n == 0) {
+            free(ids);
+            req_fail(r, 400, "the prompt cannot be tokenized by the reloaded model");
+            return false;
+        }
+        free(r->prompt);
+        r->prompt = ids;
+        r->n_prompt = (int64_t)n;
+    }
+    for (int64_t i = 0; i < r->n_prompt; i++)
+        if (r->prompt[i] < 0 || r->prompt[i] >= dsi_model_n_vocab(m)) {
+            req_fail(r, 400, "a prompt token id is outside the reloaded model's vocabulary");
+            return false;
+        }
+    if (r->n_prompt >= dsi_context_n_ctx(s->ctx)) {
+        req_fail(r, 400, "the prompt does not fit the reloaded model's context");
+        return false;
+    }
+    r->model_gen = s->model->gen;
+    return true;
+}
+
+/* Give queued requests free slots (under s->mu). */
+static void admit(struct dsi_server *s) {
+    while (s->q_head && s->n_active < s->n_slots) {
+        struct req *r = s->q_head;
+        s->q_head = r->next;
+        if (!s->q_head) s->q_tail = NULL;
+        s->n_queued--;
+        pthread_mutex_lock(&r->mu);
+        bool cancelled = r->cancelled;
+        pthread_mutex_unlock(&r->mu);
+        if (cancelled || (r->model_gen != s->model->gen && !retokenize(s, r))) {
+            pthread_mutex_unlock(&s->mu);
+            req_release(r);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
+        /* the idle slot with the longest shared prefix; the least recently used on a tie */
+        int best = -1;
+        int64_t best_n = -1;
+        for (int i = 0; i < s->n_slots; i++) {
+            struct slot *sl = &s->slots[i];
+            if (sl->r) continue;
+            int64_t n = common_prefix(sl, r);
+            if (n > best_n || (n == best_n && sl->last_used < s->slots[best].last_used))
+                best = i, best_n = n;
+        }
+        struct slot *sl = &s->slots[best];
+        if (best_n >= r->n_prompt) best_n = r->n_prompt - 1; /* the last token gives the logits */
+        sl->r = r;
+        sl->state = SLOT_PREFILL;
+        sl->n_cache = best_n;
+        sl->n_done = best_n;
+        r->n_cached = best_n;
+        s->n_active++;
+        dsi_sampler_free(sl->smp);
+        sl->smp = dsi_sampler_init(&r->sp, (int32_t)dsi_model_n_vocab(s->model->m));
+        dsi_textstream_init(&sl->ts, (const char *const *)r->stop, r->n_stop);
+        think_init(&sl->th, r->think);
+        if (!sl->smp) {
+            req_fail(r, 500, "out of memory");
+            pthread_mutex_unlock(&s->mu);
+            slot_release(s, sl);
+            pthread_mutex_lock(&s->mu);
+        }
+    }
+}
+
+/* Swap in a reloaded model once no slot is busy (under s->mu). */
+static void maybe_swap(struct dsi_server *s) {
+    if (!s->pending || s->n_active) return;
+    struct srv_model *nm = s->pending;
+    s->pending = NULL;
+    pthread_mutex_unlock(&s->mu);
+    struct dsi_context *nc = NULL;
+    enum dsi_status st = srv_context_for(s, nm->m, &nc);
+    pthread_mutex_lock(&s->mu);
+    if (st) {
+        DSI_LOG_ERR("serve: reload: cannot create a context for the new model (%s); the old model "
+                    "keeps serving", dsi_status_str(st));
+        srv_model_free(nm);
+        metrics_add(&s->met, &s->met.reload_failed, 1);
+        return;
+    }
+    struct srv_model *old = s->model;
+    struct dsi_context *oc = s->ctx;
+    s->model = nm;
+    s->ctx = nc;
+    for (int i = 0; i < s->n_slots; i++) s->slots[i].n_cache = 0;
+    while (old->refs) pthread_cond_wait(&s->cv_idle, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    dsi_context_free(oc);
+    srv_model_free(old);
+    pthread_mutex_lock(&s->mu);
+    metrics_add(&s->met, &s->met.reload_ok, 1);
+    DSI_LOG_INF("serve: reloaded %s (%s)", s->p.model_path, nm->id);
+}
+
+static void fail_active(struct dsi_server *s, int status, const char *msg) {
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i].r) {
+            req_fail(s->slots[i].r, status, msg);
+            slot_release(s, &s->slots[i]);
+        }
+}
+
+static void prompt_pass(struct dsi_server *s, struct dsi_seq_run *runs, int *who) {
+    int nr = 0;
+    int64_t budget = s->p.n_batch;
+    for (int i = 0; i < s->n_slots && budget > 0; i++) {
+        struct slot *sl = &s->slots[i];
+        if (!sl->r || sl->state != SLOT_PREFILL) continue;
+        int64_t rem = sl->r->n_prompt - sl->n_done, take = rem < budget ? rem : budget;
+        runs[nr] = (struct dsi_seq_run){i, sl->n_done, sl->r->prompt + sl->n_done, take, take == rem};
+        who[nr++] = i;
+        budget -= take;
+    }
+    if (!nr) return;
+    enum dsi_status st = dsi_context_decode_runs(s->ctx, runs, nr, true);
+    if (st) {
+        DSI_LOG_ERR("serve: prompt pass failed: %s", dsi_status_str(st));
+        fail_active(s, 500, "the prompt could not be evaluated");
+        return;
+    }
+    int k = 0;
+    for (int j = 0; j < nr; j++) {
+        struct slot *sl = &s->slots[who[j]];
+        memcpy(sl->cache + runs[j].pos, runs[j].tokens, (size_t)runs[j].n * sizeof(int32_t));
+        pthread_mutex_lock(&s->mu);
+        sl->n_done += runs[j].n;
+        sl->n_cache = sl->n_done;
+        pthread_mutex_unlock(&s->mu);
+        if (runs[j].logits) on_token(s, sl, dsi_context_logits(s->ctx, k++));
+    }
+}
+
+static void decode_pass(struct dsi_server *s, struct dsi_seq_run *runs, int *who) {
+    int nr = 0;
+    for (int i = 0; i < s->n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (!sl->r || sl->state != SLOT_GEN) continue;
+        runs[nr] = (struct dsi_seq_run){i, sl->n_cache, &sl->next, 1, true};
+        who[nr++] = i;
+    }
+    if (!nr) return;
+    enum dsi_status st = dsi_context_decode_runs(s->ctx, runs, nr, false);
+    if (st) {
+        DSI_LOG_ERR("serve: decode pass failed: %s", dsi_status_str(st));
+        fail_active(s, 500, "decoding failed");
+        return;
+    }
+    metrics_add(&s->met, &s->met.batches, 1);
+    metrics_add(&s->met, &s->met.batch_tokens, (uint64_t)nr);
+    for (int j = 0; j < nr; j++) {
+        struct slot *sl = &s->slots[who[j]];
+        sl->cache[sl->n_cache] = sl->next;
+        pthread_mutex_lock(&s->mu);
+        sl->n_cache++;
+        pthread_mutex_unlock(&s->mu);
+        on_token(s, sl, dsi_context_logits(s->ctx, j));
+    }
+}
+
+void *sched_main(void *arg) {
+    struct dsi_server *s = arg;
+    struct dsi_seq_run *runs = calloc((size_t)s->n_slots, sizeof *runs);
+    int *who = calloc((size_t)s->n_slots, sizeof *who);
+    pthread_mutex_lock(&s->mu);
+    while (runs && who) {
+        if (s->cancel_all) {
+            while (s->q_head) {
+                struct req *r = s->q_head;
+                s->q_head = r->next;
+                s->n_queued--;
+                req_fail(r, 503, "the server is shutting down");
+                pthread_mutex_unlock(&s->mu);
+                req_release(r);
+                pthread_mutex_lock(&s->mu);
+            }
+            s->q_tail = NULL;
+            pthread_mutex_unlock(&s->mu);
+            fail_active(s, 503, "the server is shutting down");
+            pthread_mutex_lock(&s->mu);
+        }
+        if (s->quit) break;
+        maybe_swap(s);
+        if (!s->pending) admit(s);
+        if (!s->n_active) {
+            pthread_cond_broadcast(&s->cv_idle);
+            pthread_cond_wait(&s->cv_work, &s->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&s->mu);
+        /* clients gone: their slots are free at once */
+        for (int i = 0; i < s->n_slots; i++) {
+            struct slot *sl = &s->slots[i];
+            if (!sl->r) continue;
+            pthread_mutex_lock(&sl->r->mu);
+            bool gone = sl->r->cancelled;
+            pthread_mutex_unlock(&sl->r->mu);
+            if (gone) slot_release(s, sl);
+        }
+        prompt_pass(s, runs, who);
+        decode_pass(s, runs, who);
+        pthread_mutex_lock(&s->mu);
+    }
+    if (!runs || !who) DSI_LOG_ERR("serve: out of memory in the scheduler");
+    pthread_mutex_unlock(&s->mu);
+    free(runs);
+    free(who);
+    return NULL;
+}

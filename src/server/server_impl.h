@@ -1,0 +1,191 @@
+/* Internals of the server (see server.h), shared by http.c (connections, routing, request
+ * parsing, responses), sched.c (slots, queue, batched decoding), text.c (byte buffers, the
+ * reasoning splitter, JSON helpers) and metrics.c. Locking: srv->mu guards the queue, the
+ * slots' ownership, the model references and the flags; req->mu guards a request's output. */
+#ifndef DSI_SERVER_IMPL_H
+#define DSI_SERVER_IMPL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "src/generate.h"
+#include "src/model.h"
+#include "src/sampler.h"
+#include "src/server/server.h"
+
+struct cJSON;
+
+/* ---- byte buffers and text helpers (text.c) -------------------------------------------- */
+
+struct sbuf {
+    char *p;
+    size_t n, cap;
+    bool failed; /* an allocation failed: the contents are incomplete */
+};
+void sb_put(struct sbuf *b, const char *s, size_t n);
+void sb_puts(struct sbuf *b, const char *s);
+void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sb_free(struct sbuf *b);
+
+/* Splits generated text into reasoning (<think> ... </think>) and content. mode: whether
+ * the text starts inside a think section (the prompt opened it), may open one at its very
+ * start (chat), or is content only (completions). Leading whitespace of each part is
+ * dropped. Held-back bytes (a possible tag) come out on flush. */
+enum think_mode { THINK_NONE, THINK_MAY_OPEN, THINK_OPEN };
+struct think {
+    int state; /* 0: start, may open; 1: reasoning; 2: content */
+    bool skip_ws, seen;
+    char hold[16];
+    size_t n_hold;
+};
+void think_init(struct think *t, enum think_mode m);
+void think_feed(struct think *t, const char *s, size_t n, struct sbuf *reasoning,
+                struct sbuf *content);
+void think_flush(struct think *t, struct sbuf *reasoning, struct sbuf *content);
+
+/* s[n] as a JSON string value (quoted, escaped); invalid UTF-8 becomes U+FFFD. */
+void sb_json_str(struct sbuf *b, const char *s, size_t n);
+/* Whether s[n] is valid UTF-8. */
+bool utf8_valid(const char *s, size_t n);
+
+/* ---- metrics (metrics.c) --------------------------------------------------------------- */
+
+#define HIST_BUCKETS 14
+struct hist {
+    uint64_t count[HIST_BUCKETS + 1]; /* last: +Inf */
+    double sum;
+    uint64_t n;
+};
+struct metrics {
+    pthread_mutex_t mu;
+    struct {
+        const char *endpoint;
+        int status;
+        uint64_t n;
+    } req[64];
+    int n_req;
+    uint64_t prompt_tokens, prompt_cached, gen_tokens, reload_ok, reload_failed, batches,
+        batch_tokens;
+    struct hist ttft, tpot, e2e;
+};
+void metrics_init(struct metrics *m);
+void metrics_free(struct metrics *m);
+void metrics_request(struct metrics *m, const char *endpoint, int status);
+void metrics_observe(struct metrics *m, struct hist *h, double seconds);
+void metrics_add(struct metrics *m, uint64_t *counter, uint64_t v);
+
+/* ---- requests ---------------------------------------------------------------------------- */
+
+enum req_kind { REQ_COMPLETION, REQ_CHAT };
+
+struct req {
+    /* set on the connection thread before queueing, read-only afterwards (except the prompt,
+     * which the scheduler may re-tokenize after a model reload) */
+    enum req_kind kind;
+    bool stream, include_usage, ignore_eos;
+    char id[48];
+    long created;
+    char *model_id;
+    char *prompt_text;          /* rendered prompt (NULL when given as token ids) */
+    int32_t *prompt;
+    int64_t n_prompt;
+    unsigned model_gen;         /* the model generation that tokenized the prompt */
+    struct dsi_sampler_params sp;
+    int64_t max_tokens;         /* < 0: until the context is full */
+    char **stop;
+    int n_stop;
+    int logprobs;               /* < 0: none; else how many alternatives per token */
+    enum think_mode think;
+    double t_arrival;
+
+    /* shared state, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct sbuf sse;            /* stream: events not yet sent */
+    struct sbuf content, reasoning; /* non-stream: the whole text */
+    struct sbuf lp_json;        /* non-stream: logprobs entries, comma-separated */
+    struct sbuf lp_tokens, lp_values, lp_top; /* completions' logprobs arrays (non-stream) */
+    bool done, cancelled, sent_role, think_seen;
+    const char *finish;         /* "stop" or "length" */
+    int err_status;             /* an error found by the scheduler (e.g. prompt too long) */
+    char err_msg[256];
+    int64_t n_gen, n_cached;
+    double t_first, t_last;
+    int refs;
+    struct req *next;           /* queue link (under srv->mu) */
+};
+
+void req_release(struct req *r);  /* drop a reference; the last one frees */
+
+/* ---- the server ---------------------------------------------------------------------------- */
+
+struct srv_model {
+    struct dsi_model *m;
+    const char *tmpl;           /* chat template (NULL if none) */
+    char *tmpl_owned;
+    char *id;                   /* what /v1/models reports */
+    unsigned gen;
+    int refs;                   /* connection threads using it, under srv->mu */
+};
+
+enum slot_state { SLOT_IDLE, SLOT_PREFILL, SLOT_GEN };
+
+struct slot {
+    struct req *r;
+    enum slot_state state;
+    int32_t *cache;             /* tokens whose keys and values the slot's cache holds */
+    int64_t n_cache;
+    int64_t n_done;             /* prompt tokens evaluated */
+    int32_t next;               /* GEN: sampled, not yet evaluated */
+    struct dsi_sampler *smp;
+    struct dsi_textstream ts;
+    struct think th;
+    uint64_t last_used;
+};
+
+struct MHD_Daemon;
+
+struct dsi_server {
+    struct dsi_server_params p;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work;     /* the scheduler waits for work */
+    pthread_cond_t cv_idle;     /* model references dropped, requests finished */
+    struct srv_model *model;    /* current */
+    struct srv_model *pending;  /* loaded by a reload, waiting for the slots to drain */
+    struct dsi_context *ctx;    /* the scheduler's */
+    struct slot *slots;
+    int n_slots;
+    uint64_t use_clock;
+    struct req *q_head, *q_tail;
+    int n_queued, n_active, n_conns; /* n_conns: HTTP requests being handled */
+    bool draining, cancel_all, quit, reloading;
+    unsigned next_gen;
+    uint64_t n_ids;
+    pthread_t sched_thread, reload_thread;
+    bool reload_thread_live;
+    struct MHD_Daemon *daemon;
+    int port, listen_fd;
+    struct metrics met;
+};
+
+/* sched.c */
+enum dsi_status srv_model_load(struct dsi_server *s, struct srv_model **out);
+void srv_model_free(struct srv_model *sm);
+enum dsi_status srv_context_for(struct dsi_server *s, const struct dsi_model *m,
+                                struct dsi_context **out);
+void *sched_main(void *arg);
+/* Queue a request (takes a reference): false when the queue is full. */
+bool sched_submit(struct dsi_server *s, struct req *r);
+/* The client went away: a queued request leaves the queue, a running one its slot. */
+void sched_cancel(struct dsi_server *s, struct req *r);
+
+/* http.c */
+enum dsi_status http_start(struct dsi_server *s);
+void http_quiesce(struct dsi_server *s);
+void http_stop(struct dsi_server *s);
+
+/* metrics.c: the Prometheus text */
+void metrics_render(struct dsi_server *s, struct sbuf *out);
+
+#endif
