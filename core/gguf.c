@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/file.h"
 
@@ -433,6 +434,12 @@ enum dsi_status dsi_gguf_open(const char *path, struct dsi_gguf **out) {
 }
 
 bool dsi_gguf_is_copy(const struct dsi_gguf *g) { return g->map.copied; }
+
+bool dsi_gguf_copy_writable(struct dsi_gguf *g, bool writable) {
+    if (!g->map.copied) return false;
+    return mprotect((void *)(uintptr_t)g->map.data, g->map.size,
+                    writable ? PROT_READ | PROT_WRITE : PROT_READ) == 0;
+}
 
 enum dsi_status dsi_gguf_open_mode(const char *path, enum dsi_load_mode mode,
                                    struct dsi_gguf **out) {

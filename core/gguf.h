@@ -84,6 +84,9 @@ enum dsi_status dsi_gguf_open_mode(const char *path, enum dsi_load_mode mode,
                                    struct dsi_gguf **out);
 /* True when the tensor data is a copy in anonymous memory rather than a file mapping. */
 bool dsi_gguf_is_copy(const struct dsi_gguf *g);
+/* A copied file's memory is read-only; the model loader may open it for writing while it
+ * repacks weights in place (writable = false closes it again). False if not a copy. */
+bool dsi_gguf_copy_writable(struct dsi_gguf *g, bool writable);
 
 /* Validate a GGUF image already in memory (fuzzing, in-memory conversion). The buffer is
  * borrowed and must outlive the reader. `label` names it in messages. */

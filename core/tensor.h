@@ -15,6 +15,10 @@ extern "C" {
 
 #define DSI_MAX_DIMS 4
 
+/* How a quantized matrix's bytes are arranged: ggml's rows, or repacked into panels at load
+ * time (then only the matmul operators read it; dsi_tensor_row does not apply). */
+enum { DSI_LAYOUT_ROWS = 0, DSI_LAYOUT_Q4_0_X16 = 1 };
+
 struct dsi_tensor {
     enum dsi_type type;
     int64_t ne[DSI_MAX_DIMS]; /* elements per dimension, unused ones 1 */
@@ -22,12 +26,14 @@ struct dsi_tensor {
     void *data;               /* host memory (NULL for device-only tensors) */
     void *extra;              /* backend-specific (device buffer) */
     const char *name;         /* borrowed */
+    int layout;               /* DSI_LAYOUT_ROWS, or a load-time repacking (quant/kernels.h) */
 };
+
 
 /* A contiguous tensor descriptor over `data`. */
 static inline struct dsi_tensor dsi_tensor_make(enum dsi_type type, int64_t ne0, int64_t ne1,
                                                 int64_t ne2, int64_t ne3, void *data) {
-    struct dsi_tensor t = {type, {ne0, ne1, ne2, ne3}, {0, 0, 0, 0}, data, NULL, NULL};
+    struct dsi_tensor t = {type, {ne0, ne1, ne2, ne3}, {0, 0, 0, 0}, data, NULL, NULL, DSI_LAYOUT_ROWS};
     const struct dsi_type_traits *tr = dsi_type_traits(type);
     t.nb[0] = (size_t)tr->size;
     t.nb[1] = dsi_row_size(type, ne0);

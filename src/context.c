@@ -88,6 +88,7 @@ static size_t carve(struct dsi_context *c, struct dsi_arena *a) {
     TAKE(s->tok, B, int32_t);
     TAKE(s->out_rows, B, int64_t);
     TAKE(c->segs, B, struct dsi_seg);
+    TAKE(c->att_segs, B, struct dsi_attn_seg);
     if (kmax % DSI_XQ_BLOCK == 0) {
         s->mm.xq_bytes = (size_t)B * dsi_xq_row_bytes(kmax);
         TAKE(s->mm.xq, s->mm.xq_bytes, uint8_t);

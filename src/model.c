@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/file.h"
 #include "src/convert.h"
@@ -447,9 +448,76 @@ static enum dsi_status load_gguf(struct dsi_gguf *g, const char *label, struct d
 }
 
 struct dsi_model_params dsi_model_default_params(void) {
-    struct dsi_model_params p = {DSI_LOAD_AUTO};
+    struct dsi_model_params p = {DSI_LOAD_AUTO, false};
     return p;
 }
+
+/* The matrices only the matmul operators read (not the embedding table, which the output
+ * head may share, nor the per-head stacks of latent attention). */
+static int repack_candidates(struct dsi_model *m, struct dsi_tensor **out) {
+    int n = 0;
+    for (int64_t il = 0; il < m->hp.n_layer; il++) {
+        struct dsi_layer *l = &m->layers[il];
+        struct dsi_tensor *c[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up,
+                                  &l->w_down, &l->wq_a, &l->wq_b, &l->wkv_a, &l->w_gate_exps,
+                                  &l->w_up_exps, &l->w_down_exps, &l->w_gate_sh, &l->w_up_sh,
+                                  &l->w_down_sh};
+        for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+            if (c[i]->data && dsi_repack_q4_0_possible(c[i])) {
+                if (out) out[n] = c[i];
+                n++;
+            }
+    }
+    if (m->output.data && m->output.data != m->tok_embd.data && dsi_repack_q4_0_possible(&m->output)) {
+        if (out) out[n] = &m->output;
+        n++;
+    }
+    return n;
+}
+
+/* Repack the Q4_0 matrices into 16-row panels where this CPU has the kernel: in place when
+ * the weights were copied into memory, else into one buffer of their size. */
+static enum dsi_status repack_weights(struct dsi_model *m) {
+    if (!dsi_kernels_mm_q4_0_x16()) return DSI_OK;
+    int n = repack_candidates(m, NULL);
+    if (!n) return DSI_OK;
+    struct dsi_tensor **ts = malloc((size_t)n * sizeof *ts);
+    if (!ts) return DSI_ERR_NOMEM;
+    repack_candidates(m, ts);
+    bool in_place = dsi_model_weights_copied(m) && dsi_gguf_copy_writable(m->gguf, true);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += dsi_tensor_nbytes(ts[i]);
+    uint8_t *buf = NULL;
+    if (!in_place) {
+        size_t align = (size_t)2 << 20, sz = (total + align - 1) / align * align;
+        buf = aligned_alloc(align, sz);
+        if (!buf) {
+            free(ts);
+            DSI_LOG_WRN("model: no memory to repack %.1f MiB of weights; using the row layout",
+                        total / 1048576.0);
+            return DSI_OK;
+        }
+        madvise(buf, sz, MADV_HUGEPAGE);
+        m->repacked = buf;
+    }
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        size_t sz = dsi_tensor_nbytes(ts[i]);
+        void *dst = in_place ? ts[i]->data : buf + off;
+        if (!dsi_repack_q4_0(ts[i], dst)) {
+            if (in_place) dsi_gguf_copy_writable(m->gguf, false);
+            free(ts);
+            return DSI_ERR_NOMEM; /* in place: a panel's scratch could not be allocated */
+        }
+        off += sz;
+        m->repacked_bytes += sz;
+    }
+    if (in_place) dsi_gguf_copy_writable(m->gguf, false);
+    free(ts);
+    return DSI_OK;
+}
+
+uint64_t dsi_model_repacked_bytes(const struct dsi_model *m) { return m->repacked_bytes; }
 
 enum dsi_status dsi_model_load(const char *path, struct dsi_model **out) {
     struct dsi_model_params p = dsi_model_default_params();
@@ -474,7 +542,15 @@ enum dsi_status dsi_model_load_ex(const char *path, const struct dsi_model_param
         st = dsi_gguf_open_mode(path, mp ? mp->load : DSI_LOAD_AUTO, &g);
     }
     if (st) return st;
-    return load_gguf(g, path, out);
+    st = load_gguf(g, path, out);
+    if (st || (mp && (mp->no_repack || mp->load == DSI_LOAD_MMAP))) return st;
+    st = repack_weights(*out);
+    if (st) {
+        DSI_LOG_ERR("model '%s': out of memory while repacking the weights", path);
+        dsi_model_free(*out);
+        *out = NULL;
+    }
+    return st;
 }
 
 void dsi_model_free(struct dsi_model *m) {
@@ -486,6 +562,7 @@ void dsi_model_free(struct dsi_model *m) {
     free(m->name);
     dsi_tokenizer_free(m->tok);
     dsi_gguf_free(m->gguf);
+    free(m->repacked);
     free(m);
 }
 

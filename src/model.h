@@ -29,10 +29,16 @@ enum dsi_status dsi_model_load(const char *path, struct dsi_model **out);
 
 struct dsi_model_params {
     enum dsi_load_mode load; /* how the weights get into memory (core/file.h); default AUTO */
+    bool no_repack;          /* keep ggml's row layout: no load-time repacking of Q4_0
+                                matrices into 16-row panels (quant/kernels.h). Repacking is
+                                in place for copied weights; mapped ones (AUTO on a small file)
+                                get a second buffer of the matrices' size; --mmap never repacks */
 };
 struct dsi_model_params dsi_model_default_params(void);
 enum dsi_status dsi_model_load_ex(const char *path, const struct dsi_model_params *p,
                                   struct dsi_model **out);
+/* Bytes of weight matrices repacked at load time (0: none). */
+uint64_t dsi_model_repacked_bytes(const struct dsi_model *m);
 /* True when the weights were copied into memory rather than mapped from the file. */
 bool dsi_model_weights_copied(const struct dsi_model *m);
 void dsi_model_free(struct dsi_model *m);

@@ -72,6 +72,8 @@ struct dsi_model {
     float **owned;                               /* f32 copies of small non-f32 vectors */
     int n_owned;
     uint64_t n_params, weight_bytes;
+    void *repacked;                              /* repacked matrices, when not in place */
+    uint64_t repacked_bytes;                     /* bytes of matrices in a repacked layout */
 };
 
 /* Per-forward scratch, carved from the context arena; sized for n_batch tokens. */
@@ -123,6 +125,7 @@ struct dsi_context {
     int64_t *seq_past;      /* [n_seq] */
     /* the current forward pass: its runs, and the rows whose logits go to `out` */
     struct dsi_seg *segs;   /* [B] */
+    struct dsi_attn_seg *att_segs; /* [B] */
     int n_segs;
     int64_t n_out;
     float *out;

@@ -64,6 +64,17 @@ static int64_t blas_min(const struct dsi_matmul_scratch *s) {
     return s && s->blas_min_t > 0 ? s->blas_min_t : DSI_BLAS_MIN_T;
 }
 
+/* Rows [r0, r0 + 16) of a repacked matrix for tokens [t0, t1): one panel, every token. */
+static void x16_chunk(const struct dsi_tensor *W, int64_t r0, const uint8_t *xq, size_t rb,
+                      int64_t t0, int64_t t1, float *y, const float *bias) {
+    int64_t K = W->ne[0], N = W->ne[1];
+    const uint8_t *panel = (const uint8_t *)W->data + (size_t)r0 * W->nb[1];
+    dsi_kernels_mm_q4_0_x16()(K, panel, xq + (size_t)t0 * rb, rb, t1 - t0, y + t0 * N + r0, (size_t)N);
+    if (bias)
+        for (int64_t t = t0; t < t1; t++)
+            for (int64_t r = r0; r < r0 + DSI_X16_ROWS; r++) y[t * N + r] += bias[r];
+}
+
 static int thread_id(void) {
 #ifdef _OPENMP
     return omp_get_thread_num();
@@ -136,7 +147,7 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
     /* prompts: 16-row panels unpacked once and multiplied with all tokens (quant/gemm.c) */
     dsi_gemm_fn gemm = T >= gemm_min(s) ? dsi_kernels_gemm() : NULL;
     for (int m = 0; m < nm && gemm; m++)
-        if (!dsi_gemm_can_pack(W[m]->type) || K % 32) gemm = NULL;
+        if ((!dsi_gemm_can_pack(W[m]->type) && W[m]->layout == DSI_LAYOUT_ROWS) || K % 32) gemm = NULL;
     if (gemm) {
         DSI_ASSERT(chunk == DSI_GEMM_ROWS);
 #pragma omp parallel num_threads(n_threads)
@@ -156,7 +167,9 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
                 const struct dsi_tensor *Wm = W[m];
                 int64_t N = Wm->ne[1], r0 = (c - first[m]) * chunk;
                 int nr = (int)(N - r0 < chunk ? N - r0 : chunk);
-                int off = dsi_gemm_pack(Wm->type, dsi_tensor_row(Wm, r0), Wm->nb[1], nr, K, panel);
+                int off = Wm->layout == DSI_LAYOUT_Q4_0_X16
+                              ? dsi_gemm_pack_x16(dsi_tensor_row(Wm, r0), K, panel)
+                              : dsi_gemm_pack(Wm->type, dsi_tensor_row(Wm, r0), Wm->nb[1], nr, K, panel);
                 if (nr == DSI_GEMM_ROWS) {
                     gemm(K, panel, off, xq, rb, T, y[m] + r0, (size_t)N);
                 } else { /* the last panel of a matrix: only nr of its rows exist */
@@ -199,6 +212,10 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
                 float *ym = y[m];
                 dsi_dot_q8_fn dot = dsi_kernels(Wm->type)->dot_q8;
                 int64_t r0 = (c - first[m]) * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
+                if (Wm->layout == DSI_LAYOUT_Q4_0_X16) {
+                    x16_chunk(Wm, r0, xq, rb, t0, t1, ym, bias[m]);
+                    continue;
+                }
                 for (int64_t t = t0; t < t1; t += DSI_DOT_MAX_X) {
                     int nx = (int)(t1 - t < DSI_DOT_MAX_X ? t1 - t : DSI_DOT_MAX_X);
                     for (int64_t r = r0; r < r1; r++)
@@ -333,10 +350,15 @@ void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads,
             const struct dsi_type_kernels *kt = dsi_kernels(j->W->type);
             size_t rb = kt->dot_q8 ? dsi_xq_row_bytes(K) : 0;
             int64_t r0 = (c - first[lo]) * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
+            if (j->W->layout == DSI_LAYOUT_Q4_0_X16 && !(gemm && j->T >= gemm_min(s))) {
+                x16_chunk(j->W, r0, j->xq, rb, 0, j->T, j->y, NULL);
+                continue;
+            }
             if (gemm && kt->dot_q8 && j->T >= gemm_min(s) && dsi_gemm_can_pack(j->W->type)) {
                 int nr = (int)(r1 - r0);
-                int off =
-                    dsi_gemm_pack(j->W->type, dsi_tensor_row(j->W, r0), j->W->nb[1], nr, K, panel);
+                int off = j->W->layout == DSI_LAYOUT_Q4_0_X16
+                              ? dsi_gemm_pack_x16(dsi_tensor_row(j->W, r0), K, panel)
+                              : dsi_gemm_pack(j->W->type, dsi_tensor_row(j->W, r0), j->W->nb[1], nr, K, panel);
                 if (nr == DSI_GEMM_ROWS) {
                     gemm(K, panel, off, j->xq, rb, j->T, j->y + r0, (size_t)N);
                 } else {
@@ -371,7 +393,7 @@ void dsi_op_matmul_heads(float *y, int64_t y_ld, int64_t y_hs, const float *x, i
                          struct dsi_matmul_scratch *s) {
     int64_t K = W->ne[0], N = W->ne[1], H = W->ne[2];
     const struct dsi_type_kernels *kt = dsi_kernels(W->type);
-    DSI_ASSERT(kt && (kt->dot_q8 || kt->dot_f32));
+    DSI_ASSERT(kt && (kt->dot_q8 || kt->dot_f32) && W->layout == DSI_LAYOUT_ROWS);
     bool q8 = kt->dot_q8 != NULL;
     size_t rb = q8 ? dsi_xq_row_bytes(K) : 0;
     uint8_t *xq = NULL, *owned = NULL;
@@ -419,7 +441,7 @@ void dsi_op_matmul_heads_t(float *y, int64_t y_ld, int64_t y_hs, const float *x,
                            int64_t x_hs, int64_t T, const struct dsi_tensor *W, int n_threads) {
     int64_t N = W->ne[0], K = W->ne[1], H = W->ne[2];
     const struct dsi_type_kernels *kt = dsi_kernels(W->type);
-    DSI_ASSERT(kt && kt->to_f32);
+    DSI_ASSERT(kt && kt->to_f32 && W->layout == DSI_LAYOUT_ROWS);
     const int64_t tb = 64, blocks = (T + tb - 1) / tb;
 #pragma omp parallel num_threads(n_threads)
     {
@@ -576,11 +598,11 @@ size_t dsi_op_attention_scratch(int n_threads, int64_t n_ctx, const struct dsi_a
     return (size_t)n_threads * (size_t)group * (size_t)n_ctx;
 }
 
-void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, int64_t pos0,
-                      int64_t T, const struct dsi_attn_params *p, int n_threads, float *scratch,
-                      int64_t n_ctx) {
-    const struct dsi_type_kernels *kt = dsi_kernels(kv->type);
+void dsi_op_attention_segs(const struct dsi_attn_seg *segs, int nseg, const struct dsi_attn_params *p,
+                           int n_threads, float *scratch, int64_t n_ctx) {
     int group = p->n_head / p->n_head_kv;
+    int64_t T = 0;
+    for (int i = 0; i < nseg; i++) T += segs[i].T;
     /* few tokens and large groups (decode with MQA, latent attention): split each group's
      * heads so that every thread has work */
     int split = 1;
@@ -588,7 +610,7 @@ void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, 
         split++;
     int gs = (group + split - 1) / split;
     split = (group + gs - 1) / gs;
-    int64_t work = T * p->n_head_kv * split;
+    int64_t per_tok = (int64_t)p->n_head_kv * split, work = T * per_tok;
     size_t per_thread = dsi_op_attention_scratch(1, n_ctx, p);
 #pragma omp parallel num_threads(n_threads)
     {
@@ -597,15 +619,28 @@ void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, 
         tid = omp_get_thread_num();
 #endif
         float *s = scratch + (size_t)tid * per_thread;
+        int si = 0;
+        int64_t seg0 = 0; /* first work item of segment si */
 #pragma omp for schedule(dynamic, 1)
         for (int64_t w = 0; w < work; w++) {
-            int64_t t = w / ((int64_t)p->n_head_kv * split);
-            int kvh = (int)(w / split % p->n_head_kv), part = (int)(w % split);
-            int h0 = kvh * group + part * gs, g = group - part * gs < gs ? group - part * gs : gs;
-            attend_group(out + (t * p->n_head + h0) * p->head_dim_v,
-                         q + (t * p->n_head + h0) * p->head_dim, g, kv, kvh, pos0 + t + 1, p, kt, s);
+            while (w >= seg0 + segs[si].T * per_tok) seg0 += segs[si++].T * per_tok;
+            while (w < seg0) seg0 -= segs[--si].T * per_tok;
+            const struct dsi_attn_seg *g = &segs[si];
+            int64_t lw = w - seg0, t = lw / per_tok;
+            int kvh = (int)(lw / split % p->n_head_kv), part = (int)(lw % split);
+            int h0 = kvh * group + part * gs, ng = group - part * gs < gs ? group - part * gs : gs;
+            attend_group(g->out + (t * p->n_head + h0) * p->head_dim_v,
+                         g->q + (t * p->n_head + h0) * p->head_dim, ng, g->kv, kvh, g->pos0 + t + 1, p,
+                         dsi_kernels(g->kv->type), s);
         }
     }
+}
+
+void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, int64_t pos0,
+                      int64_t T, const struct dsi_attn_params *p, int n_threads, float *scratch,
+                      int64_t n_ctx) {
+    struct dsi_attn_seg g = {out, q, kv, pos0, T};
+    dsi_op_attention_segs(&g, 1, p, n_threads, scratch, n_ctx);
 }
 
 void dsi_op_attention_ref(float *out, const float *q, const struct dsi_kv_view *kv, int64_t pos0,
@@ -666,6 +701,7 @@ void dsi_op_add(float *y, const float *x, int64_t n, int n_threads) {
 
 void dsi_op_get_rows(float *y, const struct dsi_tensor *table, const int32_t *ids, int64_t n) {
     const struct dsi_type_kernels *kt = dsi_kernels(table->type);
+    DSI_ASSERT(table->layout == DSI_LAYOUT_ROWS);
     int64_t K = table->ne[0];
     for (int64_t i = 0; i < n; i++)
         kt->to_f32(dsi_tensor_row(table, ids[i]), y + i * K, K);

@@ -138,6 +138,16 @@ void dsi_op_attention(float *out, const float *q, const struct dsi_kv_view *kv, 
                       int64_t n_ctx);
 void dsi_op_attention_ref(float *out, const float *q, const struct dsi_kv_view *kv, int64_t pos0,
                           int64_t T, const struct dsi_attn_params *p);
+/* Several sequences' attention in one parallel region (a batched decode pass): segment i is
+ * dsi_op_attention(out, q, kv, pos0, T) of its own cache. Results equal one call each. */
+struct dsi_attn_seg {
+    float *out;
+    const float *q;
+    const struct dsi_kv_view *kv;
+    int64_t pos0, T;
+};
+void dsi_op_attention_segs(const struct dsi_attn_seg *segs, int nseg, const struct dsi_attn_params *p,
+                           int n_threads, float *scratch, int64_t n_ctx);
 
 /* g = silu(g) * u, n elements. */
 void dsi_op_swiglu(float *g, const float *u, int64_t n, int n_threads);

@@ -119,7 +119,9 @@ int dsi_cmd_bench(int argc, char **argv) {
     if (n_tg > 0 && !measure(c, toks, n_tg, (int)reps, true, &res[nr++])) goto done;
     int threads = o.n_threads;
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    const char *load = dsi_model_weights_copied(m) ? "copy" : "mmap";
+    const char *load = dsi_model_repacked_bytes(m)
+                           ? (dsi_model_weights_copied(m) ? "copy+repack" : "mmap+repack")
+                           : (dsi_model_weights_copied(m) ? "copy" : "mmap");
     if (!json) {
         printf("| model | size | params | cpu | threads | weights | test | t/s |\n"
                "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: |\n");

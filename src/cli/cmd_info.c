@@ -141,7 +141,7 @@ int dsi_cmd_info(int argc, char **argv) {
 
     /* what running it takes; a file dsinfer cannot run is still a valid GGUF (exit 0) */
     struct dsi_model *m;
-    struct dsi_model_params mp = {DSI_LOAD_MMAP};
+    struct dsi_model_params mp = {DSI_LOAD_MMAP, true};
     if (dsi_model_load_ex(path, &mp, &m) != DSI_OK) {
         printf("\nmodel: dsinfer cannot run this file (the reason is above)\n");
         return 0;

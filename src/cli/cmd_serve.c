@@ -26,6 +26,7 @@ static void usage(FILE *f) {
             "  --chat-template NAME|FILE  override the model's chat template\n"
             "  --alias NAME           model id reported by /v1/models\n"
             "  --mmap, --no-mmap      map the weights file / read it into memory\n"
+            "  --no-repack            keep Q4_0 matrices in ggml's row layout\n"
             "  --shutdown-grace S     seconds in-flight requests get on SIGTERM (default 30)\n"
             "  -ngl N                 accepted for compatibility; the CPU runs every layer\n"
             "Signals: SIGINT/SIGTERM stop gracefully, SIGHUP reloads the model file.\n");
@@ -96,6 +97,8 @@ int dsi_cmd_serve(int argc, char **argv) {
             p.load = DSI_LOAD_MMAP;
         } else if (!strcmp(a, "--no-mmap")) {
             p.load = DSI_LOAD_COPY;
+        } else if (!strcmp(a, "--no-repack")) {
+            p.no_repack = true;
         } else if (!strcmp(a, "--shutdown-grace")) {
             NUM(0, 3600);
             p.shutdown_grace = (double)v;

@@ -111,6 +111,7 @@ int cli_opts_parse(struct cli_opts *o, int argc, char **argv, int *i) {
     else if (IS("--mla-naive")) o->mla_naive = true;
     else if (IS("--mmap")) o->load = DSI_LOAD_MMAP;
     else if (IS("--no-mmap")) o->load = DSI_LOAD_COPY;
+    else if (IS("--no-repack")) o->no_repack = true;
     else if (IS("--no-think-display")) o->no_think_display = true;
     else if (IS("-v") || IS("--verbose")) o->verbose = true;
     else return 0;
@@ -128,6 +129,7 @@ void cli_opts_help(FILE *f, bool sampling) {
                "  --mla-naive            deepseek2: cache full per-head keys/values instead of\n"
                "                         the latent (for comparison; more memory)\n"
                "  --mmap, --no-mmap      map the weights file / read it into huge-page memory\n"
+               "  --no-repack            keep Q4_0 matrices in ggml's row layout (no 16-row panels)\n"
                "                         (default: read when it fits in free memory)\n");
     if (sampling)
         fprintf(f, "  -n, --n-predict N      tokens to generate (default: until EOS or full context)\n"
@@ -151,6 +153,7 @@ struct dsi_model *cli_load_model(const struct cli_opts *o, double *seconds) {
     struct dsi_model *m;
     struct dsi_model_params mp = dsi_model_default_params();
     mp.load = o->load;
+    mp.no_repack = o->no_repack;
     if (dsi_model_load_ex(o->model, &mp, &m) != DSI_OK) {
         fprintf(stderr, "dsinfer: cannot load model '%s'\n", o->model);
         return NULL;

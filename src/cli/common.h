@@ -17,7 +17,7 @@ struct cli_opts {
     enum dsi_type kv_type;
     enum dsi_load_mode load;
     struct dsi_sampler_params sp;
-    bool seed_set, print_ids, ignore_eos, no_echo, verbose, no_think_display, mla_naive;
+    bool seed_set, print_ids, ignore_eos, no_echo, verbose, no_think_display, mla_naive, no_repack;
     const char *stop[16];
     int n_stop;
 };

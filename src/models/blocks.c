@@ -40,13 +40,14 @@ void dsi_block_attn_gqa(struct dsi_context *c, const struct dsi_layer *l, int il
                                  1.0f / sqrtf((float)hp->head_dim)};
     int64_t qw = (int64_t)hp->n_head * hp->head_dim, kw = (int64_t)hp->n_head_kv * hp->head_dim;
     int64_t vw = (int64_t)hp->n_head_kv * hp->head_dim_v, ow = (int64_t)hp->n_head * hp->head_dim_v;
+    struct dsi_attn_seg *as = c->att_segs;
     for (int i = 0; i < c->n_segs; i++) {
         const struct dsi_seg *g = &c->segs[i];
         struct dsi_kv_view *kv = dsi_ctx_kv(c, g->seq, il);
         dsi_op_kv_store(kv, s->k + g->t0 * kw, s->v + g->t0 * vw, g->pos, g->n, nt);
-        dsi_op_attention(s->attn + g->t0 * ow, s->q + g->t0 * qw, kv, g->pos, g->n, &ap, nt,
-                         s->att_scratch, c->p.n_ctx);
+        as[i] = (struct dsi_attn_seg){s->attn + g->t0 * ow, s->q + g->t0 * qw, kv, g->pos, g->n};
     }
+    dsi_op_attention_segs(as, c->n_segs, &ap, nt, s->att_scratch, c->p.n_ctx);
     dsi_op_matmul(s->tmp, s->attn, T, &l->wo, NULL, nt, &s->mm);
     dsi_op_add(s->x, s->tmp, T * hp->n_embd, nt);
 }

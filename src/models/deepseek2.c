@@ -80,10 +80,10 @@ static void attn_mla(struct dsi_context *c, const struct dsi_layer *l, int il, i
         struct dsi_attn_params ap = {(int)H, 1, (int)Rk, (int)R, hp->attn_scale};
         for (int i = 0; i < c->n_segs; i++) {
             const struct dsi_seg *g = &c->segs[i];
-            dsi_op_attention(s->lat + g->t0 * H * R, s->qfull + g->t0 * H * Rk,
-                             dsi_ctx_kv(c, g->seq, il), g->pos, g->n, &ap, nt, s->att_scratch,
-                             c->p.n_ctx);
+            c->att_segs[i] = (struct dsi_attn_seg){s->lat + g->t0 * H * R, s->qfull + g->t0 * H * Rk,
+                                                   dsi_ctx_kv(c, g->seq, il), g->pos, g->n};
         }
+        dsi_op_attention_segs(c->att_segs, c->n_segs, &ap, nt, s->att_scratch, c->p.n_ctx);
         dsi_op_matmul_heads(s->attn, H * Dv, Dv, s->lat, H * R, R, T,
                             hp->mla_legacy ? &uv : &l->wv_b, nt, &s->mm);
     } else {
@@ -102,9 +102,10 @@ static void attn_mla(struct dsi_context *c, const struct dsi_layer *l, int il, i
             const struct dsi_seg *g = &c->segs[i];
             struct dsi_kv_view *kv = dsi_ctx_kv(c, g->seq, il);
             dsi_op_kv_store(kv, s->k + g->t0 * H * Dq, s->v + g->t0 * H * Dv, g->pos, g->n, nt);
-            dsi_op_attention(s->attn + g->t0 * H * Dv, s->q + g->t0 * H * Dq, kv, g->pos, g->n,
-                             &ap, nt, s->att_scratch, c->p.n_ctx);
+            c->att_segs[i] = (struct dsi_attn_seg){s->attn + g->t0 * H * Dv, s->q + g->t0 * H * Dq,
+                                                   kv, g->pos, g->n};
         }
+        dsi_op_attention_segs(c->att_segs, c->n_segs, &ap, nt, s->att_scratch, c->p.n_ctx);
     }
     dsi_op_matmul(s->tmp, s->attn, T, &l->wo, NULL, nt, &s->mm);
     dsi_op_add(s->x, s->tmp, T * hp->n_embd, nt);

@@ -24,6 +24,7 @@ enum dsi_status srv_model_load(struct dsi_server *s, struct srv_model **out) {
     if (!sm) return DSI_ERR_NOMEM;
     struct dsi_model_params mp = dsi_model_default_params();
     mp.load = s->p.load;
+    mp.no_repack = s->p.no_repack;
     enum dsi_status st = dsi_model_load_ex(s->p.model_path, &mp, &sm->m);
     if (st) {
         free(sm);

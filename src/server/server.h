@@ -36,6 +36,7 @@ struct dsi_server_params {
     const char *chat_template; /* override: a built-in name or a file */
     const char *model_alias;   /* the id /v1/models reports (default: the model's name) */
     enum dsi_load_mode load;
+    bool no_repack;            /* keep Q4_0 in the row layout (dsi_model_params) */
     double shutdown_grace;     /* seconds in-flight requests get to finish on shutdown (30) */
 };
 
