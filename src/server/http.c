@@ -760,7 +760,8 @@ enum dsi_status http_start(struct dsi_server *s) {
                                  MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+                                 MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1u << 20), MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
         DSI_LOG_ERR("serve: cannot listen on %s:%d (address in use, or not allowed)", s->p.host,
