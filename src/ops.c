@@ -688,7 +688,8 @@ void dsi_op_attention_ref(float *out, const float *q, const struct dsi_kv_view *
 /* ---- elementwise ----------------------------------------------------------------------- */
 
 void dsi_op_swiglu(float *g, const float *u, int64_t n, int n_threads) {
-#pragma omp parallel for num_threads(n_threads) schedule(static) if (n > 65536)
+    /* an exp per element: worth a parallel region from a few thousand elements */
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n > 4096)
     for (int64_t i = 0; i < n; i++)
         g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "src/chat.h"
 #include "src/server/server_impl.h"
@@ -274,14 +275,24 @@ static void slot_release(struct dsi_server *s, struct slot *sl) {
     req_release(r);
 }
 
-/* The token sampled for slot sl: logprobs, text, stop conditions, output. */
-static void on_token(struct dsi_server *s, struct slot *sl, const float *logits) {
+/* Sample the next token of each slot of a pass (each slot has its own sampler: in parallel,
+ * while the text work below stays on the scheduler thread). */
+static void sample_slots(struct dsi_server *s, const int *who, int n, int32_t *tok) {
+    int nt = s->p.n_threads > 0 ? s->p.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (n > 1)
+    for (int j = 0; j < n; j++) {
+        struct slot *sl = &s->slots[who[j]];
+        tok[j] = dsi_sampler_sample(sl->smp, dsi_context_logits(s->ctx, j));
+        dsi_sampler_accept(sl->smp, tok[j]);
+    }
+}
+
+/* Token t, sampled for slot sl from logits: logprobs, text, stop conditions, output. */
+static void on_token(struct dsi_server *s, struct slot *sl, const float *logits, int32_t t) {
     struct req *r = sl->r;
     const struct dsi_model *m = s->model->m;
     const struct dsi_tokenizer *tok = dsi_model_tokenizer(m);
     int64_t V = dsi_model_n_vocab(m);
-    int32_t t = dsi_sampler_sample(sl->smp, logits);
-    dsi_sampler_accept(sl->smp, t);
     double now = dsi_time_now();
 
     struct sbuf lp = {0};
@@ -548,7 +559,12 @@ static void prompt_pass(struct dsi_server *s, struct dsi_seq_run *runs, int *who
         sl->n_done += runs[j].n;
         sl->n_cache = sl->n_done;
         pthread_mutex_unlock(&s->mu);
-        if (runs[j].logits) on_token(s, sl, dsi_context_logits(s->ctx, k++));
+        if (runs[j].logits) {
+            const float *l = dsi_context_logits(s->ctx, k++);
+            int32_t t = dsi_sampler_sample(sl->smp, l);
+            dsi_sampler_accept(sl->smp, t);
+            on_token(s, sl, l, t);
+        }
     }
 }
 
@@ -569,13 +585,14 @@ static void decode_pass(struct dsi_server *s, struct dsi_seq_run *runs, int *who
     }
     metrics_add(&s->met, &s->met.batches, 1);
     metrics_add(&s->met, &s->met.batch_tokens, (uint64_t)nr);
+    sample_slots(s, who, nr, s->sampled);
     for (int j = 0; j < nr; j++) {
         struct slot *sl = &s->slots[who[j]];
         sl->cache[sl->n_cache] = sl->next;
         pthread_mutex_lock(&s->mu);
         sl->n_cache++;
         pthread_mutex_unlock(&s->mu);
-        on_token(s, sl, dsi_context_logits(s->ctx, j));
+        on_token(s, sl, dsi_context_logits(s->ctx, j), s->sampled[j]);
     }
 }
 
@@ -583,8 +600,9 @@ void *sched_main(void *arg) {
     struct dsi_server *s = arg;
     struct dsi_seq_run *runs = calloc((size_t)s->n_slots, sizeof *runs);
     int *who = calloc((size_t)s->n_slots, sizeof *who);
+    s->sampled = calloc((size_t)s->n_slots, sizeof *s->sampled);
     pthread_mutex_lock(&s->mu);
-    while (runs && who) {
+    while (runs && who && s->sampled) {
         if (s->cancel_all) {
             while (s->q_head) {
                 struct req *r = s->q_head;
@@ -622,9 +640,11 @@ void *sched_main(void *arg) {
         decode_pass(s, runs, who);
         pthread_mutex_lock(&s->mu);
     }
-    if (!runs || !who) DSI_LOG_ERR("serve: out of memory in the scheduler");
+    if (!runs || !who || !s->sampled) DSI_LOG_ERR("serve: out of memory in the scheduler");
     pthread_mutex_unlock(&s->mu);
     free(runs);
     free(who);
+    free(s->sampled);
+    s->sampled = NULL;
     return NULL;
 }

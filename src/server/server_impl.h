@@ -157,6 +157,7 @@ struct dsi_server {
     struct slot *slots;
     int n_slots;
     uint64_t use_clock;
+    int32_t *sampled;           /* [n_slots] the decode pass's sampled tokens (scheduler) */
     struct req *q_head, *q_tail;
     int n_queued, n_active, n_conns; /* n_conns: HTTP requests being handled */
     bool draining, cancel_all, quit, reloading;
