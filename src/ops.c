@@ -60,9 +60,11 @@ static void gemm_buffers(struct dsi_matmul_scratch *s, int tid, int64_t K, int64
 static int64_t gemm_min(const struct dsi_matmul_scratch *s) {
     return s && s->gemm_min_t > 0 ? s->gemm_min_t : DSI_GEMM_MIN_T;
 }
+#ifdef DSI_HAVE_BLAS
 static int64_t blas_min(const struct dsi_matmul_scratch *s) {
     return s && s->blas_min_t > 0 ? s->blas_min_t : DSI_BLAS_MIN_T;
 }
+#endif
 
 /* Rows [r0, r0 + 16) of a repacked matrix for tokens [t0, t1): one panel, every token. */
 static void x16_chunk(const struct dsi_tensor *W, int64_t r0, const uint8_t *xq, size_t rb,
@@ -293,6 +295,7 @@ void dsi_op_matmul(float *y, const float *x, int64_t T, const struct dsi_tensor 
     }
 #endif
     (void)s;
+    (void)K;
     const int64_t chunk = 16;
     int64_t n_chunks = (N + chunk - 1) / chunk;
 #pragma omp parallel for num_threads(n_threads) schedule(static)
