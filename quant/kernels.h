@@ -185,32 +185,36 @@ int dsi_gemm_pack_avx512vnni(enum dsi_type t, const void *w, size_t ws, int nr, 
 #endif
 
 /* ---- repacked weights (quant/repack.c) ----------------------------------------------------
- * Q4_0 matrices with rows in multiples of 16 may be repacked at load time into 16-row
- * panels, DSI_X16_BLOCK_BYTES per 32-element block (the size of 16 Q4_0 blocks): the 16 fp16
- * scales, then four 64-byte chunks whose 4-byte lane r holds bytes 4c..4c+3 of row r's
- * nibbles. One kernel then serves every token count: each block's nibbles are unpacked once
- * and multiplied, four bytes of an activation broadcast to 16 rows per vpdpbusd, with up to
- * four tokens at a time. Results do not depend on the token count. */
+ * Q4_0 and Q8_0 matrices with rows in multiples of 16 may be repacked at load time into
+ * 16-row panels, dsi_x16_block_bytes() per 32-element block (the size of 16 blocks of the
+ * type): the 16 fp16 scales, then 64-byte chunks whose 4-byte lane r holds four values of
+ * row r (Q4_0: four chunks of nibbles, Q8_0: eight chunks of bytes). One kernel per type then
+ * serves every token count: each block's values are loaded once and multiplied, four bytes of
+ * an activation broadcast to 16 rows per vpdpbusd, with up to four tokens at a time. Results
+ * do not depend on the token count. */
 #define DSI_X16_ROWS 16
-#define DSI_X16_BLOCK_BYTES 288
-bool dsi_repack_q4_0_possible(const struct dsi_tensor *t);
-/* Repack t (Q4_0 rows) into dst (t's size; dst == t->data repacks in place); t then points
- * at dst with layout DSI_LAYOUT_Q4_0_X16. False if t cannot be repacked (or no memory). */
-bool dsi_repack_q4_0(struct dsi_tensor *t, void *dst);
+size_t dsi_x16_block_bytes(int layout);
+bool dsi_repack_possible(const struct dsi_tensor *t);
+/* Repack t (Q4_0 or Q8_0 rows) into dst (t's size; dst == t->data repacks in place); t then
+ * points at dst with layout DSI_LAYOUT_Q4_0_X16 / _Q8_0_X16. False if t cannot be repacked
+ * (or no memory). */
+bool dsi_repack(struct dsi_tensor *t, void *dst);
 /* y[t * ldy + r] = (panel row r) . (activation row t), r < 16, t < T; x: T quantized
  * activation rows rb bytes apart. */
 typedef void (*dsi_mm_x16_fn)(int64_t K, const void *panel, const void *x, size_t rb, int64_t T,
                               float *y, size_t ldy);
-void dsi_mm_q4_0_x16_ref(int64_t K, const void *panel, const void *x, size_t rb, int64_t T,
-                         float *y, size_t ldy);
-/* The kernel of this CPU, NULL where there is none (then nothing is repacked). */
-dsi_mm_x16_fn dsi_kernels_mm_q4_0_x16(void);
-/* The GEMM panel (below) of a repacked panel; returns the offset (8). Only where the GEMM
+void dsi_mm_x16_ref(int layout, int64_t K, const void *panel, const void *x, size_t rb, int64_t T,
+                    float *y, size_t ldy);
+/* The kernel of this CPU for a layout, NULL where there is none (then nothing is repacked). */
+dsi_mm_x16_fn dsi_kernels_mm_x16(int layout);
+/* The GEMM panel (below) of a repacked panel; returns the type's offset. Only where the GEMM
  * exists. */
-int dsi_gemm_pack_x16(const void *x16, int64_t K, void *panel);
+int dsi_gemm_pack_x16(int layout, const void *x16, int64_t K, void *panel);
 #if defined(__x86_64__)
-int dsi_gemm_pack_x16_avx512vnni(const void *x16, int64_t K, void *panel);
+int dsi_gemm_pack_x16_avx512vnni(int layout, const void *x16, int64_t K, void *panel);
 void dsi_mm_q4_0_x16_avx512vnni(int64_t K, const void *panel, const void *x, size_t rb, int64_t T,
+                                float *y, size_t ldy);
+void dsi_mm_q8_0_x16_avx512vnni(int64_t K, const void *panel, const void *x, size_t rb, int64_t T,
                                 float *y, size_t ldy);
 #endif
 

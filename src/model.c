@@ -452,6 +452,12 @@ struct dsi_model_params dsi_model_default_params(void) {
     return p;
 }
 
+/* A matrix that can be repacked and has a kernel on this CPU. */
+static bool repackable(const struct dsi_tensor *t) {
+    return dsi_repack_possible(t) &&
+           dsi_kernels_mm_x16(t->type == DSI_TYPE_Q4_0 ? DSI_LAYOUT_Q4_0_X16 : DSI_LAYOUT_Q8_0_X16);
+}
+
 /* The matrices only the matmul operators read (not the embedding table, which the output
  * head may share, nor the per-head stacks of latent attention). */
 static int repack_candidates(struct dsi_model *m, struct dsi_tensor **out) {
@@ -463,22 +469,21 @@ static int repack_candidates(struct dsi_model *m, struct dsi_tensor **out) {
                                   &l->w_up_exps, &l->w_down_exps, &l->w_gate_sh, &l->w_up_sh,
                                   &l->w_down_sh};
         for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
-            if (c[i]->data && dsi_repack_q4_0_possible(c[i])) {
+            if (c[i]->data && repackable(c[i])) {
                 if (out) out[n] = c[i];
                 n++;
             }
     }
-    if (m->output.data && m->output.data != m->tok_embd.data && dsi_repack_q4_0_possible(&m->output)) {
+    if (m->output.data && m->output.data != m->tok_embd.data && repackable(&m->output)) {
         if (out) out[n] = &m->output;
         n++;
     }
     return n;
 }
 
-/* Repack the Q4_0 matrices into 16-row panels where this CPU has the kernel: in place when
+/* Repack the Q4_0 and Q8_0 matrices into 16-row panels where this CPU has the kernel: in place when
  * the weights were copied into memory, else into one buffer of their size. */
 static enum dsi_status repack_weights(struct dsi_model *m) {
-    if (!dsi_kernels_mm_q4_0_x16()) return DSI_OK;
     int n = repack_candidates(m, NULL);
     if (!n) return DSI_OK;
     struct dsi_tensor **ts = malloc((size_t)n * sizeof *ts);
@@ -504,7 +509,7 @@ static enum dsi_status repack_weights(struct dsi_model *m) {
     for (int i = 0; i < n; i++) {
         size_t sz = dsi_tensor_nbytes(ts[i]);
         void *dst = in_place ? ts[i]->data : buf + off;
-        if (!dsi_repack_q4_0(ts[i], dst)) {
+        if (!dsi_repack(ts[i], dst)) {
             if (in_place) dsi_gguf_copy_writable(m->gguf, false);
             free(ts);
             return DSI_ERR_NOMEM; /* in place: a panel's scratch could not be allocated */

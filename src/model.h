@@ -30,7 +30,7 @@ enum dsi_status dsi_model_load(const char *path, struct dsi_model **out);
 struct dsi_model_params {
     enum dsi_load_mode load; /* how the weights get into memory (core/file.h); default AUTO */
     bool no_repack;          /* keep ggml's row layout: no load-time repacking of Q4_0
-                                matrices into 16-row panels (quant/kernels.h). Repacking is
+                                and Q8_0 matrices into 16-row panels (quant/kernels.h). Repacking is
                                 in place for copied weights; mapped ones (AUTO on a small file)
                                 get a second buffer of the matrices' size; --mmap never repacks */
 };

@@ -71,7 +71,7 @@ static void x16_chunk(const struct dsi_tensor *W, int64_t r0, const uint8_t *xq,
                       int64_t t0, int64_t t1, float *y, const float *bias) {
     int64_t K = W->ne[0], N = W->ne[1];
     const uint8_t *panel = (const uint8_t *)W->data + (size_t)r0 * W->nb[1];
-    dsi_kernels_mm_q4_0_x16()(K, panel, xq + (size_t)t0 * rb, rb, t1 - t0, y + t0 * N + r0, (size_t)N);
+    dsi_kernels_mm_x16(W->layout)(K, panel, xq + (size_t)t0 * rb, rb, t1 - t0, y + t0 * N + r0, (size_t)N);
     if (bias)
         for (int64_t t = t0; t < t1; t++)
             for (int64_t r = r0; r < r0 + DSI_X16_ROWS; r++) y[t * N + r] += bias[r];
@@ -169,8 +169,8 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
                 const struct dsi_tensor *Wm = W[m];
                 int64_t N = Wm->ne[1], r0 = (c - first[m]) * chunk;
                 int nr = (int)(N - r0 < chunk ? N - r0 : chunk);
-                int off = Wm->layout == DSI_LAYOUT_Q4_0_X16
-                              ? dsi_gemm_pack_x16(dsi_tensor_row(Wm, r0), K, panel)
+                int off = Wm->layout != DSI_LAYOUT_ROWS
+                              ? dsi_gemm_pack_x16(Wm->layout, dsi_tensor_row(Wm, r0), K, panel)
                               : dsi_gemm_pack(Wm->type, dsi_tensor_row(Wm, r0), Wm->nb[1], nr, K, panel);
                 if (nr == DSI_GEMM_ROWS) {
                     gemm(K, panel, off, xq, rb, T, y[m] + r0, (size_t)N);
@@ -214,7 +214,7 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
                 float *ym = y[m];
                 dsi_dot_q8_fn dot = dsi_kernels(Wm->type)->dot_q8;
                 int64_t r0 = (c - first[m]) * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
-                if (Wm->layout == DSI_LAYOUT_Q4_0_X16) {
+                if (Wm->layout != DSI_LAYOUT_ROWS) {
                     x16_chunk(Wm, r0, xq, rb, t0, t1, ym, bias[m]);
                     continue;
                 }
@@ -353,14 +353,14 @@ void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads,
             const struct dsi_type_kernels *kt = dsi_kernels(j->W->type);
             size_t rb = kt->dot_q8 ? dsi_xq_row_bytes(K) : 0;
             int64_t r0 = (c - first[lo]) * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
-            if (j->W->layout == DSI_LAYOUT_Q4_0_X16 && !(gemm && j->T >= gemm_min(s))) {
+            if (j->W->layout != DSI_LAYOUT_ROWS && !(gemm && j->T >= gemm_min(s))) {
                 x16_chunk(j->W, r0, j->xq, rb, 0, j->T, j->y, NULL);
                 continue;
             }
             if (gemm && kt->dot_q8 && j->T >= gemm_min(s) && dsi_gemm_can_pack(j->W->type)) {
                 int nr = (int)(r1 - r0);
-                int off = j->W->layout == DSI_LAYOUT_Q4_0_X16
-                              ? dsi_gemm_pack_x16(dsi_tensor_row(j->W, r0), K, panel)
+                int off = j->W->layout != DSI_LAYOUT_ROWS
+                              ? dsi_gemm_pack_x16(j->W->layout, dsi_tensor_row(j->W, r0), K, panel)
                               : dsi_gemm_pack(j->W->type, dsi_tensor_row(j->W, r0), j->W->nb[1], nr, K, panel);
                 if (nr == DSI_GEMM_ROWS) {
                     gemm(K, panel, off, j->xq, rb, j->T, j->y + r0, (size_t)N);

@@ -188,7 +188,7 @@ out:
     dsi_model_free(m);
 }
 
-/* Repacked Q4_0 (quant/repack.c) against the row layout on the same file: the logits of a
+/* Repacked Q4_0/Q8_0 (quant/repack.c) against the row layout on the same file: the logits of a
  * prompt pass (panel GEMM for 8+ tokens, the repacked kernel below that) and of decode steps
  * agree within the activation-rounding noise, and the model says it repacked. */
 static void check_repack(const char *label, const char *path) {
@@ -204,7 +204,7 @@ static void check_repack(const char *label, const char *path) {
         dsi_model_free(mr);
         return;
     }
-    bool have = dsi_kernels_mm_q4_0_x16() != NULL;
+    bool have = dsi_kernels_mm_x16(DSI_LAYOUT_Q4_0_X16) != NULL;
     TU_CHECK(have ? dsi_model_repacked_bytes(mr) > 0 : dsi_model_repacked_bytes(mr) == 0,
              "%s: repacked %llu bytes", label, (unsigned long long)dsi_model_repacked_bytes(mr));
     TU_CHECK(dsi_model_repacked_bytes(mp) == 0, "%s: --no-repack repacked", label);
@@ -254,7 +254,7 @@ int main(int argc, char **argv) {
         char label[64];
         snprintf(label, sizeof label, "shakespeare %s", q[i].name);
         check_model(label, out);
-        if (q[i].ft == DSI_FTYPE_Q4_0) check_repack(label, out);
+        if (q[i].ft == DSI_FTYPE_Q4_0 || q[i].ft == DSI_FTYPE_Q8_0) check_repack(label, out);
         unlink(out);
     }
     char dir[256];

@@ -350,84 +350,116 @@ static void test_gemm(const struct dsi_qdot_set *sets) {
     TU_CHECK(dsi_gemm_pack(DSI_TYPE_Q6_K, dummy, 0, 1, 256, dummy) < 0, "gemm: q6_K must not pack");
 }
 
-/* Repacked Q4_0 (quant/repack.c): 32 rows (two panels) of 1, 3, 48 (1536) and 280 (8960)
- * blocks, 1..9 tokens. Against the row reference: integer-exact cases bit for bit,
+/* Repacked Q4_0 and Q8_0 (quant/repack.c): 32 rows (two panels) of 1, 3, 48 (1536) and 280
+ * (8960) blocks, 1..9 tokens. Against the row reference: integer-exact cases bit for bit,
  * realistic ones within the summation bound; every token count gives a token exactly the
  * result it gets alone (batch invariance); the tensor keeps its size and is repacked in
- * place or into another buffer alike. */
+ * place or into another buffer alike; the GEMM panels made from repacked panels equal those
+ * made from the rows. */
 static void test_x16(const struct dsi_qdot_set *sets) {
-    dsi_mm_x16_fn best = dsi_kernels_mm_q4_0_x16();
-    TU_LOG("repacked q4_0: %s\n", best ? "avx512vnni tested" : "no kernel on this CPU, reference only");
+    static const struct {
+        enum dsi_type t;
+        int layout, ti;
+    } types[] = {{DSI_TYPE_Q4_0, DSI_LAYOUT_Q4_0_X16, 0}, {DSI_TYPE_Q8_0, DSI_LAYOUT_Q8_0_X16, 4}};
     static const int64_t kb[] = {1, 3, 48, 280};
     const int R = 32, T = 9;
-    for (size_t ki = 0; ki < sizeof kb / sizeof kb[0]; ki++)
-        for (int exact = 0; exact < 2; exact++) {
-            int64_t K = 32 * kb[ki];
-            size_t rsz = dsi_row_size(DSI_TYPE_Q4_0, K), rb = dsi_xq_row_bytes(K);
-            uint8_t *w = malloc(rsz * R), *w2 = malloc(rsz * R), *x = malloc(rb * T);
-            float *wf = malloc((size_t)K * sizeof *wf), *xf = malloc((size_t)(K * T) * sizeof *xf);
-            for (int r = 0; r < R; r++) {
-                if (exact) {
-                    for (size_t i = 0; i < rsz; i++) w[(size_t)r * rsz + i] = (uint8_t)rnd();
-                    tame(DSI_TYPE_Q4_0, w + (size_t)r * rsz, K);
-                } else {
-                    for (int64_t i = 0; i < K; i++) wf[i] = gauss() * 0.02f;
-                    dsi_quantize_row(DSI_TYPE_Q4_0, wf, w + (size_t)r * rsz, K);
-                }
-            }
-            memcpy(w2, w, rsz * R);
-            for (int64_t i = 0; i < K * T; i++)
-                xf[i] = exact ? (float)(i % 32 == 5 ? 127 : (int)(rnd() % 255) - 127) : gauss();
-            quantize_rows(sets[0].quantize_x, xf, K, T, x, rb);
-            float ref[9 * 32], got[9 * 32], gr[9 * 32], one[32];
-            for (int r = 0; r < R; r++)
-                for (int k = 0; k < T; k++)
-                    sets[0].dot[0](K, w + (size_t)r * rsz, x + (size_t)k * rb, rb, 1, &ref[k * R + r], 1);
-            struct dsi_tensor t = dsi_tensor_make(DSI_TYPE_Q4_0, K, R, 1, 1, w);
-            struct dsi_tensor t2 = dsi_tensor_make(DSI_TYPE_Q4_0, K, R, 1, 1, w2);
-            uint8_t *other = malloc(rsz * R);
-            TU_CHECK(dsi_repack_q4_0(&t, w) && t.layout == DSI_LAYOUT_Q4_0_X16 && t.data == w,
-                     "repack in place");
-            TU_CHECK(dsi_repack_q4_0(&t2, other) && t2.data == other && !memcmp(w, other, rsz * R),
-                     "repack into another buffer gives the same bytes");
-            TU_CHECK(!dsi_repack_q4_0(&t, w), "a repacked tensor is not repacked again");
-            for (int nt = 1; nt <= T; nt++) {
-                for (int p = 0; p < R / 16; p++) {
-                    const uint8_t *panel = w + (size_t)p * 16 * rsz;
-                    dsi_mm_q4_0_x16_ref(K, panel, x, rb, nt, gr + p * 16, (size_t)R);
-                    if (best) best(K, panel, x, rb, nt, got + p * 16, (size_t)R);
-                }
-                for (int k = 0; k < nt; k++)
-                    for (int r = 0; r < R; r++) {
-                        double e = ref[k * R + r];
-                        double bound = exact ? 0.0
-                                             : (double)(K / 32 + 4) * FLT_EPSILON *
-                                                   magnitude(DSI_TYPE_Q4_0, w2 + (size_t)r * rsz, K, x + (size_t)k * rb);
-                        TU_CHECK(fabs(gr[k * R + r] - e) <= bound, "x16 ref K=%lld T=%d (%d,%d): %.9g vs %.9g",
-                                 (long long)K, nt, k, r, gr[k * R + r], e);
-                        if (best)
-                            TU_CHECK(fabs(got[k * R + r] - e) <= bound, "x16 %s K=%lld T=%d (%d,%d): %.9g vs %.9g",
-                                     exact ? "exact" : "realistic", (long long)K, nt, k, r, got[k * R + r], e);
+    for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
+        enum dsi_type type = types[ty].t;
+        int layout = types[ty].layout;
+        TU_CHECK(dsi_qdot_types[types[ty].ti] == type, "test table");
+        dsi_mm_x16_fn best = dsi_kernels_mm_x16(layout);
+        TU_LOG("repacked %s: %s\n", dsi_type_name(type), best ? "avx512vnni tested" : "no kernel on this CPU, reference only");
+        for (size_t ki = 0; ki < sizeof kb / sizeof kb[0]; ki++)
+            for (int exact = 0; exact < 2; exact++) {
+                int64_t K = 32 * kb[ki];
+                size_t rsz = dsi_row_size(type, K), rb = dsi_xq_row_bytes(K);
+                uint8_t *w = malloc(rsz * R), *w2 = malloc(rsz * R), *x = malloc(rb * T);
+                float *wf = malloc((size_t)K * sizeof *wf), *xf = malloc((size_t)(K * T) * sizeof *xf);
+                for (int r = 0; r < R; r++) {
+                    if (exact) {
+                        for (size_t i = 0; i < rsz; i++) w[(size_t)r * rsz + i] = (uint8_t)rnd();
+                        tame(type, w + (size_t)r * rsz, K);
+                    } else {
+                        for (int64_t i = 0; i < K; i++) wf[i] = gauss() * 0.02f;
+                        dsi_quantize_row(type, wf, w + (size_t)r * rsz, K);
                     }
-                if (best)
+                }
+                memcpy(w2, w, rsz * R);
+                for (int64_t i = 0; i < K * T; i++)
+                    xf[i] = exact ? (float)(i % 32 == 5 ? 127 : (int)(rnd() % 255) - 127) : gauss();
+                quantize_rows(sets[0].quantize_x, xf, K, T, x, rb);
+                float ref[9 * 32], got[9 * 32], gr[9 * 32], one[32];
+                for (int r = 0; r < R; r++)
+                    for (int k = 0; k < T; k++)
+                        sets[0].dot[types[ty].ti](K, w + (size_t)r * rsz, x + (size_t)k * rb, rb, 1, &ref[k * R + r], 1);
+                /* GEMM panels from the rows, before repacking */
+                size_t pb = dsi_gemm_panel_bytes(K);
+                uint8_t *gp_rows = aligned_alloc(64, pb), *gp_x16 = aligned_alloc(64, pb);
+                int off_rows = dsi_gemm_pack(type, w, rsz, 16, K, gp_rows);
+                struct dsi_tensor t = dsi_tensor_make(type, K, R, 1, 1, w);
+                struct dsi_tensor t2 = dsi_tensor_make(type, K, R, 1, 1, w2);
+                uint8_t *other = malloc(rsz * R);
+                TU_CHECK(dsi_repack(&t, w) && t.layout == layout && t.data == w, "repack in place");
+                TU_CHECK(dsi_repack(&t2, other) && t2.data == other && !memcmp(w, other, rsz * R),
+                         "repack into another buffer gives the same bytes");
+                TU_CHECK(!dsi_repack(&t, w), "a repacked tensor is not repacked again");
+                int off_x16 = dsi_gemm_pack_x16(layout, w, K, gp_x16);
+                TU_CHECK(off_rows == off_x16 && !memcmp(gp_rows, gp_x16, pb),
+                         "%s K=%lld: GEMM panel from the repacked panel differs", dsi_type_name(type), (long long)K);
+                for (int nt = 1; nt <= T; nt++) {
+                    for (int p = 0; p < R / 16; p++) {
+                        const uint8_t *panel = w + (size_t)p * 16 * rsz;
+                        dsi_mm_x16_ref(layout, K, panel, x, rb, nt, gr + p * 16, (size_t)R);
+                        if (best) best(K, panel, x, rb, nt, got + p * 16, (size_t)R);
+                    }
                     for (int k = 0; k < nt; k++)
-                        for (int p = 0; p < R / 16; p++) {
-                            best(K, w + (size_t)p * 16 * rsz, x + (size_t)k * rb, rb, 1, one, 16);
-                            TU_CHECK(!memcmp(one, got + k * R + p * 16, sizeof(float) * 16),
-                                     "x16 K=%lld: token %d of %d differs from the token alone", (long long)K, k, nt);
+                        for (int r = 0; r < R; r++) {
+                            double e = ref[k * R + r];
+                            double bound = exact ? 0.0
+                                                 : (double)(K / 32 + 4) * FLT_EPSILON *
+                                                       magnitude(type, w2 + (size_t)r * rsz, K, x + (size_t)k * rb);
+                            TU_CHECK(fabs(gr[k * R + r] - e) <= bound, "x16 ref %s K=%lld T=%d (%d,%d): %.9g vs %.9g",
+                                     dsi_type_name(type), (long long)K, nt, k, r, gr[k * R + r], e);
+                            if (best)
+                                TU_CHECK(fabs(got[k * R + r] - e) <= bound, "x16 %s %s K=%lld T=%d (%d,%d): %.9g vs %.9g",
+                                         exact ? "exact" : "realistic", dsi_type_name(type), (long long)K, nt, k, r,
+                                         got[k * R + r], e);
                         }
+                    /* the prompt GEMM on the same panels gives the same bits */
+                    dsi_gemm_fn gemm = dsi_kernels_gemm();
+                    if (best && gemm)
+                        for (int p = 0; p < R / 16; p++) {
+                            float gg[9 * 16];
+                            int off = dsi_gemm_pack_x16(layout, w + (size_t)p * 16 * rsz, K, gp_x16);
+                            gemm(K, gp_x16, off, x, rb, nt, gg, 16);
+                            for (int k = 0; k < nt; k++)
+                                TU_CHECK(!memcmp(gg + k * 16, got + k * R + p * 16, sizeof(float) * 16),
+                                         "x16 %s K=%lld T=%d: differs from the prompt GEMM", dsi_type_name(type),
+                                         (long long)K, nt);
+                        }
+                    if (best)
+                        for (int k = 0; k < nt; k++)
+                            for (int p = 0; p < R / 16; p++) {
+                                best(K, w + (size_t)p * 16 * rsz, x + (size_t)k * rb, rb, 1, one, 16);
+                                TU_CHECK(!memcmp(one, got + k * R + p * 16, sizeof(float) * 16),
+                                         "x16 %s K=%lld: token %d of %d differs from the token alone",
+                                         dsi_type_name(type), (long long)K, k, nt);
+                            }
+                }
+                free(w);
+                free(w2);
+                free(other);
+                free(x);
+                free(wf);
+                free(xf);
+                free(gp_rows);
+                free(gp_x16);
             }
-            free(w);
-            free(w2);
-            free(other);
-            free(x);
-            free(wf);
-            free(xf);
-        }
+    }
     struct dsi_tensor odd = dsi_tensor_make(DSI_TYPE_Q4_0, 64, 24, 1, 1, NULL);
-    TU_CHECK(!dsi_repack_q4_0_possible(&odd), "24 rows cannot be repacked");
-    struct dsi_tensor q8 = dsi_tensor_make(DSI_TYPE_Q8_0, 64, 32, 1, 1, NULL);
-    TU_CHECK(!dsi_repack_q4_0_possible(&q8), "q8_0 is not repacked");
+    TU_CHECK(!dsi_repack_possible(&odd), "24 rows cannot be repacked");
+    struct dsi_tensor q4k = dsi_tensor_make(DSI_TYPE_Q4_K, 256, 32, 1, 1, NULL);
+    TU_CHECK(!dsi_repack_possible(&q4k), "q4_K is not repacked");
 }
 
 int main(int argc, char **argv) {

@@ -99,7 +99,8 @@ void req_release(struct req *r) {
 
 bool sched_submit(struct dsi_server *s, struct req *r) {
     pthread_mutex_lock(&s->mu);
-    if (s->n_queued >= s->p.max_queue || s->draining) {
+    /* the queue holds up to max_queue requests beyond the slots that are free */
+    if (s->n_queued >= s->p.max_queue + (s->n_slots - s->n_active) || s->draining) {
         pthread_mutex_unlock(&s->mu);
         return false;
     }
