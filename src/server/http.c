@@ -3,6 +3,7 @@
  * connection's thread), then queueing; responses as one JSON document or as Server-Sent
  * Events. A connection's thread waits for its request's output and watches its socket: a
  * client that hangs up cancels its request at once. */
+#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
@@ -112,7 +113,8 @@ static bool opt_num(const cJSON *o, const char *k, double lo, double hi, double 
 static bool opt_int(const cJSON *o, const char *k, double lo, double hi, int64_t *out, struct perr *e) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     if (!v || cJSON_IsNull(v)) return true;
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble)
+    /* the range first: casting a double outside int64 is undefined */
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
         return bad(e, k, "'%s' must be an integer%s", NULL);
     if (!(v->valuedouble >= lo && v->valuedouble <= hi)) {
         char d[64];
@@ -521,33 +523,50 @@ static void final_json(const struct req *r, struct sbuf *b) {
               (long long)r->n_cached);
 }
 
-static enum MHD_Result generate(struct conn *c, struct MHD_Connection *mc, enum req_kind kind) {
-    struct dsi_server *s = c->s;
-    cJSON *o = cJSON_ParseWithLength(c->body.p ? c->body.p : "", c->body.n);
+int srv_request_from_body(struct dsi_server *s, const char *body, size_t n, enum req_kind kind,
+                          struct req **out, char *msg, size_t msg_n, const char **param,
+                          const char **code) {
+    *out = NULL;
+    *param = *code = NULL;
+    cJSON *o = cJSON_ParseWithLength(body ? body : "", n);
     if (!o) {
         const char *at = cJSON_GetErrorPtr();
-        char msg[128];
-        snprintf(msg, sizeof msg, "invalid JSON in the request body (near byte %lld)",
-                 at && c->body.p && at >= c->body.p ? (long long)(at - c->body.p) : 0LL);
-        return respond_error(c, mc, 400, msg, NULL, "invalid_json");
+        snprintf(msg, msg_n, "invalid JSON in the request body (near byte %lld)",
+                 at && body && at >= body && at <= body + n ? (long long)(at - body) : 0LL);
+        *code = "invalid_json";
+        return 400;
     }
     if (!cJSON_IsObject(o)) {
         cJSON_Delete(o);
-        return respond_error(c, mc, 400, "the request body must be a JSON object", NULL, NULL);
+        snprintf(msg, msg_n, "the request body must be a JSON object");
+        return 400;
     }
     struct req *r = req_new(s, kind);
     if (!r) {
         cJSON_Delete(o);
-        return respond_error(c, mc, 500, "out of memory", NULL, NULL);
+        snprintf(msg, msg_n, "out of memory");
+        return 500;
     }
     struct perr e = {{0}, NULL};
-    const char *code = NULL;
-    int status = build_request(s, o, r, &e, &code);
+    int status = build_request(s, o, r, &e, code);
     cJSON_Delete(o);
     if (status != 200) {
         req_release(r);
-        return respond_error(c, mc, status, e.msg, e.param, code);
+        snprintf(msg, msg_n, "%s", e.msg);
+        *param = e.param;
+        return status;
     }
+    *out = r;
+    return 200;
+}
+
+static enum MHD_Result generate(struct conn *c, struct MHD_Connection *mc, enum req_kind kind) {
+    struct dsi_server *s = c->s;
+    struct req *r;
+    char emsg[256];
+    const char *param, *code;
+    int status = srv_request_from_body(s, c->body.p, c->body.n, kind, &r, emsg, sizeof emsg, &param, &code);
+    if (status != 200) return respond_error(c, mc, status, emsg, param, code);
     if (!sched_submit(s, r)) {
         req_release(r);
         bool draining;

@@ -182,6 +182,12 @@ bool sched_submit(struct dsi_server *s, struct req *r);
 void sched_cancel(struct dsi_server *s, struct req *r);
 
 /* http.c */
+/* Parse, validate, template and tokenize a request body: 200 and *out (one reference), or
+ * the HTTP status with the message, parameter and code of the error. Also the fuzz target's
+ * entry (tests/fuzz/fuzz_request.c). */
+int srv_request_from_body(struct dsi_server *s, const char *body, size_t n, enum req_kind kind,
+                          struct req **out, char *msg, size_t msg_n, const char **param,
+                          const char **code);
 enum dsi_status http_start(struct dsi_server *s);
 void http_quiesce(struct dsi_server *s);
 void http_stop(struct dsi_server *s);

@@ -172,6 +172,8 @@ async function main() {
     errorShape(await request(port, 'POST', '/v1/chat/completions', { body: JSON.stringify({ messages, max_tokens: 'ten' }) }), 400, 'max_tokens of the wrong type');
     errorShape(await request(port, 'POST', '/v1/chat/completions', { body: JSON.stringify({ messages, max_tokens: -5 }) }), 400, 'negative max_tokens');
     errorShape(await request(port, 'POST', '/v1/chat/completions', { body: JSON.stringify({ messages, temperature: 7 }) }), 400, 'temperature out of range');
+    errorShape(await request(port, 'POST', '/v1/chat/completions', { body: '{"messages":[{"role":"user","content":"x"}],"max_tokens":1e300}' }), 400, 'max_tokens far out of range');
+    errorShape(await request(port, 'POST', '/v1/completions', { body: '{"prompt":"x","logprobs":1.5}' }), 400, 'logprobs not an integer');
     errorShape(await request(port, 'POST', '/v1/chat/completions', { body: JSON.stringify({ messages, n: 2 }) }), 400, 'n = 2');
     errorShape(await request(port, 'POST', '/v1/chat/completions', { body: JSON.stringify({ messages: [] }) }), 400, 'no messages');
     errorShape(await request(port, 'POST', '/v1/chat/completions', { body: JSON.stringify({ messages: [{ role: 'wizard', content: 'x' }] }) }), 400, 'unknown role');
