@@ -156,6 +156,17 @@ static void select_top(struct cand *c, int32_t n, int32_t k) {
 int32_t dsi_sampler_sample(struct dsi_sampler *s, const float *logits) {
     const struct dsi_sampler_params *p = &s->p;
     int32_t n = s->n_vocab;
+    bool penalties = s->hist_len > 0 && (p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f ||
+                                         p->frequency_penalty != 0.0f);
+    if (p->temperature <= 0.0f && !penalties) { /* greedy: the first maximum of the logits */
+        int32_t best = 0;
+        for (int32_t i = 1; i < n; i++)
+            if (logits[i] > logits[best]) best = i;
+        s->out_ids[0] = best;
+        s->out_probs[0] = 1.0f;
+        s->n = 1;
+        return best;
+    }
     for (int32_t i = 0; i < n; i++) s->c[i] = (struct cand){i, logits[i]};
     apply_penalties(s);
     if (p->temperature <= 0.0f) {
