@@ -534,9 +534,16 @@ static void fail_active(struct dsi_server *s, int status, const char *msg) {
         }
 }
 
+/* While some slots are generating, a prompt pass takes at most this many tokens, so that a
+ * long prompt delays their next tokens by a short pass rather than a whole -b batch. */
+#define PROMPT_CHUNK_BUSY 128
+
 static void prompt_pass(struct dsi_server *s, struct dsi_seq_run *runs, int *who) {
     int nr = 0;
     int64_t budget = s->p.n_batch;
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i].r && s->slots[i].state == SLOT_GEN && budget > PROMPT_CHUNK_BUSY)
+            budget = PROMPT_CHUNK_BUSY;
     for (int i = 0; i < s->n_slots && budget > 0; i++) {
         struct slot *sl = &s->slots[i];
         if (!sl->r || sl->state != SLOT_PREFILL) continue;
