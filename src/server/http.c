@@ -292,7 +292,6 @@ static int build_request(struct dsi_server *s, const cJSON *o, struct req *r, st
     sm->refs++;
     int64_t n_ctx = dsi_context_n_ctx(s->ctx);
     pthread_mutex_unlock(&s->mu);
-    const struct dsi_tokenizer *tok = dsi_model_tokenizer(sm->m);
     int status = 400;
     char *text = NULL;
     cJSON *msgs = NULL;
@@ -361,27 +360,16 @@ static int build_request(struct dsi_server *s, const cJSON *o, struct req *r, st
             bad(e, "prompt", "'%s' must be a non-empty string or an array of token ids (one prompt per request)%s", NULL);
             goto out;
         }
-        /* completions: BOS as the model's tokenizer asks (chat templates write their own) */
     }
     if (text) {
-        int32_t *ids = NULL;
-        size_t n = 0;
-        bool bos = r->kind == REQ_COMPLETION && dsi_tokenizer_add_bos(tok) && dsi_tokenizer_bos(tok) >= 0;
-        if (!utf8_valid(text, strlen(text)) ||
-            dsi_tokenizer_encode(tok, text, strlen(text), DSI_TOK_PARSE_SPECIAL, &ids, &n)) {
+        enum dsi_status ts = utf8_valid(text, strlen(text))
+                                 ? srv_tokenize(sm->m, r->kind, text, &r->prompt, &r->n_prompt)
+                                 : DSI_ERR_FORMAT;
+        if (ts == DSI_ERR_NOMEM) goto nomem;
+        if (ts) {
             bad(e, r->kind == REQ_CHAT ? "messages" : "prompt", "'%s' is not valid UTF-8%s", NULL);
-            free(ids);
             goto out;
         }
-        r->prompt = malloc((n + 1) * sizeof *r->prompt);
-        if (!r->prompt) {
-            free(ids);
-            goto nomem;
-        }
-        if (bos && (n == 0 || ids[0] != dsi_tokenizer_bos(tok))) r->prompt[r->n_prompt++] = dsi_tokenizer_bos(tok);
-        if (n) memcpy(r->prompt + r->n_prompt, ids, n * sizeof *ids);
-        r->n_prompt += (int64_t)n;
-        free(ids);
         r->prompt_text = text;
         text = NULL;
     }
@@ -430,11 +418,7 @@ static int conn_fd(struct MHD_Connection *mc) {
  * went away (the request is cancelled) or the server is going down. Called with r->mu held. */
 static bool wait_output(struct dsi_server *s, struct req *r, int fd, bool want_sse) {
     while (!r->done && !(want_sse && r->sse.n)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
-        pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        cond_wait_ms(&r->cv, &r->mu, 100);
         if (r->done || (want_sse && r->sse.n)) break;
         bool quit;
         pthread_mutex_unlock(&r->mu);

@@ -74,6 +74,30 @@ enum dsi_status srv_context_for(struct dsi_server *s, const struct dsi_model *m,
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
+enum dsi_status srv_tokenize(const struct dsi_model *m, enum req_kind kind, const char *text,
+                             int32_t **out, int64_t *n_out) {
+    const struct dsi_tokenizer *tok = dsi_model_tokenizer(m);
+    int32_t *ids = NULL, bos = dsi_tokenizer_bos(tok);
+    size_t n = 0;
+    *out = NULL;
+    *n_out = 0;
+    enum dsi_status st = dsi_tokenizer_encode(tok, text, strlen(text), DSI_TOK_PARSE_SPECIAL, &ids, &n);
+    if (st) return st;
+    bool add = kind == REQ_COMPLETION && dsi_tokenizer_add_bos(tok) && bos >= 0 && (n == 0 || ids[0] != bos);
+    int32_t *p = malloc((n + 1) * sizeof *p);
+    if (!p) {
+        free(ids);
+        return DSI_ERR_NOMEM;
+    }
+    int64_t k = 0;
+    if (add) p[k++] = bos;
+    if (n) memcpy(p + k, ids, n * sizeof *ids);
+    free(ids);
+    *out = p;
+    *n_out = k + (int64_t)n;
+    return DSI_OK;
+}
+
 void req_release(struct req *r) {
     if (!r) return;
     pthread_mutex_lock(&r->mu);
@@ -138,25 +162,27 @@ void sched_cancel(struct dsi_server *s, struct req *r) {
 
 /* ---- output ------------------------------------------------------------------------------- */
 
+/* Bytes of token id (control tokens rendered), at most 256. */
+static int token_text(const struct dsi_tokenizer *tok, int32_t id, char buf[256]) {
+    int k = dsi_tokenizer_token_bytes(tok, id, DSI_TOK_RENDER_SPECIAL, buf, 256);
+    return k < 0 ? 0 : k > 256 ? 256 : k;
+}
+
+/* the token as a JSON string */
+static void token_str(struct sbuf *b, const struct dsi_tokenizer *tok, int32_t id) {
+    char buf[256];
+    sb_json_str(b, buf, (size_t)token_text(tok, id, buf));
+}
+
 /* "token":"...","bytes":[...] of token id */
 static void token_fields(struct sbuf *b, const struct dsi_tokenizer *tok, int32_t id) {
     char buf[256];
-    int k = dsi_tokenizer_token_bytes(tok, id, DSI_TOK_RENDER_SPECIAL, buf, sizeof buf);
-    if (k < 0) k = 0;
-    if (k > (int)sizeof buf) k = (int)sizeof buf;
+    int k = token_text(tok, id, buf);
     sb_puts(b, "\"token\":");
     sb_json_str(b, buf, (size_t)k);
     sb_puts(b, ",\"bytes\":[");
     for (int i = 0; i < k; i++) sb_printf(b, i ? ",%u" : "%u", (unsigned char)buf[i]);
     sb_puts(b, "]");
-}
-
-static void token_str(struct sbuf *b, const struct dsi_tokenizer *tok, int32_t id) {
-    char buf[256];
-    int k = dsi_tokenizer_token_bytes(tok, id, DSI_TOK_RENDER_SPECIAL, buf, sizeof buf);
-    if (k < 0) k = 0;
-    if (k > (int)sizeof buf) k = (int)sizeof buf;
-    sb_json_str(b, buf, (size_t)k);
 }
 
 /* Log-probabilities of the chosen token and of the n most likely ones, from raw logits
@@ -371,7 +397,7 @@ static void on_token(struct dsi_server *s, struct slot *sl, const float *logits,
     r->t_last = now;
     if (r->stream) {
         if (rs.n || cs.n || lp.n || !r->sent_role)
-            sse_chunk(r, rs.p, rs.n, cs.p, cs.n, r->kind == REQ_CHAT || lp.n ? lp.p : NULL, NULL);
+            sse_chunk(r, rs.p, rs.n, cs.p, cs.n, lp.n ? lp.p : NULL, NULL);
         if (finish) {
             sse_chunk(r, NULL, 0, NULL, 0, NULL, finish);
             sse_end(r);
@@ -425,16 +451,15 @@ static bool retokenize(struct dsi_server *s, struct req *r) {
     const struct dsi_model *m = s->model->m;
     if (r->prompt_text) {
         int32_t *ids = NULL;
-        size_t n = 0;
-        if (dsi_tokenizer_encode(dsi_model_tokenizer(m), r->prompt_text, strlen(r->prompt_text),
-                                 DSI_TOK_PARSE_SPECIAL, &ids, &n) || n == 0) {
+        int64_t n = 0;
+        if (srv_tokenize(m, r->kind, r->prompt_text, &ids, &n) || n == 0) {
             free(ids);
             req_fail(r, 400, "the prompt cannot be tokenized by the reloaded model");
             return false;
         }
         free(r->prompt);
         r->prompt = ids;
-        r->n_prompt = (int64_t)n;
+        r->n_prompt = n;
     }
     for (int64_t i = 0; i < r->n_prompt; i++)
         if (r->prompt[i] < 0 || r->prompt[i] >= dsi_model_n_vocab(m)) {

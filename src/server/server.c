@@ -138,11 +138,7 @@ void dsi_server_stop(struct dsi_server *s) {
     double end = dsi_time_now() + s->p.shutdown_grace;
     pthread_mutex_lock(&s->mu);
     while ((s->n_active || s->n_queued) && dsi_time_now() < end) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
-        pthread_cond_timedwait(&s->cv_idle, &s->mu, &ts);
+        cond_wait_ms(&s->cv_idle, &s->mu, 100);
     }
     if (s->n_active || s->n_queued)
         DSI_LOG_WRN("serve: %d requests did not finish in %.0f s; cancelling them",
@@ -154,11 +150,7 @@ void dsi_server_stop(struct dsi_server *s) {
     /* let the connections send what their requests produced (up to 5 s), then close */
     double flush_end = dsi_time_now() + 5.0;
     while (s->n_conns && dsi_time_now() < flush_end) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
-        pthread_cond_timedwait(&s->cv_idle, &s->mu, &ts);
+        cond_wait_ms(&s->cv_idle, &s->mu, 50);
     }
     s->quit = true;
     pthread_cond_signal(&s->cv_work);

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "src/generate.h"
 #include "src/model.h"
@@ -117,6 +118,22 @@ struct req {
 };
 
 void req_release(struct req *r);  /* drop a reference; the last one frees */
+
+/* Token ids of a prompt text as the server evaluates it (on arrival, and again after a model
+ * reload): special tokens parsed; completions get BOS when the model's tokenizer asks for it
+ * (chat templates write their own). *ids is malloc'd. */
+enum dsi_status srv_tokenize(const struct dsi_model *m, enum req_kind kind, const char *text,
+                             int32_t **ids, int64_t *n);
+
+/* Wait on cv for at most ms milliseconds (mu held). */
+static inline void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, long ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_cond_timedwait(cv, mu, &ts);
+}
 
 /* ---- the server ---------------------------------------------------------------------------- */
 
