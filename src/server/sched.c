@@ -375,11 +375,12 @@ static void on_token(struct dsi_server *s, struct slot *sl, const float *logits,
         size_t len;
         if (dsi_textstream_put_token(&sl->ts, tok, t, 0, &piece, &len) == DSI_OK)
             think_feed(&sl->th, piece, len, &rs, &cs);
+        else
+            rs.failed = true; /* out of memory: the request fails below */
         if (sl->ts.stopped) finish = "stop";
     }
-    pthread_mutex_lock(&r->mu);
-    int64_t n_gen = ++r->n_gen;
-    pthread_mutex_unlock(&r->mu);
+    /* only this thread writes n_gen: read it without the lock, publish it with the output */
+    int64_t n_gen = r->n_gen + 1;
     if (!finish && r->max_tokens >= 0 && n_gen >= r->max_tokens) finish = "length";
     if (!finish && sl->n_cache >= dsi_context_n_ctx(s->ctx)) finish = "length";
     if (finish) {
@@ -391,7 +392,8 @@ static void on_token(struct dsi_server *s, struct slot *sl, const float *logits,
     }
 
     pthread_mutex_lock(&r->mu);
-    bool first = r->n_gen == 1;
+    r->n_gen = n_gen;
+    bool first = n_gen == 1;
     double gap = now - r->t_last;
     if (first) r->t_first = now;
     r->t_last = now;
@@ -411,11 +413,12 @@ static void on_token(struct dsi_server *s, struct slot *sl, const float *logits,
         }
     }
     if (sl->th.seen) r->think_seen = true;
-    if (finish) {
+    bool failed = r->sse.failed || r->content.failed || r->reasoning.failed || r->lp_json.failed ||
+                  rs.failed || cs.failed || lp.failed;
+    if (finish && !failed) { /* a failed request ends through req_fail below */
         r->finish = finish;
         r->done = true;
     }
-    bool failed = r->sse.failed || r->content.failed || r->reasoning.failed || r->lp_json.failed;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     sb_free(&lp);
@@ -425,13 +428,13 @@ static void on_token(struct dsi_server *s, struct slot *sl, const float *logits,
     metrics_add(&s->met, &s->met.gen_tokens, 1);
     if (first) metrics_observe(&s->met, &s->met.ttft, now - r->t_arrival);
     else metrics_observe(&s->met, &s->met.tpot, gap);
-    if (finish) {
+    if (failed) {
+        req_fail(r, 500, "out of memory while producing the response");
+        slot_release(s, sl);
+    } else if (finish) {
         metrics_add(&s->met, &s->met.prompt_tokens, (uint64_t)r->n_prompt);
         metrics_add(&s->met, &s->met.prompt_cached, (uint64_t)r->n_cached);
         metrics_observe(&s->met, &s->met.e2e, now - r->t_arrival);
-        slot_release(s, sl);
-    } else if (failed) {
-        req_fail(r, 500, "out of memory while producing the response");
         slot_release(s, sl);
     } else {
         sl->next = t;
