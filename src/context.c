@@ -172,6 +172,8 @@ enum dsi_status dsi_context_init(const struct dsi_model *m, const struct dsi_con
         dsi_context_free(c);
         return DSI_ERR_NOMEM;
     }
+    dsi_backend_cpu_init(&c->cpu, c);
+    c->gpu_from = (int)hp->n_layer;
     *out = c;
     return DSI_OK;
 }
@@ -268,11 +270,14 @@ static enum dsi_status decode(struct dsi_context *c, const struct dsi_seq_run *r
         }
         c->out = c->logits + (size_t)out_base * (size_t)hp->n_vocab;
         out_base += c->n_out;
+        c->pass_prompt = prompt;
+        c->pass_err = DSI_OK;
         switch (hp->arch) {
         case DSI_ARCH_QWEN2:
         case DSI_ARCH_LLAMA: dsi_forward_dense(c, c->s.tok, T); break;
         case DSI_ARCH_DEEPSEEK2: dsi_forward_deepseek2(c, c->s.tok, T); break;
         }
+        if (c->pass_err) return c->pass_err;
     }
     for (int i = 0; i < n_runs; i++) c->seq_past[runs[i].seq] = runs[i].pos + runs[i].n;
     c->n_logits = need;

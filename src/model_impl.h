@@ -4,6 +4,7 @@
 #define DSI_MODEL_IMPL_H
 
 #include "core/arena.h"
+#include "core/backend.h"
 #include "core/gguf.h"
 #include "core/tensor.h"
 #include "src/model.h"
@@ -107,12 +108,13 @@ struct dsi_scratch {
     struct dsi_matmul_scratch mm;
 };
 
-/* A run of consecutive tokens of one sequence in a forward pass: tokens [t0, t0 + n) of the
- * pass at positions pos, pos + 1, ... */
-struct dsi_seg {
-    int32_t seq;
-    int64_t t0, n, pos;
+
+/* The CPU backend over a context's scratch and KV cache (src/backend_cpu.c). */
+struct dsi_backend_cpu {
+    struct dsi_backend base;
+    struct dsi_context *c;
 };
+void dsi_backend_cpu_init(struct dsi_backend_cpu *b, struct dsi_context *c);
 
 struct dsi_context {
     const struct dsi_model *m;
@@ -133,7 +135,21 @@ struct dsi_context {
     int64_t n_logits, logits_cap;
     dsi_layer_cb layer_cb;
     void *layer_user;
+    /* backends: layers [0, gpu_from) and, unless gpu_out, the output head run on the CPU;
+     * the rest on gpu (NULL: everything on the CPU) */
+    struct dsi_backend_cpu cpu;
+    struct dsi_backend *gpu;
+    int gpu_from;
+    bool gpu_out;
+    bool pass_prompt; /* the current pass evaluates prompt tokens */
+    enum dsi_status pass_err; /* a backend failure during the current pass */
 };
+
+/* The backend that runs layer il (il = n_layer: the output head). */
+static inline struct dsi_backend *dsi_ctx_backend(struct dsi_context *c, int il) {
+    if (c->gpu && (il < (int)c->m->hp.n_layer ? il >= c->gpu_from : c->gpu_out)) return c->gpu;
+    return &c->cpu.base;
+}
 
 /* The KV cache of sequence seq, layer il. */
 static inline struct dsi_kv_view *dsi_ctx_kv(struct dsi_context *c, int seq, int il) {
@@ -149,14 +165,20 @@ void dsi_block_positions(struct dsi_context *c);
 
 /* Shared blocks (src/models/blocks.c). */
 void dsi_block_embed(struct dsi_context *c, const int32_t *tokens, int64_t T);
-void dsi_block_attn_gqa(struct dsi_context *c, const struct dsi_layer *l, int il, int64_t T);
-void dsi_block_ffn_swiglu(struct dsi_context *c, const struct dsi_layer *l, int64_t T);
+void dsi_block_attn_gqa(struct dsi_context *c, struct dsi_backend *be, const struct dsi_layer *l,
+                        int il, int64_t T);
+void dsi_block_ffn_swiglu(struct dsi_context *c, struct dsi_backend *be, const struct dsi_layer *l,
+                          int64_t T);
 /* x += MoE(rmsnorm(x)): routed experts (tokens grouped by expert) plus shared experts. */
 void dsi_block_ffn_moe(struct dsi_context *c, const struct dsi_layer *l, int64_t T);
 /* Route T rows of router logits: selected experts and weights, n_expert_used per row. */
 void dsi_moe_route(const struct dsi_hparams *hp, const float *logits, const float *bias,
                    int64_t T, int32_t *sel, float *w);
-void dsi_block_output(struct dsi_context *c, int64_t T);
-void dsi_block_layer_done(struct dsi_context *c, int il, int64_t T);
+/* Final norm and output head on backend be, whose residual stream holds the pass. */
+void dsi_block_output(struct dsi_context *c, struct dsi_backend *be, int64_t T);
+/* After layer il (-1: the embedding) on backend be: the layer callback, if any. */
+void dsi_block_layer_done(struct dsi_context *c, struct dsi_backend *be, int il, int64_t T);
+/* Start the pass on every backend the context uses. */
+void dsi_block_begin(struct dsi_context *c, int64_t T);
 
 #endif

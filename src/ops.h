@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/backend.h"
 #include "core/log.h"
 #include "core/tensor.h"
 
@@ -91,19 +92,6 @@ void dsi_op_rmsnorm(float *y, const float *x, const float *w, int64_t T, int64_t
                     int n_threads);
 void dsi_op_rmsnorm_ref(float *y, const float *x, const float *w, int64_t T, int64_t n, float eps);
 
-/* Rotary embedding parameters (models.md 0.4). */
-enum dsi_rope_mode {
-    DSI_ROPE_NEOX, /* pair (v[i], v[i + d/2]) */
-    DSI_ROPE_NORM, /* pair (v[2i], v[2i + 1]) */
-};
-
-struct dsi_rope {
-    enum dsi_rope_mode mode;
-    int n_dims;            /* rotated dimensions: the first n_dims of each head */
-    const float *inv_freq; /* [n_dims / 2]: angle_i(p) = p * inv_freq[i] (scaling included) */
-    float mscale;          /* multiplier on cos and sin (YaRN magnitude), 1 otherwise */
-};
-
 /* Rotate, in place, x [T][n_head * head_dim] for token positions pos[T]. */
 void dsi_op_rope(float *x, int64_t T, int n_head, int head_dim, const int32_t *pos,
                  const struct dsi_rope *r, int n_threads);
@@ -122,11 +110,6 @@ struct dsi_kv_view {
 void dsi_op_kv_store(const struct dsi_kv_view *kv, const float *k, const float *v, int64_t pos0,
                      int64_t T, int n_threads);
 
-struct dsi_attn_params {
-    int n_head, n_head_kv;
-    int head_dim, head_dim_v;
-    float scale;
-};
 
 /* Causal attention of queries q [T][n_head * head_dim] at positions pos0.. against cache
  * positions [0, pos0 + t]; out [T][n_head * head_dim_v]. Query head h reads KV head

@@ -112,13 +112,15 @@ static void attn_mla(struct dsi_context *c, const struct dsi_layer *l, int il, i
 }
 
 void dsi_forward_deepseek2(struct dsi_context *c, const int32_t *tokens, int64_t T) {
+    struct dsi_backend *cpu = &c->cpu.base;
+    dsi_block_begin(c, T);
     dsi_block_embed(c, tokens, T);
     for (int il = 0; il < (int)c->m->hp.n_layer; il++) {
         const struct dsi_layer *l = &c->m->layers[il];
         attn_mla(c, l, il, T);
         if (l->moe) dsi_block_ffn_moe(c, l, T);
-        else dsi_block_ffn_swiglu(c, l, T);
-        dsi_block_layer_done(c, il, T);
+        else dsi_block_ffn_swiglu(c, cpu, l, T);
+        dsi_block_layer_done(c, cpu, il, T);
     }
-    dsi_block_output(c, T);
+    dsi_block_output(c, cpu, T);
 }

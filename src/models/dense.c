@@ -10,12 +10,19 @@
 #include "src/model_impl.h"
 
 void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T) {
+    dsi_block_begin(c, T);
     dsi_block_embed(c, tokens, T);
-    for (int il = 0; il < (int)c->m->hp.n_layer; il++) {
+    struct dsi_backend *cur = &c->cpu.base;
+    int64_t nx = T * c->m->hp.n_embd;
+    for (int il = 0; il <= (int)c->m->hp.n_layer; il++) {
+        struct dsi_backend *be = dsi_ctx_backend(c, il);
+        if (be != cur && (c->pass_err = dsi_backend_move(cur, be, DSI_ACT_X, 0, nx))) return;
+        cur = be;
+        if (il == (int)c->m->hp.n_layer) break;
         const struct dsi_layer *l = &c->m->layers[il];
-        dsi_block_attn_gqa(c, l, il, T);
-        dsi_block_ffn_swiglu(c, l, T);
-        dsi_block_layer_done(c, il, T);
+        dsi_block_attn_gqa(c, be, l, il, T);
+        dsi_block_ffn_swiglu(c, be, l, T);
+        dsi_block_layer_done(c, be, il, T);
     }
-    dsi_block_output(c, T);
+    dsi_block_output(c, cur, T);
 }

@@ -1,0 +1,128 @@
+/* The compute backend interface: the operators of a decoder layer on activation buffers that
+ * live where the backend computes (host memory for the CPU, device memory for Vulkan).
+ *
+ * The forward pass (src/models/) is written once against this table; the context assigns each
+ * layer and the output head to a backend and moves the residual stream at the boundaries. An
+ * operator names its activations by buffer (enum dsi_act) and element offset; each backend
+ * holds its own set, sized for the context's batch. Weights are the model's tensors; a device
+ * backend finds its copy of a weight from the host tensor or pointer it is given.
+ *
+ * Operators only record or run work; failures (device lost, out of memory) are latched and
+ * returned by the next `get`, after which the backend does nothing until the next `begin`. */
+#ifndef DSI_CORE_BACKEND_H
+#define DSI_CORE_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/log.h"
+#include "core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Rotary embedding parameters (models.md 0.4). */
+enum dsi_rope_mode {
+    DSI_ROPE_NEOX, /* pair (v[i], v[i + d/2]) */
+    DSI_ROPE_NORM, /* pair (v[2i], v[2i + 1]) */
+};
+
+struct dsi_rope {
+    enum dsi_rope_mode mode;
+    int n_dims;            /* rotated dimensions: the first n_dims of each head */
+    const float *inv_freq; /* [n_dims / 2]: angle_i(p) = p * inv_freq[i] (scaling included) */
+    float mscale;          /* multiplier on cos and sin (YaRN magnitude), 1 otherwise */
+};
+
+struct dsi_attn_params {
+    int n_head, n_head_kv;
+    int head_dim, head_dim_v;
+    float scale;
+};
+
+/* A run of consecutive tokens of one sequence in a forward pass: tokens [t0, t0 + n) of the
+ * pass at positions pos, pos + 1, ... */
+struct dsi_seg {
+    int32_t seq;
+    int64_t t0, n, pos;
+};
+
+/* Activation buffers, [n_batch][width] f32 rows each. */
+enum dsi_act {
+    DSI_ACT_X,    /* residual stream [n_embd] */
+    DSI_ACT_XN,   /* normalized input [n_embd] */
+    DSI_ACT_TMP,  /* [n_embd] */
+    DSI_ACT_Q,    /* [n_head * head_dim] */
+    DSI_ACT_K,    /* [n_head_kv * head_dim] */
+    DSI_ACT_V,    /* [n_head_kv * head_dim_v] */
+    DSI_ACT_ATTN, /* [n_head * head_dim_v] */
+    DSI_ACT_GATE, /* [n_ff] */
+    DSI_ACT_UP,   /* [n_ff] */
+    DSI_ACT_OUT,  /* logits [max_out][n_vocab] */
+    DSI_ACT_COUNT
+};
+
+struct dsi_backend;
+
+struct dsi_backend_ops {
+    const char *name;
+    /* Start a forward pass of T tokens made of the runs segs[n_segs], token t at position
+     * pos[t]; prompt: the tokens are a prompt (a batch-invariant backend picks its kernels by
+     * this, never by T). */
+    void (*begin)(struct dsi_backend *b, const struct dsi_seg *segs, int n_segs,
+                  const int32_t *pos, int64_t T, bool prompt);
+    /* Host memory of buffer a, when the backend computes in host memory; else NULL. */
+    float *(*host)(struct dsi_backend *b, enum dsi_act a);
+    /* Copy n floats from the host into buffer a at element off. */
+    void (*set)(struct dsi_backend *b, enum dsi_act a, int64_t off, const float *src, int64_t n);
+    /* Finish the work recorded so far and copy n floats of buffer a at element off to the
+     * host. Returns the first failure since begin. */
+    enum dsi_status (*get)(struct dsi_backend *b, enum dsi_act a, int64_t off, float *dst,
+                           int64_t n);
+    /* y = rmsnorm(x) * w, T rows of n; y may be x. */
+    void (*rmsnorm)(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, const float *w,
+                    int64_t T, int64_t n, float eps);
+    /* y[i] = x W[i]^T (+ bias[i], which may be NULL) for nm <= 4 matrices of one input. */
+    void (*matmul)(struct dsi_backend *b, int nm, const enum dsi_act *y, enum dsi_act x,
+                   int64_t T, const struct dsi_tensor *const *W, const float *const *bias);
+    /* Rotate x [T][n_head * head_dim] in place at the pass's positions. */
+    void (*rope)(struct dsi_backend *b, enum dsi_act x, int64_t T, int n_head, int head_dim,
+                 const struct dsi_rope *r);
+    /* Store k, v of the pass into layer il's cache of each run's sequence, then causal
+     * attention of q against it: out [T][n_head * head_dim_v]. */
+    void (*attention)(struct dsi_backend *b, int il, enum dsi_act out, enum dsi_act q,
+                      enum dsi_act k, enum dsi_act v, const struct dsi_attn_params *p);
+    /* g = silu(g) * u, n elements. */
+    void (*swiglu)(struct dsi_backend *b, enum dsi_act g, enum dsi_act u, int64_t n);
+    /* y += x, n elements. */
+    void (*add)(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, int64_t n);
+    /* y row k = x row rows[k] (rows of width elements), k < n; y != x. */
+    void (*gather)(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, const int64_t *rows,
+                   int64_t n, int64_t width);
+};
+
+struct dsi_backend {
+    const struct dsi_backend_ops *ops;
+    int64_t max_out; /* rows DSI_ACT_OUT holds */
+};
+
+/* Move n floats of buffer a (element off) from backend `from` to backend `to`. */
+static inline enum dsi_status dsi_backend_move(struct dsi_backend *from, struct dsi_backend *to,
+                                               enum dsi_act a, int64_t off, int64_t n) {
+    if (from == to) return DSI_OK;
+    float *h = from->ops->host(from, a);
+    if (h) {
+        to->ops->set(to, a, off, h + off, n);
+        return DSI_OK;
+    }
+    h = to->ops->host(to, a);
+    DSI_ASSERT(h);
+    return from->ops->get(from, a, off, h + off, n);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
