@@ -27,7 +27,7 @@ endif
 
 override CFLAGS += -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter -D_GNU_SOURCE \
                    -fopenmp -I. $(PKG_CFLAGS) -MMD -MP
-LDLIBS  := $(PKG_LIBS) -fopenmp -lm -lpthread
+LDLIBS  := $(PKG_LIBS) -fopenmp -lm -lpthread -ldl
 
 ifdef DEBUG
 override CFLAGS += -O0 -DDSI_DEBUG
@@ -48,7 +48,7 @@ endif
 
 # ---- sources --------------------------------------------------------------------------------
 ARCH      := $(shell $(CC) -dumpmachine 2>/dev/null)
-LIB_SRC   := $(wildcard core/*.c quant/*.c src/*.c src/models/*.c src/server/*.c)
+LIB_SRC   := $(wildcard core/*.c quant/*.c src/*.c src/models/*.c src/server/*.c vulkan/*.c)
 ifneq ($(findstring x86_64,$(ARCH)),)
 LIB_SRC   += $(wildcard quant/x86/*.c)
 endif
@@ -100,6 +100,37 @@ endif
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# ---- Vulkan shaders: GLSL -> SPIR-V by glslc (with a depfile), embedded by vulkan/pipeline.c ----
+# Each variant: its source (default: the variant's name) and defines.
+VK_SHADERS := matvec_f32 matvec_f16 matvec_q4_0 matvec_q8_0 matmul_f32 matmul_f16 matmul_q4_0 \
+              matmul_q8_0 rmsnorm rope kv_store_f16 kv_store_f32 attention_f16 attention_f32 \
+              eltwise gather
+$(foreach t,f32 f16 q4_0 q8_0,$(eval src_matvec_$(t) := matvec)$(eval src_matmul_$(t) := matmul))
+def_matvec_f32  := -DWTYPE=0
+def_matvec_f16  := -DWTYPE=1
+def_matvec_q4_0 := -DWTYPE=2
+def_matvec_q8_0 := -DWTYPE=3
+def_matmul_f32  := $(def_matvec_f32)
+def_matmul_f16  := $(def_matvec_f16)
+def_matmul_q4_0 := $(def_matvec_q4_0)
+def_matmul_q8_0 := $(def_matvec_q8_0)
+src_kv_store_f16 := kv_store
+src_kv_store_f32 := kv_store
+def_kv_store_f16 := -DKV_F16=1
+def_kv_store_f32 := -DKV_F16=0
+src_attention_f16 := attention
+src_attention_f32 := attention
+def_attention_f16 := -DKV_F16=1
+def_attention_f32 := -DKV_F16=0
+GLSLC   ?= glslc
+VK_SPV  := $(VK_SHADERS:%=$(BUILD)/spv/%.inc)
+.SECONDEXPANSION:
+$(BUILD)/spv/%.inc: vulkan/shaders/$$(or $$(src_$$*),$$*).comp
+	@mkdir -p $(@D)
+	$(GLSLC) --target-env=vulkan1.2 -O $(def_$*) -MD -MF $@.d -mfmt=c $< -o $@
+$(BUILD)/vulkan/pipeline.o: $(VK_SPV)
+$(BUILD)/vulkan/pipeline.o: override CFLAGS += -I$(BUILD)
 
 $(LIB): $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
 	@mkdir -p $(@D)

@@ -12,6 +12,7 @@
 #ifndef DSI_CORE_BACKEND_H
 #define DSI_CORE_BACKEND_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -34,6 +35,17 @@ struct dsi_rope {
     const float *inv_freq; /* [n_dims / 2]: angle_i(p) = p * inv_freq[i] (scaling included) */
     float mscale;          /* multiplier on cos and sin (YaRN magnitude), 1 otherwise */
 };
+
+/* cos/sin of p * inv_freq[i] for i < n_dims / 2: the angle rounded to f32 (as PyTorch forms
+ * it), the functions evaluated in double and rounded, times mscale. Every backend rotates with
+ * this table. */
+static inline void dsi_rope_table(float *cs, float *sn, int32_t p, const struct dsi_rope *r) {
+    for (int i = 0; i < r->n_dims / 2; i++) {
+        float a = (float)p * r->inv_freq[i];
+        cs[i] = (float)cos((double)a) * r->mscale;
+        sn[i] = (float)sin((double)a) * r->mscale;
+    }
+}
 
 struct dsi_attn_params {
     int n_head, n_head_kv;

@@ -174,12 +174,14 @@ enum dsi_status dsi_context_init(const struct dsi_model *m, const struct dsi_con
     }
     dsi_backend_cpu_init(&c->cpu, c);
     c->gpu_from = (int)hp->n_layer;
+    dsi_context_offload(c);
     *out = c;
     return DSI_OK;
 }
 
 void dsi_context_free(struct dsi_context *c) {
     if (!c) return;
+    dsi_vk_backend_free(c->gpu);
     free(c->kv_mem);
     free(c->kv);
     free(c->seq_past);

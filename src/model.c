@@ -302,6 +302,7 @@ static void bind_layers(struct loader *L) {
     int64_t vv = (int64_t)hp->n_head_kv * hp->head_dim_v, o = (int64_t)hp->n_head * hp->head_dim_v;
     char n[96];
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    m->gpu_from = (int)hp->n_layer;
     if (!m->layers) {
         L->st = DSI_ERR_NOMEM;
         return;
@@ -448,7 +449,9 @@ static enum dsi_status load_gguf(struct dsi_gguf *g, const char *label, struct d
 }
 
 struct dsi_model_params dsi_model_default_params(void) {
-    struct dsi_model_params p = {DSI_LOAD_AUTO, false};
+    struct dsi_model_params p = {.load = DSI_LOAD_AUTO, .no_repack = false, .n_gpu_layers = 0,
+                                 .gpu_device = -1, .vram_budget = 0, .gpu_ctx = 0,
+                                 .gpu_validation = false};
     return p;
 }
 
@@ -469,12 +472,13 @@ static int repack_candidates(struct dsi_model *m, struct dsi_tensor **out) {
                                   &l->w_up_exps, &l->w_down_exps, &l->w_gate_sh, &l->w_up_sh,
                                   &l->w_down_sh};
         for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
-            if (c[i]->data && repackable(c[i])) {
+            if (c[i]->data && il < m->gpu_from && repackable(c[i])) {
                 if (out) out[n] = c[i];
                 n++;
             }
     }
-    if (m->output.data && m->output.data != m->tok_embd.data && repackable(&m->output)) {
+    if (m->output.data && m->output.data != m->tok_embd.data && !m->gpu_out &&
+        repackable(&m->output)) {
         if (out) out[n] = &m->output;
         n++;
     }
@@ -548,7 +552,13 @@ enum dsi_status dsi_model_load_ex(const char *path, const struct dsi_model_param
     }
     if (st) return st;
     st = load_gguf(g, path, out);
-    if (st || (mp && (mp->no_repack || mp->load == DSI_LOAD_MMAP))) return st;
+    if (st) return st;
+    if (mp && mp->n_gpu_layers != 0 && (st = dsi_model_offload(*out, mp))) {
+        dsi_model_free(*out);
+        *out = NULL;
+        return st;
+    }
+    if (mp && (mp->no_repack || mp->load == DSI_LOAD_MMAP)) return st;
     st = repack_weights(*out);
     if (st) {
         DSI_LOG_ERR("model '%s': out of memory while repacking the weights", path);
@@ -568,6 +578,7 @@ void dsi_model_free(struct dsi_model *m) {
     dsi_tokenizer_free(m->tok);
     dsi_gguf_free(m->gguf);
     free(m->repacked);
+    dsi_vk_close(m->vk);
     free(m);
 }
 

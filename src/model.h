@@ -33,7 +33,19 @@ struct dsi_model_params {
                                 and Q8_0 matrices into 16-row panels (quant/kernels.h). Repacking is
                                 in place for copied weights; mapped ones (AUTO on a small file)
                                 get a second buffer of the matrices' size; --mmap never repacks */
+    /* Vulkan offload (vulkan/vk.h): the last n_gpu_layers layers run on the GPU; more than
+     * n_layer offloads the output head too. 0 (default): CPU only. DSI_NGL_AUTO: as many as
+     * fit the budget on a GPU (a CPU-type Vulkan device such as lavapipe is never picked by
+     * itself), counting weights, gpu_ctx tokens of KV cache and the scratch. A missing
+     * loader or device, or a layer that does not fit, stays on the CPU with a warning. */
+    int n_gpu_layers;
+    int gpu_device;          /* index in dsinfer devices' list; -1: the first discrete GPU,
+                                else the first device */
+    uint64_t vram_budget;    /* bytes of device memory to use at most (0: 90% of its memory) */
+    int64_t gpu_ctx;         /* KV cache tokens per sequence the auto plan reserves (0: 4096) */
+    bool gpu_validation;     /* Khronos validation layer on (tests) */
 };
+#define DSI_NGL_AUTO (-1)
 struct dsi_model_params dsi_model_default_params(void);
 enum dsi_status dsi_model_load_ex(const char *path, const struct dsi_model_params *p,
                                   struct dsi_model **out);
@@ -42,6 +54,13 @@ uint64_t dsi_model_repacked_bytes(const struct dsi_model *m);
 /* True when the weights were copied into memory rather than mapped from the file. */
 bool dsi_model_weights_copied(const struct dsi_model *m);
 void dsi_model_free(struct dsi_model *m);
+/* Layers that run on the GPU (the last ones), and whether the output head does. */
+int dsi_model_gpu_layers(const struct dsi_model *m);
+bool dsi_model_gpu_output(const struct dsi_model *m);
+/* The GPU's name, or NULL when nothing is offloaded. */
+const char *dsi_model_gpu_name(const struct dsi_model *m);
+/* Validation-layer errors seen so far (gpu_validation). */
+int dsi_model_gpu_validation_errors(const struct dsi_model *m);
 
 const struct dsi_tokenizer *dsi_model_tokenizer(const struct dsi_model *m);
 const char *dsi_model_arch(const struct dsi_model *m);     /* "qwen2", "llama", ... */

@@ -9,6 +9,7 @@
 #include "core/tensor.h"
 #include "src/model.h"
 #include "src/ops.h"
+#include "vulkan/vk.h"
 
 enum dsi_arch { DSI_ARCH_QWEN2, DSI_ARCH_LLAMA, DSI_ARCH_DEEPSEEK2 };
 
@@ -75,7 +76,19 @@ struct dsi_model {
     uint64_t n_params, weight_bytes;
     void *repacked;                              /* repacked matrices, when not in place */
     uint64_t repacked_bytes;                     /* bytes of matrices in a repacked layout */
+    /* offload: layers [gpu_from, n_layer) and, with gpu_out, the output head have their
+     * weights on the device vk (NULL: none) */
+    struct dsi_vk *vk;
+    int gpu_from;
+    bool gpu_out;
 };
+
+/* Offload to a Vulkan device as the parameters ask (src/offload.c); fails only for a bad
+ * argument, a missing device is a warning and the CPU. */
+enum dsi_status dsi_model_offload(struct dsi_model *m, const struct dsi_model_params *p);
+/* The context's Vulkan backend for the model's offloaded layers (c->gpu); without memory for
+ * it the context runs everything on the CPU, with a warning. */
+void dsi_context_offload(struct dsi_context *c);
 
 /* Per-forward scratch, carved from the context arena; sized for n_batch tokens. */
 struct dsi_scratch {

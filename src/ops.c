@@ -494,16 +494,6 @@ void dsi_op_rmsnorm(float *y, const float *x, const float *w, int64_t T, int64_t
 
 /* ---- rope ------------------------------------------------------------------------------ */
 
-/* cos/sin of p * inv_freq[i]: the angle rounded to f32 (as PyTorch forms it), the functions
- * evaluated in double and rounded. */
-static void rope_table(float *cs, float *sn, int32_t p, const struct dsi_rope *r) {
-    for (int i = 0; i < r->n_dims / 2; i++) {
-        float a = (float)p * r->inv_freq[i];
-        cs[i] = (float)cos((double)a) * r->mscale;
-        sn[i] = (float)sin((double)a) * r->mscale;
-    }
-}
-
 static void rope_head(float *v, const float *cs, const float *sn, const struct dsi_rope *r) {
     int half = r->n_dims / 2;
     for (int i = 0; i < half; i++) {
@@ -520,7 +510,7 @@ void dsi_op_rope_ref(float *x, int64_t T, int n_head, int head_dim, const int32_
     float cs[512], sn[512];
     DSI_ASSERT(r->n_dims <= 1024 && r->n_dims <= head_dim);
     for (int64_t t = 0; t < T; t++) {
-        rope_table(cs, sn, pos[t], r);
+        dsi_rope_table(cs, sn, pos[t], r);
         for (int h = 0; h < n_head; h++)
             rope_head(x + (t * n_head + h) * head_dim, cs, sn, r);
     }
@@ -531,7 +521,7 @@ void dsi_op_rope(float *x, int64_t T, int n_head, int head_dim, const int32_t *p
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (T > 1)
     for (int64_t t = 0; t < T; t++) {
         float cs[512], sn[512];
-        rope_table(cs, sn, pos[t], r);
+        dsi_rope_table(cs, sn, pos[t], r);
         for (int h = 0; h < n_head; h++)
             rope_head(x + (t * n_head + h) * head_dim, cs, sn, r);
     }

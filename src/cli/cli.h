@@ -14,6 +14,7 @@ int dsi_cmd_logits(int argc, char **argv);
 int dsi_cmd_perplexity(int argc, char **argv);
 int dsi_cmd_quantize(int argc, char **argv);
 int dsi_cmd_serve(int argc, char **argv);
+int dsi_cmd_devices(int argc, char **argv);
 
 /* Shared helpers for the command-line front end. */
 

@@ -141,7 +141,9 @@ int dsi_cmd_info(int argc, char **argv) {
 
     /* what running it takes; a file dsinfer cannot run is still a valid GGUF (exit 0) */
     struct dsi_model *m;
-    struct dsi_model_params mp = {DSI_LOAD_MMAP, true};
+    struct dsi_model_params mp = dsi_model_default_params();
+    mp.load = DSI_LOAD_MMAP;
+    mp.no_repack = true;
     if (dsi_model_load_ex(path, &mp, &m) != DSI_OK) {
         printf("\nmodel: dsinfer cannot run this file (the reason is above)\n");
         return 0;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "src/cli/cli.h"
+#include "src/cli/common.h"
 #include "src/server/server.h"
 
 static void usage(FILE *f) {
@@ -28,12 +29,15 @@ static void usage(FILE *f) {
             "  --mmap, --no-mmap      map the weights file / read it into memory\n"
             "  --no-repack            keep Q4_0 matrices in ggml's row layout\n"
             "  --shutdown-grace S     seconds in-flight requests get on SIGTERM (default 30)\n"
-            "  -ngl N                 accepted for compatibility; the CPU runs every layer\n"
+            "  -ngl N|all|auto, --device N, --vram-budget SIZE   Vulkan offload (as for run)\n"
             "Signals: SIGINT/SIGTERM stop gracefully, SIGHUP reloads the model file.\n");
 }
 
 int dsi_cmd_serve(int argc, char **argv) {
     struct dsi_server_params p = dsi_server_default_params();
+    struct cli_gpu_opts gpu;
+    int g;
+    cli_gpu_init(&gpu);
     p.api_key = getenv("DSINFER_API_KEY");
     if (p.api_key && !*p.api_key) p.api_key = NULL;
     for (int i = 1; i < argc; i++) {
@@ -102,9 +106,8 @@ int dsi_cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--shutdown-grace")) {
             NUM(0, 3600);
             p.shutdown_grace = (double)v;
-        } else if (!strcmp(a, "-ngl") || !strcmp(a, "--n-gpu-layers")) {
-            VAL();
-            i++;
+        } else if ((g = cli_gpu_parse(&gpu, argc, argv, &i)) != 0) {
+            if (g < 0) return 2;
         } else {
             fprintf(stderr, "dsinfer serve: unknown option '%s'\n", a);
             usage(stderr);
@@ -113,6 +116,9 @@ int dsi_cmd_serve(int argc, char **argv) {
 #undef NUM
 #undef VAL
     }
+    p.n_gpu_layers = gpu.ngl;
+    p.gpu_device = gpu.device;
+    p.vram_budget = gpu.budget;
     if (!p.model_path) {
         fprintf(stderr, "dsinfer serve: -m MODEL is required\n");
         usage(stderr);

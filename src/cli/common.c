@@ -16,6 +16,7 @@ void cli_opts_init(struct cli_opts *o) {
     o->n_batch = 512;
     o->kv_type = DSI_TYPE_F16;
     o->sp = dsi_sampler_default_params();
+    cli_gpu_init(&o->gpu);
 }
 
 static const char *need(int argc, char **argv, int *i) {
@@ -29,6 +30,8 @@ static const char *need(int argc, char **argv, int *i) {
 int cli_opts_parse(struct cli_opts *o, int argc, char **argv, int *i) {
     const char *a = argv[*i], *v;
     int64_t x;
+    int g = cli_gpu_parse(&o->gpu, argc, argv, i);
+    if (g) return g;
 #define IS(s) (!strcmp(a, s))
 #define VAL() if (!(v = need(argc, argv, i))) return -1
     if (IS("-m") || IS("--model")) { VAL(); o->model = v; }
@@ -142,6 +145,7 @@ void cli_opts_help(FILE *f, bool sampling) {
                    "  -s, --seed S           random seed (default: from the clock, printed)\n"
                    "  --stop STR             stop when STR is generated (repeatable)\n"
                    "  --ignore-eos           do not stop at end-of-generation tokens\n");
+    cli_gpu_help(f);
 }
 
 struct dsi_model *cli_load_model(const struct cli_opts *o, double *seconds) {
@@ -154,6 +158,8 @@ struct dsi_model *cli_load_model(const struct cli_opts *o, double *seconds) {
     struct dsi_model_params mp = dsi_model_default_params();
     mp.load = o->load;
     mp.no_repack = o->no_repack;
+    cli_gpu_apply(&o->gpu, &mp);
+    mp.gpu_ctx = o->n_ctx;
     if (dsi_model_load_ex(o->model, &mp, &m) != DSI_OK) {
         fprintf(stderr, "dsinfer: cannot load model '%s'\n", o->model);
         return NULL;

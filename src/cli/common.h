@@ -10,7 +10,23 @@
 #include "src/model.h"
 #include "src/sampler.h"
 
+/* GPU offload options (src/cli/gpu.c). */
+struct cli_gpu_opts {
+    int ngl;         /* DSI_NGL_AUTO by default (the DSINFER_NGL environment variable overrides) */
+    int device;      /* -1: the default device */
+    uint64_t budget; /* 0: the default */
+    bool validation;
+};
+void cli_gpu_init(struct cli_gpu_opts *g);
+/* 1: consumed (with its value), 0: not a GPU option, -1: bad value (message printed). */
+int cli_gpu_parse(struct cli_gpu_opts *g, int argc, char **argv, int *i);
+bool cli_gpu_parse_ngl(const char *s, int *ngl);
+bool cli_parse_size(const char *opt, const char *s, uint64_t *out);
+void cli_gpu_help(FILE *f);
+void cli_gpu_apply(const struct cli_gpu_opts *g, struct dsi_model_params *mp);
+
 struct cli_opts {
+    struct cli_gpu_opts gpu;
     const char *model, *prompt, *file, *prompt_ids, *out, *chat_template;
     int64_t n_predict, n_ctx, n_batch;
     int n_threads;

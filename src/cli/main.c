@@ -18,6 +18,7 @@ static const struct command commands[] = {
     {"run", dsi_cmd_run, "generate text from a prompt"},
     {"chat", dsi_cmd_chat, "interactive chat through the model's chat template"},
     {"serve", dsi_cmd_serve, "OpenAI-compatible HTTP server with continuous batching"},
+    {"devices", dsi_cmd_devices, "list the Vulkan devices layers can be offloaded to"},
     {"logits", dsi_cmd_logits, "write the logits of every prompt position (float32)"},
     {"perplexity", dsi_cmd_perplexity, "perplexity of a text file"},
     {"info", dsi_cmd_info, "print a GGUF file's metadata and tensor table"},

@@ -26,6 +26,10 @@ enum dsi_status srv_model_load(struct dsi_server *s, struct srv_model **out) {
     struct dsi_model_params mp = dsi_model_default_params();
     mp.load = s->p.load;
     mp.no_repack = s->p.no_repack;
+    mp.n_gpu_layers = s->p.n_gpu_layers;
+    mp.gpu_device = s->p.gpu_device;
+    mp.vram_budget = s->p.vram_budget;
+    mp.gpu_ctx = s->p.n_ctx;
     enum dsi_status st = dsi_model_load_ex(s->p.model_path, &mp, &sm->m);
     if (st) {
         free(sm);

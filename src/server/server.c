@@ -11,6 +11,7 @@ struct dsi_server_params dsi_server_default_params(void) {
     p.host = "127.0.0.1";
     p.port = 8080;
     p.n_parallel = 4;
+    p.gpu_device = -1;
     p.n_batch = 512;
     p.max_body = 1u << 20;
     p.max_queue = 64;

@@ -37,6 +37,8 @@ struct dsi_server_params {
     const char *model_alias;   /* the id /v1/models reports (default: the model's name) */
     enum dsi_load_mode load;
     bool no_repack;            /* keep Q4_0 in the row layout (dsi_model_params) */
+    int n_gpu_layers, gpu_device; /* Vulkan offload (dsi_model_params; default 0: CPU only) */
+    uint64_t vram_budget;
     double shutdown_grace;     /* seconds in-flight requests get to finish on shutdown (30) */
 };
 

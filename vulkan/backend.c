@@ -1,0 +1,525 @@
+/* The Vulkan backend (core/backend.h) of one context: activation buffers, the KV caches of
+ * its layers, and one command buffer per pass into which the operators are recorded; a
+ * `get` submits it and waits. Descriptor sets are cached by their buffers, so a pass after
+ * the first allocates none. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "vulkan/vk_impl.h"
+
+struct bind {
+    VkBuffer buf;
+    VkDeviceSize off, range;
+};
+
+struct dset {
+    struct bind b[DSI_VK_BINDINGS];
+    VkDescriptorSet set;
+};
+
+struct vkb {
+    struct dsi_backend base;
+    struct dsi_vk *vk;
+    struct dsi_vk_backend_params p;
+    struct dsi_vk_buf act[DSI_ACT_COUNT];
+    struct dsi_vk_buf *kc, *vc; /* [n_layers] */
+    struct dsi_vk_buf info, up, down, dummy;
+    uint32_t tab_word, rows_word; /* info layout: tokens (2 words each), rope table, rows */
+    VkCommandPool pool;
+    VkCommandBuffer cb;
+    VkFence fence;
+    bool recording, rope_ready;
+    enum dsi_status err;
+    uint64_t up_used;
+    uint32_t rows_used;
+    int64_t T;
+    bool prompt;
+    VkPipeline bound;
+    VkDescriptorPool *pools;
+    int n_pools;
+    uint32_t pool_left;
+    struct dset *sets;
+    size_t sets_cap, sets_n;
+};
+
+#define SETS_PER_POOL 512
+
+static int64_t act_width(const struct dsi_vk_backend_params *p, enum dsi_act a) {
+    switch (a) {
+    case DSI_ACT_X:
+    case DSI_ACT_XN:
+    case DSI_ACT_TMP: return p->n_embd;
+    case DSI_ACT_Q: return (int64_t)p->n_head * p->head_dim;
+    case DSI_ACT_K: return (int64_t)p->n_head_kv * p->head_dim;
+    case DSI_ACT_V: return (int64_t)p->n_head_kv * p->head_dim_v;
+    case DSI_ACT_ATTN: return (int64_t)p->n_head * p->head_dim_v;
+    case DSI_ACT_GATE:
+    case DSI_ACT_UP: return p->n_ff;
+    case DSI_ACT_OUT: return p->output ? p->n_vocab : 0;
+    case DSI_ACT_COUNT: break;
+    }
+    return 0;
+}
+
+static int64_t max_out_rows(const struct dsi_vk_backend_params *p) {
+    return p->n_batch < 16 ? p->n_batch : 16;
+}
+
+static int64_t act_rows(const struct dsi_vk_backend_params *p, enum dsi_act a) {
+    return a == DSI_ACT_OUT ? max_out_rows(p) : p->n_batch;
+}
+
+static uint64_t widest(const struct dsi_vk_backend_params *p) {
+    uint64_t m = 0;
+    for (int a = 0; a < DSI_ACT_COUNT; a++) {
+        uint64_t b = (uint64_t)act_rows(p, a) * (uint64_t)act_width(p, a) * 4;
+        if (b > m) m = b;
+    }
+    return m;
+}
+
+static uint64_t kv_layer_bytes(const struct dsi_vk_backend_params *p, bool values) {
+    uint64_t es = p->kv_type == DSI_TYPE_F32 ? 4 : 2;
+    uint64_t w = (uint64_t)p->n_head_kv * (uint64_t)(values ? p->head_dim_v : p->head_dim);
+    return (uint64_t)p->n_seq * (uint64_t)p->n_ctx * w * es;
+}
+
+static uint32_t info_words(const struct dsi_vk_backend_params *p) {
+    return (uint32_t)(p->n_batch * (3 + p->rope_dims));
+}
+
+uint64_t dsi_vk_backend_bytes(const struct dsi_vk_backend_params *p) {
+    uint64_t b = 0;
+    for (int a = 0; a < DSI_ACT_COUNT; a++)
+        b += (uint64_t)act_rows(p, a) * (uint64_t)act_width(p, a) * 4;
+    b += (uint64_t)p->n_layers * (kv_layer_bytes(p, false) + kv_layer_bytes(p, true));
+    b += (uint64_t)info_words(p) * 4 + 2 * widest(p) + 256;
+    return b + b / 64; /* allocation granularity */
+}
+
+/* ---- recording ------------------------------------------------------------------------------ */
+
+static void fail(struct vkb *b, enum dsi_status st) {
+    if (!b->err) b->err = st;
+}
+
+static bool recording(struct vkb *b) {
+    if (b->err) return false;
+    if (b->recording) return true;
+    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                   .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+    enum dsi_status st = DSI_VK_CHECK(b->vk->f.vkResetCommandBuffer(b->cb, 0));
+    if (!st) st = DSI_VK_CHECK(b->vk->f.vkBeginCommandBuffer(b->cb, &bi));
+    if (st) {
+        fail(b, st);
+        return false;
+    }
+    b->recording = true;
+    b->bound = VK_NULL_HANDLE;
+    return true;
+}
+
+/* Everything recorded so far is done before anything recorded next starts. */
+static void barrier(struct vkb *b, VkPipelineStageFlags dst, VkAccessFlags dst_access) {
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                          .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                          .dstAccessMask = dst_access};
+    b->vk->f.vkCmdPipelineBarrier(b->cb,
+                                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                                  dst, 0, 1, &mb, 0, NULL, 0, NULL);
+}
+
+static void barrier_all(struct vkb *b) {
+    barrier(b, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+            VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                VK_ACCESS_TRANSFER_WRITE_BIT);
+}
+
+/* Submit what was recorded and wait. */
+static enum dsi_status flush(struct vkb *b) {
+    if (b->err || !b->recording) return b->err;
+    b->recording = false;
+    barrier(b, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+    enum dsi_status st = DSI_VK_CHECK(b->vk->f.vkEndCommandBuffer(b->cb));
+    if (!st) st = dsi_vk_submit_wait(b->vk, b->cb, b->fence);
+    b->up_used = 0;
+    b->rows_used = 0;
+    if (st) fail(b, st);
+    return st;
+}
+
+static uint64_t hash_set(const struct bind *k) {
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < DSI_VK_BINDINGS; i++) {
+        h = (h ^ (uint64_t)(uintptr_t)k[i].buf) * 1099511628211ULL;
+        h = (h ^ k[i].off) * 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+static VkDescriptorSet new_set(struct vkb *b, const struct bind *k) {
+    struct dsi_vk *vk = b->vk;
+    if (b->pool_left == 0) {
+        VkDescriptorPool *np = realloc(b->pools, (size_t)(b->n_pools + 1) * sizeof *np);
+        if (!np) return VK_NULL_HANDLE;
+        b->pools = np;
+        VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, SETS_PER_POOL * DSI_VK_BINDINGS};
+        VkDescriptorPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+                                         .maxSets = SETS_PER_POOL,
+                                         .poolSizeCount = 1,
+                                         .pPoolSizes = &ps};
+        if (DSI_VK_CHECK(vk->f.vkCreateDescriptorPool(vk->dev, &pi, NULL, &b->pools[b->n_pools])))
+            return VK_NULL_HANDLE;
+        b->n_pools++;
+        b->pool_left = SETS_PER_POOL;
+    }
+    VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                                      .descriptorPool = b->pools[b->n_pools - 1],
+                                      .descriptorSetCount = 1,
+                                      .pSetLayouts = &vk->dsl};
+    VkDescriptorSet set;
+    if (DSI_VK_CHECK(vk->f.vkAllocateDescriptorSets(vk->dev, &ai, &set))) return VK_NULL_HANDLE;
+    b->pool_left--;
+    VkDescriptorBufferInfo bi[DSI_VK_BINDINGS];
+    VkWriteDescriptorSet wr[DSI_VK_BINDINGS];
+    for (uint32_t i = 0; i < DSI_VK_BINDINGS; i++) {
+        bi[i] = (VkDescriptorBufferInfo){k[i].buf, k[i].off, k[i].range};
+        wr[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+                                       .dstSet = set,
+                                       .dstBinding = i,
+                                       .descriptorCount = 1,
+                                       .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                       .pBufferInfo = &bi[i]};
+    }
+    vk->f.vkUpdateDescriptorSets(vk->dev, DSI_VK_BINDINGS, wr, 0, NULL);
+    return set;
+}
+
+static VkDescriptorSet get_set(struct vkb *b, const struct bind *k) {
+    if ((b->sets_n + 1) * 2 > b->sets_cap) {
+        size_t cap = b->sets_cap ? b->sets_cap * 2 : 1024;
+        struct dset *t = calloc(cap, sizeof *t);
+        if (!t) return VK_NULL_HANDLE;
+        for (size_t i = 0; i < b->sets_cap; i++)
+            if (b->sets[i].set) {
+                size_t j = hash_set(b->sets[i].b) & (cap - 1);
+                while (t[j].set) j = (j + 1) & (cap - 1);
+                t[j] = b->sets[i];
+            }
+        free(b->sets);
+        b->sets = t;
+        b->sets_cap = cap;
+    }
+    size_t j = hash_set(k) & (b->sets_cap - 1);
+    for (; b->sets[j].set; j = (j + 1) & (b->sets_cap - 1))
+        if (!memcmp(b->sets[j].b, k, sizeof b->sets[j].b)) return b->sets[j].set;
+    VkDescriptorSet s = new_set(b, k);
+    if (!s) return VK_NULL_HANDLE;
+    memcpy(b->sets[j].b, k, sizeof b->sets[j].b);
+    b->sets[j].set = s;
+    b->sets_n++;
+    return s;
+}
+
+static struct bind act_bind(struct vkb *b, enum dsi_act a) {
+    return (struct bind){b->act[a].buf, 0, VK_WHOLE_SIZE};
+}
+
+static struct bind buf_bind(const struct dsi_vk_buf *x) {
+    return (struct bind){x->buf, 0, VK_WHOLE_SIZE};
+}
+
+static void dispatch(struct vkb *b, enum dsi_vk_shader s, struct bind *binds, int nb,
+                     const void *pc, uint32_t pc_size, uint32_t gx, uint32_t gy, uint32_t gz) {
+    if (!recording(b) || gx == 0 || gy == 0 || gz == 0) return;
+    struct dsi_vk *vk = b->vk;
+    struct bind k[DSI_VK_BINDINGS];
+    for (int i = 0; i < DSI_VK_BINDINGS; i++) k[i] = i < nb && binds[i].buf ? binds[i] : buf_bind(&b->dummy);
+    VkPipeline p = dsi_vk_pipeline(vk, s);
+    VkDescriptorSet set = p ? get_set(b, k) : VK_NULL_HANDLE;
+    if (!p || !set) {
+        fail(b, DSI_ERR_DEVICE);
+        return;
+    }
+    if (p != b->bound) vk->f.vkCmdBindPipeline(b->cb, VK_PIPELINE_BIND_POINT_COMPUTE, p);
+    b->bound = p;
+    vk->f.vkCmdBindDescriptorSets(b->cb, VK_PIPELINE_BIND_POINT_COMPUTE, vk->layout, 0, 1, &set, 0, NULL);
+    vk->f.vkCmdPushConstants(b->cb, vk->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, pc_size, pc);
+    vk->f.vkCmdDispatch(b->cb, gx, gy, gz);
+    barrier_all(b);
+}
+
+/* Split n workgroups into x * y, x <= 65535. */
+static void split(uint64_t n, uint32_t *x, uint32_t *y) {
+    *x = n < 65535 ? (uint32_t)n : 65535;
+    *y = *x ? (uint32_t)((n + *x - 1) / *x) : 0;
+}
+
+/* ---- the interface ------------------------------------------------------------------------- */
+
+static void vkb_begin(struct dsi_backend *be, const struct dsi_seg *segs, int n_segs,
+                      const int32_t *pos, int64_t T, bool prompt) {
+    struct vkb *b = (struct vkb *)be;
+    if (b->recording) { /* an abandoned pass */
+        b->vk->f.vkEndCommandBuffer(b->cb);
+        b->recording = false;
+    }
+    b->err = DSI_OK;
+    b->T = T;
+    b->prompt = prompt;
+    b->rope_ready = false;
+    b->up_used = 0;
+    b->rows_used = 0;
+    uint32_t *info = b->info.map;
+    for (int i = 0; i < n_segs; i++)
+        for (int64_t t = 0; t < segs[i].n; t++) {
+            info[2 * (segs[i].t0 + t)] = (uint32_t)((int64_t)segs[i].seq * b->p.n_ctx);
+            info[2 * (segs[i].t0 + t) + 1] = (uint32_t)pos[segs[i].t0 + t];
+        }
+}
+
+static float *vkb_host(struct dsi_backend *be, enum dsi_act a) {
+    (void)be, (void)a;
+    return NULL;
+}
+
+static void vkb_set(struct dsi_backend *be, enum dsi_act a, int64_t off, const float *src, int64_t n) {
+    struct vkb *b = (struct vkb *)be;
+    uint64_t bytes = (uint64_t)n * 4;
+    while (bytes && recording(b)) {
+        if (b->up_used == b->up.size && flush(b)) return;
+        if (!recording(b)) return;
+        uint64_t c = b->up.size - b->up_used < bytes ? b->up.size - b->up_used : bytes;
+        memcpy((char *)b->up.map + b->up_used, src, c);
+        VkBufferCopy r = {b->up_used, (VkDeviceSize)off * 4, c};
+        b->vk->f.vkCmdCopyBuffer(b->cb, b->up.buf, b->act[a].buf, 1, &r);
+        b->up_used += (c + 15) & ~(uint64_t)15;
+        if (b->up_used > b->up.size) b->up_used = b->up.size;
+        src += c / 4;
+        off += (int64_t)(c / 4);
+        bytes -= c;
+    }
+    if (b->recording && !b->err) barrier_all(b);
+}
+
+static enum dsi_status vkb_get(struct dsi_backend *be, enum dsi_act a, int64_t off, float *dst,
+                               int64_t n) {
+    struct vkb *b = (struct vkb *)be;
+    uint64_t bytes = (uint64_t)n * 4;
+    while (bytes) {
+        if (!recording(b)) break;
+        uint64_t c = bytes < b->down.size ? bytes : b->down.size;
+        VkBufferCopy r = {(VkDeviceSize)off * 4, 0, c};
+        b->vk->f.vkCmdCopyBuffer(b->cb, b->act[a].buf, b->down.buf, 1, &r);
+        if (flush(b)) break;
+        memcpy(dst, b->down.map, c);
+        dst += c / 4;
+        off += (int64_t)(c / 4);
+        bytes -= c;
+    }
+    return b->err;
+}
+
+static void vkb_rmsnorm(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, const float *w,
+                        int64_t T, int64_t n, float eps) {
+    struct vkb *b = (struct vkb *)be;
+    const struct dsi_vk_weight *dw = dsi_vk_weight_find(b->vk, w);
+    if (!dw || !dw->buf) {
+        DSI_LOG_ERR("vulkan: a norm weight is not on the device");
+        fail(b, DSI_ERR_DEVICE);
+        return;
+    }
+    struct bind bs[3] = {act_bind(b, x), {dw->buf, dw->off, dw->size}, act_bind(b, y)};
+    struct dsi_vk_pc_norm pc = {(uint32_t)n, (uint32_t)T, eps, 0};
+    dispatch(b, DSI_VK_RMSNORM, bs, 3, &pc, sizeof pc, (uint32_t)T, 1, 1);
+}
+
+static enum dsi_vk_shader mm_shader(enum dsi_type t, bool tiled) {
+    int k = t == DSI_TYPE_F32 ? 0 : t == DSI_TYPE_F16 ? 1 : t == DSI_TYPE_Q4_0 ? 2 : 3;
+    return (enum dsi_vk_shader)((tiled ? DSI_VK_MATMUL_F32 : DSI_VK_MATVEC_F32) + k);
+}
+
+static void vkb_matmul(struct dsi_backend *be, int nm, const enum dsi_act *y, enum dsi_act x,
+                       int64_t T, const struct dsi_tensor *const *W, const float *const *bias) {
+    struct vkb *b = (struct vkb *)be;
+    bool tiled = b->p.batch_invariant ? b->prompt : T >= 8;
+    for (int i = 0; i < nm; i++) {
+        const struct dsi_vk_weight *dw = dsi_vk_weight_find(b->vk, W[i]->data);
+        const struct dsi_vk_weight *db = bias && bias[i] ? dsi_vk_weight_find(b->vk, bias[i]) : NULL;
+        if (!dw || !dw->buf || (bias && bias[i] && (!db || !db->buf))) {
+            DSI_LOG_ERR("vulkan: weight %s is not on the device", W[i]->name ? W[i]->name : "?");
+            fail(b, DSI_ERR_DEVICE);
+            return;
+        }
+        uint32_t K = (uint32_t)W[i]->ne[0], N = (uint32_t)W[i]->ne[1];
+        struct bind bs[4] = {{dw->buf, dw->off, dw->size}, act_bind(b, x), act_bind(b, y[i]),
+                             db ? (struct bind){db->buf, db->off, db->size} : buf_bind(&b->dummy)};
+        struct dsi_vk_pc_matmul pc = {K, N, (uint32_t)T, 0, K, 0, N, dw->scale_word, db != NULL, {0}};
+        if (tiled)
+            dispatch(b, mm_shader(dw->type, true), bs, 4, &pc, sizeof pc, (N + 63) / 64,
+                     (uint32_t)((T + 31) / 32), 1);
+        else
+            dispatch(b, mm_shader(dw->type, false), bs, 4, &pc, sizeof pc, (N + 3) / 4, 1, 1);
+    }
+}
+
+static void vkb_rope(struct dsi_backend *be, enum dsi_act x, int64_t T, int n_head, int head_dim,
+                     const struct dsi_rope *r) {
+    struct vkb *b = (struct vkb *)be;
+    if (r->n_dims > b->p.rope_dims) {
+        DSI_LOG_ERR("vulkan: rope over %d dimensions, the backend was made for %d", r->n_dims,
+                    b->p.rope_dims);
+        fail(b, DSI_ERR_ARG);
+        return;
+    }
+    if (!b->rope_ready) {
+        float *tab = (float *)((uint32_t *)b->info.map + b->tab_word);
+        const uint32_t *info = b->info.map;
+        for (int64_t t = 0; t < T; t++)
+            dsi_rope_table(tab + t * r->n_dims, tab + t * r->n_dims + r->n_dims / 2,
+                           (int32_t)info[2 * t + 1], r);
+        b->rope_ready = true;
+    }
+    struct bind bs[2] = {act_bind(b, x), buf_bind(&b->info)};
+    struct dsi_vk_pc_rope pc = {(uint32_t)T, (uint32_t)n_head, (uint32_t)head_dim,
+                                (uint32_t)r->n_dims, r->mode == DSI_ROPE_NEOX ? 0u : 1u, b->tab_word};
+    dispatch(b, DSI_VK_ROPE, bs, 2, &pc, sizeof pc, (uint32_t)(r->n_dims / 2 + 63) / 64,
+             (uint32_t)n_head, (uint32_t)T);
+}
+
+static void vkb_attention(struct dsi_backend *be, int il, enum dsi_act out, enum dsi_act q,
+                          enum dsi_act k, enum dsi_act v, const struct dsi_attn_params *p) {
+    struct vkb *b = (struct vkb *)be;
+    int l = il - b->p.layer0;
+    if (l < 0 || l >= b->p.n_layers) {
+        DSI_LOG_ERR("vulkan: layer %d has no cache on this device", il);
+        fail(b, DSI_ERR_ARG);
+        return;
+    }
+    bool f16 = b->p.kv_type != DSI_TYPE_F32;
+    struct dsi_vk_pc_attn pc = {(uint32_t)b->T, (uint32_t)p->n_head, (uint32_t)p->n_head_kv,
+                                (uint32_t)p->head_dim, (uint32_t)p->head_dim_v, 0, p->scale, 0};
+    int64_t kw = (int64_t)p->n_head_kv * p->head_dim, vw = (int64_t)p->n_head_kv * p->head_dim_v;
+    int64_t pairs = ((kw > vw ? kw : vw) + 1) / 2;
+    struct bind st[5] = {act_bind(b, k), act_bind(b, v), buf_bind(&b->kc[l]), buf_bind(&b->vc[l]),
+                         buf_bind(&b->info)};
+    dispatch(b, f16 ? DSI_VK_KV_STORE_F16 : DSI_VK_KV_STORE_F32, st, 5, &pc, sizeof pc,
+             (uint32_t)((pairs + 63) / 64), (uint32_t)b->T, 1);
+    struct bind at[5] = {act_bind(b, q), buf_bind(&b->kc[l]), buf_bind(&b->vc[l]), act_bind(b, out),
+                         buf_bind(&b->info)};
+    dispatch(b, f16 ? DSI_VK_ATTENTION_F16 : DSI_VK_ATTENTION_F32, at, 5, &pc, sizeof pc,
+             (uint32_t)p->n_head, (uint32_t)b->T, 1);
+}
+
+static void eltwise(struct vkb *b, enum dsi_act y, enum dsi_act x, int64_t n, uint32_t op) {
+    struct bind bs[2] = {act_bind(b, y), act_bind(b, x)};
+    struct dsi_vk_pc_eltwise pc = {(uint32_t)n, op};
+    uint32_t gx, gy;
+    split(((uint64_t)n + 255) / 256, &gx, &gy);
+    dispatch(b, DSI_VK_ELTWISE, bs, 2, &pc, sizeof pc, gx, gy, 1);
+}
+
+static void vkb_swiglu(struct dsi_backend *be, enum dsi_act g, enum dsi_act u, int64_t n) {
+    eltwise((struct vkb *)be, g, u, n, 1);
+}
+
+static void vkb_add(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, int64_t n) {
+    eltwise((struct vkb *)be, y, x, n, 0);
+}
+
+static void vkb_gather(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, const int64_t *rows,
+                       int64_t n, int64_t width) {
+    struct vkb *b = (struct vkb *)be;
+    if (b->rows_used + n > b->p.n_batch) flush(b);
+    uint32_t off = b->rows_word + b->rows_used;
+    uint32_t *info = b->info.map;
+    for (int64_t k = 0; k < n; k++) info[off + k] = (uint32_t)rows[k];
+    b->rows_used += (uint32_t)n;
+    struct bind bs[3] = {act_bind(b, y), act_bind(b, x), buf_bind(&b->info)};
+    struct dsi_vk_pc_gather pc = {(uint32_t)n, (uint32_t)width, off, 0};
+    dispatch(b, DSI_VK_GATHER, bs, 3, &pc, sizeof pc, (uint32_t)((width + 255) / 256), (uint32_t)n, 1);
+}
+
+static const struct dsi_backend_ops vk_ops = {
+    "vulkan", vkb_begin, vkb_host, vkb_set, vkb_get, vkb_rmsnorm, vkb_matmul, vkb_rope,
+    vkb_attention, vkb_swiglu, vkb_add, vkb_gather,
+};
+
+/* ---- lifetime -------------------------------------------------------------------------------- */
+
+void dsi_vk_backend_free(struct dsi_backend *be) {
+    if (!be) return;
+    struct vkb *b = (struct vkb *)be;
+    struct dsi_vk *vk = b->vk;
+    if (b->recording) vk->f.vkEndCommandBuffer(b->cb);
+    for (int i = 0; i < b->n_pools; i++) vk->f.vkDestroyDescriptorPool(vk->dev, b->pools[i], NULL);
+    free(b->pools);
+    free(b->sets);
+    if (b->fence) vk->f.vkDestroyFence(vk->dev, b->fence, NULL);
+    if (b->pool) vk->f.vkDestroyCommandPool(vk->dev, b->pool, NULL);
+    for (int a = 0; a < DSI_ACT_COUNT; a++) dsi_vk_buf_free(vk, &b->act[a]);
+    for (int l = 0; b->kc && l < b->p.n_layers; l++) {
+        dsi_vk_buf_free(vk, &b->kc[l]);
+        dsi_vk_buf_free(vk, &b->vc[l]);
+    }
+    free(b->kc);
+    free(b->vc);
+    dsi_vk_buf_free(vk, &b->info);
+    dsi_vk_buf_free(vk, &b->up);
+    dsi_vk_buf_free(vk, &b->down);
+    dsi_vk_buf_free(vk, &b->dummy);
+    free(b);
+}
+
+enum dsi_status dsi_vk_backend_new(struct dsi_vk *vk, const struct dsi_vk_backend_params *p,
+                                   struct dsi_backend **out) {
+    *out = NULL;
+    if (p->head_dim > 256 || p->head_dim_v > 256 || p->head_dim % 2 || p->head_dim_v % 2 ||
+        p->n_head_kv <= 0 || p->n_head % p->n_head_kv || p->n_batch <= 0 ||
+        (uint64_t)p->n_seq * (uint64_t)p->n_ctx > UINT32_MAX / 2) {
+        dsi_log(DSI_LOG_INFO, "vulkan: no shaders for this attention shape (head size %d/%d, "
+                "%d/%d heads)", p->head_dim, p->head_dim_v, p->n_head, p->n_head_kv);
+        return DSI_ERR_UNSUPPORTED;
+    }
+    struct vkb *b = calloc(1, sizeof *b);
+    if (!b) return DSI_ERR_NOMEM;
+    b->base.ops = &vk_ops;
+    b->base.max_out = max_out_rows(p);
+    b->vk = vk;
+    b->p = *p;
+    b->tab_word = (uint32_t)(2 * p->n_batch);
+    b->rows_word = b->tab_word + (uint32_t)(p->n_batch * p->rope_dims);
+    enum dsi_status st = DSI_OK;
+    for (int a = 0; a < DSI_ACT_COUNT && !st; a++) {
+        uint64_t bytes = (uint64_t)act_rows(p, a) * (uint64_t)act_width(p, a) * 4;
+        if (bytes) st = dsi_vk_buf_new(vk, bytes, false, &b->act[a]);
+    }
+    b->kc = calloc((size_t)(p->n_layers > 0 ? p->n_layers : 1), sizeof *b->kc);
+    b->vc = calloc((size_t)(p->n_layers > 0 ? p->n_layers : 1), sizeof *b->vc);
+    if (!st && (!b->kc || !b->vc)) st = DSI_ERR_NOMEM;
+    for (int l = 0; l < p->n_layers && !st; l++) {
+        st = dsi_vk_buf_new(vk, kv_layer_bytes(p, false), false, &b->kc[l]);
+        if (!st) st = dsi_vk_buf_new(vk, kv_layer_bytes(p, true), false, &b->vc[l]);
+    }
+    if (!st) st = dsi_vk_buf_new(vk, (uint64_t)info_words(p) * 4, true, &b->info);
+    if (!st) st = dsi_vk_buf_new(vk, widest(p), true, &b->up);
+    if (!st) st = dsi_vk_buf_new(vk, widest(p), true, &b->down);
+    if (!st) st = dsi_vk_buf_new(vk, 256, false, &b->dummy);
+    VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                  .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+                                  .queueFamilyIndex = vk->queue_family};
+    if (!st) st = DSI_VK_CHECK(vk->f.vkCreateCommandPool(vk->dev, &pi, NULL, &b->pool));
+    VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                      .commandPool = b->pool,
+                                      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                      .commandBufferCount = 1};
+    if (!st) st = DSI_VK_CHECK(vk->f.vkAllocateCommandBuffers(vk->dev, &ai, &b->cb));
+    VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    if (!st) st = DSI_VK_CHECK(vk->f.vkCreateFence(vk->dev, &fi, NULL, &b->fence));
+    if (st) {
+        dsi_vk_backend_free(&b->base);
+        return st;
+    }
+    *out = &b->base;
+    return DSI_OK;
+}

@@ -1,0 +1,93 @@
+#version 450
+// Causal attention of query token t (workgroup y), head h (workgroup x) against its
+// sequence's cache rows [base, base + pos]: 64 keys at a time, one score per thread, online
+// softmax; each thread accumulates head_dim_v / 64 output dimensions.
+layout(local_size_x = 64) in;
+layout(push_constant) uniform PC { // struct dsi_vk_pc_attn (vulkan/vk_impl.h)
+    uint T, n_head, n_head_kv, head_dim, head_dim_v, info_off;
+    float scale;
+} pc;
+layout(std430, binding = 0) readonly buffer Q { float q[]; };
+#if KV_F16
+layout(std430, binding = 1) readonly buffer KC { uint kc[]; };
+layout(std430, binding = 2) readonly buffer VC { uint vc[]; };
+#else
+layout(std430, binding = 1) readonly buffer KC { float kc[]; };
+layout(std430, binding = 2) readonly buffer VC { float vc[]; };
+#endif
+layout(std430, binding = 3) writeonly buffer O { float o[]; };
+layout(std430, binding = 4) readonly buffer I { uint info[]; };
+
+#define MAXD 256
+shared float qs[MAXD];
+shared float p[64];
+shared float red[64];
+
+float kval(uint row, uint kw, uint e) {
+#if KV_F16
+    return unpackHalf2x16(kc[row * (kw / 2u) + e / 2u])[e & 1u];
+#else
+    return kc[row * kw + e];
+#endif
+}
+float vval(uint row, uint vw, uint e) {
+#if KV_F16
+    return unpackHalf2x16(vc[row * (vw / 2u) + e / 2u])[e & 1u];
+#else
+    return vc[row * vw + e];
+#endif
+}
+
+void main() {
+    uint h = gl_WorkGroupID.x, t = gl_WorkGroupID.y, tid = gl_LocalInvocationID.x;
+    uint G = pc.n_head / pc.n_head_kv, kvh = h / G;
+    uint kw = pc.n_head_kv * pc.head_dim, vw = pc.n_head_kv * pc.head_dim_v;
+    uint base = info[pc.info_off + 2u * t], n = info[pc.info_off + 2u * t + 1u] + 1u;
+    for (uint e = tid; e < pc.head_dim; e += 64u) qs[e] = q[(t * pc.n_head + h) * pc.head_dim + e];
+    barrier();
+    float m = -1.0 / 0.0, l = 0.0;
+    float acc[MAXD / 64];
+    for (uint i = 0; i < MAXD / 64; i++) acc[i] = 0.0;
+    for (uint j0 = 0; j0 < n; j0 += 64u) {
+        uint j = j0 + tid;
+        float s = -1.0 / 0.0;
+        if (j < n) {
+            s = 0.0;
+            for (uint e = 0; e < pc.head_dim; e++) s += qs[e] * kval(base + j, kw, kvh * pc.head_dim + e);
+            s *= pc.scale;
+        }
+        red[tid] = s;
+        barrier();
+        for (uint k = 32u; k > 0u; k >>= 1) {
+            if (tid < k) red[tid] = max(red[tid], red[tid + k]);
+            barrier();
+        }
+        float mn = max(m, red[0]);
+        barrier();
+        float pj = j < n ? exp(s - mn) : 0.0;
+        p[tid] = pj;
+        red[tid] = pj;
+        barrier();
+        for (uint k = 32u; k > 0u; k >>= 1) {
+            if (tid < k) red[tid] += red[tid + k];
+            barrier();
+        }
+        float c = exp(m - mn);
+        l = l * c + red[0];
+        m = mn;
+        uint nj = min(64u, n - j0);
+        for (uint i = 0; i < MAXD / 64; i++) {
+            uint d = tid + 64u * i;
+            if (d >= pc.head_dim_v) break;
+            float a = acc[i] * c;
+            for (uint jj = 0; jj < nj; jj++) a += p[jj] * vval(base + j0 + jj, vw, kvh * pc.head_dim_v + d);
+            acc[i] = a;
+        }
+        barrier();
+    }
+    for (uint i = 0; i < MAXD / 64; i++) {
+        uint d = tid + 64u * i;
+        if (d >= pc.head_dim_v) break;
+        o[(t * pc.n_head + h) * pc.head_dim_v + d] = acc[i] / l;
+    }
+}

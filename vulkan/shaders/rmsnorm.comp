@@ -1,0 +1,25 @@
+#version 450
+// y row t = x row t / sqrt(mean(x^2) + eps) * w; one workgroup per row.
+layout(local_size_x = 256) in;
+layout(push_constant) uniform PC { // struct dsi_vk_pc_norm (vulkan/vk_impl.h)
+    uint n, T;
+    float eps;
+} pc;
+layout(std430, binding = 0) readonly buffer X { float x[]; };
+layout(std430, binding = 1) readonly buffer W { float w[]; };
+layout(std430, binding = 2) writeonly buffer Y { float y[]; };
+shared float part[256];
+
+void main() {
+    uint t = gl_WorkGroupID.x, tid = gl_LocalInvocationID.x;
+    float s = 0.0;
+    for (uint i = tid; i < pc.n; i += 256u) s += x[t * pc.n + i] * x[t * pc.n + i];
+    part[tid] = s;
+    barrier();
+    for (uint k = 128u; k > 0u; k >>= 1) {
+        if (tid < k) part[tid] += part[tid + k];
+        barrier();
+    }
+    float scale = inversesqrt(part[0] / float(pc.n) + pc.eps);
+    for (uint i = tid; i < pc.n; i += 256u) y[t * pc.n + i] = (x[t * pc.n + i] * scale) * w[i];
+}
