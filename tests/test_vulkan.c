@@ -1,0 +1,327 @@
+/* The Vulkan backend against the CPU references, op by op, through the backend interface
+ * (core/backend.h) on the first Vulkan device (lavapipe in CI), with the Khronos validation
+ * layer when it is installed (zero validation errors required).
+ *
+ * Bounds, as normalized mean squared error (sum (a - b)^2 / sum b^2):
+ *   - float ops (rmsnorm, rope, swiglu, add, gather): 1e-10 — f32 arithmetic in a different
+ *     order than the double-accumulating reference, relative errors of a few ulps (~1e-7);
+ *   - matmul: 1e-9 — the device multiplies the exactly dequantized weights with the f32
+ *     activations (BF16 widens to f16 exactly; Q4_K, which has no shader yet, is rounded to
+ *     f16 at upload: relative error <= 2^-11 per weight, so its bound is 2^-22 = 2.4e-7),
+ *     so only the f32 sum of K
+ *     products differs from the double reference: relative error <= K * 2^-24 per output in
+ *     the worst case, ~sqrt(K) * 2^-24 typically (K = 256: NMSE ~ 1e-12);
+ *   - attention with an f16 cache: 1e-5 — keys and values rounded to f16 (relative 2^-11
+ *     each, NMSE ~ 1e-7) against the f32-cache reference. With an f32 cache: 1e-10.
+ * Without a Vulkan device the test is skipped (exit 77), unless DSI_REQUIRE_VULKAN=1. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/dtype.h"
+#include "quant/kernels.h"
+#include "quant/quantize.h"
+#include "src/ops.h"
+#include "tests/util.h"
+#include "vulkan/vk.h"
+
+static uint64_t rng = 88172645463325252ULL;
+static float frand(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+static void fill(float *x, int64_t n, float s) {
+    for (int64_t i = 0; i < n; i++) x[i] = frand() * s;
+}
+
+static double nmse(const float *a, const float *b, int64_t n) {
+    double e = 0, r = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        e += d * d;
+        r += (double)b[i] * b[i];
+    }
+    return r > 0 ? e / r : e;
+}
+
+#define CHECK_NMSE(got, want, n, bound, ...)                                                       \
+    do {                                                                                           \
+        double e_ = nmse(got, want, n);                                                            \
+        TU_LOG("  %-40s nmse %.3g\n", label, e_);                                                  \
+        TU_CHECK(e_ <= (bound) && e_ == e_, __VA_ARGS__);                                          \
+        (void)e_;                                                                                  \
+    } while (0)
+
+/* The shapes of the test backend. */
+enum { E = 256, FF = 512, NH = 4, NKV = 2, HD = 64, NB = 40, NCTX = 64, NV = 300 };
+
+static struct dsi_vk_backend_params bparams(enum dsi_type kv) {
+    struct dsi_vk_backend_params p = {.n_batch = NB, .n_ctx = NCTX, .n_seq = 2, .layer0 = 0,
+                                      .n_layers = 1, .n_embd = E, .n_ff = FF, .n_vocab = NV,
+                                      .n_head = NH, .n_head_kv = NKV, .head_dim = HD,
+                                      .head_dim_v = HD, .rope_dims = HD, .kv_type = kv,
+                                      .output = true, .batch_invariant = false};
+    return p;
+}
+
+static void begin1(struct dsi_backend *b, int64_t T) {
+    struct dsi_seg s = {0, 0, T, 0};
+    int32_t pos[NB];
+    for (int64_t t = 0; t < T; t++) pos[t] = (int32_t)t;
+    b->ops->begin(b, &s, 1, pos, T, true);
+}
+
+/* A weight of type t holding `src` [N][K] (quantized from it). */
+static struct dsi_tensor make_weight(enum dsi_type t, const float *src, int64_t K, int64_t N,
+                                     void **mem) {
+    struct dsi_tensor w = dsi_tensor_make(t, K, N, 1, 1, NULL);
+    size_t bytes = dsi_tensor_nbytes(&w);
+    uint8_t *d = malloc(bytes);
+    for (int64_t r = 0; r < N; r++) {
+        void *row = d + (size_t)r * w.nb[1];
+        const float *x = src + r * K;
+        switch (t) {
+        case DSI_TYPE_F32: memcpy(row, x, (size_t)K * 4); break;
+        case DSI_TYPE_F16:
+            for (int64_t i = 0; i < K; i++) ((uint16_t *)row)[i] = dsi_f32_to_f16(x[i]);
+            break;
+        case DSI_TYPE_BF16:
+            for (int64_t i = 0; i < K; i++) ((uint16_t *)row)[i] = dsi_f32_to_bf16(x[i]);
+            break;
+        case DSI_TYPE_Q4_0: dsi_quantize_q4_0(x, row, K); break;
+        case DSI_TYPE_Q8_0: dsi_quantize_q8_0(x, row, K); break;
+        case DSI_TYPE_Q4_K: dsi_quantize_q4_K(x, row, K); break;
+        default: abort();
+        }
+    }
+    w.data = d;
+    w.name = dsi_type_name(t);
+    *mem = d;
+    return w;
+}
+
+static void test_matmul(struct dsi_vk *vk, struct dsi_backend *b) {
+    const enum dsi_type types[] = {DSI_TYPE_F32, DSI_TYPE_F16, DSI_TYPE_Q4_0, DSI_TYPE_Q8_0,
+                                   DSI_TYPE_BF16, DSI_TYPE_Q4_K};
+    const int64_t Ts[] = {1, 3, 8, 37};
+    const int64_t K = E, N = 67; /* N: not a multiple of any tile */
+    float *src = malloc(sizeof(float) * K * N), *x = malloc(sizeof(float) * NB * K);
+    float *bias = malloc(sizeof(float) * N);
+    float *want = malloc(sizeof(float) * NB * N), *got = malloc(sizeof(float) * NB * N);
+    fill(src, K * N, 1.0f);
+    fill(bias, N, 1.0f);
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        void *mem;
+        struct dsi_tensor w = make_weight(types[i], src, K, N, &mem);
+        const struct dsi_tensor *tp[1] = {&w};
+        const float *vp[1] = {bias};
+        int64_t vn[1] = {N};
+        struct dsi_vk_group *g;
+        enum dsi_status st = dsi_vk_upload(vk, tp, 1, vp, vn, 1, &g);
+        TU_CHECK(st == DSI_OK, "upload %s: %s", dsi_type_name(types[i]), dsi_status_str(st));
+        for (size_t j = 0; j < sizeof Ts / sizeof *Ts && !st; j++) {
+            int64_t T = Ts[j];
+            fill(x, T * K, 1.0f);
+            for (int with_bias = 0; with_bias < 2; with_bias++) {
+                dsi_op_matmul_ref(want, x, T, &w, with_bias ? bias : NULL);
+                begin1(b, T);
+                b->ops->set(b, DSI_ACT_XN, 0, x, T * K);
+                const enum dsi_act y = DSI_ACT_UP;
+                const float *bs[1] = {with_bias ? bias : NULL};
+                b->ops->matmul(b, 1, &y, DSI_ACT_XN, T, tp, bs);
+                memset(got, 0, sizeof(float) * T * N);
+                st = b->ops->get(b, DSI_ACT_UP, 0, got, T * N);
+                char label[64];
+                snprintf(label, sizeof label, "matmul %s T=%lld%s", dsi_type_name(types[i]),
+                         (long long)T, with_bias ? " +bias" : "");
+                TU_CHECK(st == DSI_OK, "%s: %s", label, dsi_status_str(st));
+                /* BF16 widens exactly; Q4_K becomes f16: NMSE <= 2^-22 */
+                CHECK_NMSE(got, want, T * N, types[i] == DSI_TYPE_Q4_K ? 2.4e-7 : 1e-9, "%s", label);
+            }
+        }
+        free(mem);
+    }
+    free(src), free(x), free(bias), free(want), free(got);
+}
+
+static void test_float_ops(struct dsi_vk *vk, struct dsi_backend *b) {
+    const int64_t T = 7;
+    char label[64];
+    float *x = malloc(sizeof(float) * NB * FF), *u = malloc(sizeof(float) * NB * FF);
+    float *want = malloc(sizeof(float) * NB * FF), *got = malloc(sizeof(float) * NB * FF);
+    float *w = malloc(sizeof(float) * E);
+    fill(w, E, 2.0f);
+    {
+        const float *vp[1] = {w};
+        int64_t vn[1] = {E};
+        struct dsi_vk_group *g;
+        TU_CHECK(dsi_vk_upload(vk, NULL, 0, vp, vn, 1, &g) == DSI_OK, "upload a norm weight");
+    }
+    /* rmsnorm, into another buffer and in place */
+    for (int inplace = 0; inplace < 2; inplace++) {
+        fill(x, T * E, 3.0f);
+        dsi_op_rmsnorm_ref(want, x, w, T, E, 1e-6f);
+        begin1(b, T);
+        b->ops->set(b, DSI_ACT_X, 0, x, T * E);
+        b->ops->rmsnorm(b, inplace ? DSI_ACT_X : DSI_ACT_XN, DSI_ACT_X, w, T, E, 1e-6f);
+        b->ops->get(b, inplace ? DSI_ACT_X : DSI_ACT_XN, 0, got, T * E);
+        snprintf(label, sizeof label, "rmsnorm%s", inplace ? " in place" : "");
+        CHECK_NMSE(got, want, T * E, 1e-10, "%s", label);
+    }
+    /* rope, both pairings, at positions of two runs */
+    float inv[HD / 2];
+    for (int i = 0; i < HD / 2; i++) inv[i] = powf(10000.0f, -2.0f * (float)i / HD);
+    for (int mode = 0; mode < 2; mode++) {
+        struct dsi_rope r = {mode ? DSI_ROPE_NORM : DSI_ROPE_NEOX, HD, inv, 1.0f};
+        struct dsi_seg s[2] = {{0, 0, 4, 10}, {1, 4, 3, 33}};
+        int32_t pos[7] = {10, 11, 12, 13, 33, 34, 35};
+        fill(x, T * NH * HD, 1.0f);
+        memcpy(want, x, sizeof(float) * T * NH * HD);
+        dsi_op_rope_ref(want, T, NH, HD, pos, &r);
+        b->ops->begin(b, s, 2, pos, T, false);
+        b->ops->set(b, DSI_ACT_Q, 0, x, T * NH * HD);
+        b->ops->rope(b, DSI_ACT_Q, T, NH, HD, &r);
+        b->ops->get(b, DSI_ACT_Q, 0, got, T * NH * HD);
+        snprintf(label, sizeof label, "rope %s", mode ? "norm" : "neox");
+        CHECK_NMSE(got, want, T * NH * HD, 1e-10, "%s", label);
+    }
+    /* swiglu, add */
+    fill(x, T * FF, 4.0f);
+    fill(u, T * FF, 1.0f);
+    memcpy(want, x, sizeof(float) * T * FF);
+    dsi_op_swiglu(want, u, T * FF, 1);
+    begin1(b, T);
+    b->ops->set(b, DSI_ACT_GATE, 0, x, T * FF);
+    b->ops->set(b, DSI_ACT_UP, 0, u, T * FF);
+    b->ops->swiglu(b, DSI_ACT_GATE, DSI_ACT_UP, T * FF);
+    b->ops->get(b, DSI_ACT_GATE, 0, got, T * FF);
+    snprintf(label, sizeof label, "swiglu");
+    CHECK_NMSE(got, want, T * FF, 1e-10, "%s", label);
+    fill(x, T * E, 1.0f);
+    fill(u, T * E, 1.0f);
+    for (int64_t i = 0; i < T * E; i++) want[i] = x[i] + u[i];
+    begin1(b, T);
+    b->ops->set(b, DSI_ACT_X, 0, x, T * E);
+    b->ops->set(b, DSI_ACT_TMP, 0, u, T * E);
+    b->ops->add(b, DSI_ACT_X, DSI_ACT_TMP, T * E);
+    b->ops->get(b, DSI_ACT_X, 0, got, T * E);
+    snprintf(label, sizeof label, "add");
+    CHECK_NMSE(got, want, T * E, 1e-12, "%s", label);
+    /* gather */
+    int64_t rows[3] = {6, 0, 3};
+    fill(x, T * E, 1.0f);
+    for (int k = 0; k < 3; k++) memcpy(want + k * E, x + rows[k] * E, sizeof(float) * E);
+    begin1(b, T);
+    b->ops->set(b, DSI_ACT_X, 0, x, T * E);
+    b->ops->gather(b, DSI_ACT_TMP, DSI_ACT_X, rows, 3, E);
+    b->ops->get(b, DSI_ACT_TMP, 0, got, 3 * E);
+    snprintf(label, sizeof label, "gather");
+    CHECK_NMSE(got, want, 3 * E, 0, "%s", label);
+    free(x), free(u), free(want), free(got), free(w);
+}
+
+/* Two passes over two sequences (a prompt of 5 + 3 tokens, then one token each) against the
+ * CPU's cache and reference attention. */
+static void test_attention(struct dsi_vk *vk, enum dsi_type kv_type) {
+    struct dsi_vk_backend_params bp = bparams(kv_type);
+    struct dsi_backend *b;
+    TU_CHECK(dsi_vk_backend_new(vk, &bp, &b) == DSI_OK, "backend");
+    if (tu_failures) return;
+    const int64_t kw = NKV * HD, qw = NH * HD;
+    float *kc = calloc(2 * NCTX * kw, sizeof(float)), *vc = calloc(2 * NCTX * kw, sizeof(float));
+    struct dsi_kv_view kv[2];
+    for (int s = 0; s < 2; s++)
+        kv[s] = (struct dsi_kv_view){DSI_TYPE_F32, kc + s * NCTX * kw, vc + s * NCTX * kw, kw, kw};
+    struct dsi_attn_params ap = {NH, NKV, HD, HD, 0.125f};
+    float *q = malloc(sizeof(float) * NB * qw), *k = malloc(sizeof(float) * NB * kw);
+    float *v = malloc(sizeof(float) * NB * kw), *want = malloc(sizeof(float) * NB * qw);
+    float *got = malloc(sizeof(float) * NB * qw);
+    struct dsi_seg passes[2][2] = {{{0, 0, 5, 0}, {1, 5, 3, 0}}, {{1, 0, 1, 3}, {0, 1, 1, 5}}};
+    for (int pi = 0; pi < 2; pi++) {
+        struct dsi_seg *s = passes[pi];
+        int64_t T = s[0].n + s[1].n;
+        int32_t pos[8];
+        for (int i = 0; i < 2; i++)
+            for (int64_t t = 0; t < s[i].n; t++) pos[s[i].t0 + t] = (int32_t)(s[i].pos + t);
+        fill(q, T * qw, 1.0f);
+        fill(k, T * kw, 1.0f);
+        fill(v, T * kw, 1.0f);
+        for (int i = 0; i < 2; i++) {
+            const struct dsi_kv_view *c = &kv[s[i].seq];
+            dsi_op_kv_store(c, k + s[i].t0 * kw, v + s[i].t0 * kw, s[i].pos, s[i].n, 1);
+            dsi_op_attention_ref(want + s[i].t0 * qw, q + s[i].t0 * qw, c, s[i].pos, s[i].n, &ap);
+        }
+        b->ops->begin(b, s, 2, pos, T, pi == 0);
+        b->ops->set(b, DSI_ACT_Q, 0, q, T * qw);
+        b->ops->set(b, DSI_ACT_K, 0, k, T * kw);
+        b->ops->set(b, DSI_ACT_V, 0, v, T * kw);
+        b->ops->attention(b, 0, DSI_ACT_ATTN, DSI_ACT_Q, DSI_ACT_K, DSI_ACT_V, &ap);
+        enum dsi_status st = b->ops->get(b, DSI_ACT_ATTN, 0, got, T * qw);
+        char label[64];
+        snprintf(label, sizeof label, "attention %s cache, pass %d", dsi_type_name(kv_type), pi);
+        TU_CHECK(st == DSI_OK, "%s: %s", label, dsi_status_str(st));
+        CHECK_NMSE(got, want, T * qw, kv_type == DSI_TYPE_F16 ? 1e-5 : 1e-10, "%s", label);
+    }
+    free(kc), free(vc), free(q), free(k), free(v), free(want), free(got);
+    dsi_vk_backend_free(b);
+}
+
+/* A budget smaller than the request is refused without allocating. */
+static void test_budget(void) {
+    struct dsi_vk_params p = dsi_vk_default_params();
+    p.budget = 1 << 20;
+    struct dsi_vk *vk;
+    if (dsi_vk_open(&p, &vk) != DSI_OK) {
+        TU_CHECK(0, "open with a 1 MiB budget");
+        return;
+    }
+    struct dsi_vk_backend_params bp = bparams(DSI_TYPE_F16);
+    bp.n_ctx = 4096;
+    struct dsi_backend *b = NULL;
+    tu_capture_log(true);
+    enum dsi_status st = dsi_vk_backend_new(vk, &bp, &b);
+    tu_capture_log(false);
+    TU_CHECK(st == DSI_ERR_DEVICE && !b, "a backend larger than the budget: %s", dsi_status_str(st));
+    TU_CHECK(dsi_vk_used(vk) == 0, "%llu bytes left allocated", (unsigned long long)dsi_vk_used(vk));
+    TU_CHECK(dsi_vk_backend_bytes(&bp) > p.budget, "the estimate is below the budget");
+    dsi_vk_close(vk);
+}
+
+int main(int argc, char **argv) {
+    tu_init(argc, argv);
+    dsi_kernels_init();
+    struct dsi_vk_device_info info[8];
+    int n = 0;
+    if (dsi_vk_list(info, 8, &n) != DSI_OK || n == 0) {
+        const char *req = getenv("DSI_REQUIRE_VULKAN");
+        printf("test_vulkan: no Vulkan device%s\n", req && *req == '1' ? "" : ", skipped");
+        return req && *req == '1' ? 1 : 77;
+    }
+    struct dsi_vk_params p = dsi_vk_default_params();
+    const char *val = getenv("DSI_VK_VALIDATION");
+    p.validation = val && *val == '1';
+    struct dsi_vk *vk;
+    if (dsi_vk_open(&p, &vk) != DSI_OK) {
+        TU_CHECK(0, "open the device");
+        return tu_finish("test_vulkan");
+    }
+    TU_LOG("device: %s (%s)%s\n", dsi_vk_info(vk)->name, dsi_vk_info(vk)->driver,
+           p.validation ? ", validation on" : "");
+    struct dsi_vk_backend_params bp = bparams(DSI_TYPE_F16);
+    struct dsi_backend *b;
+    if (dsi_vk_backend_new(vk, &bp, &b) != DSI_OK) {
+        TU_CHECK(0, "backend");
+        dsi_vk_close(vk);
+        return tu_finish("test_vulkan");
+    }
+    test_matmul(vk, b);
+    bp.batch_invariant = true;
+    test_float_ops(vk, b);
+    dsi_vk_backend_free(b);
+    test_attention(vk, DSI_TYPE_F16);
+    test_attention(vk, DSI_TYPE_F32);
+    TU_CHECK(dsi_vk_validation_errors(vk) == 0, "%d validation errors", dsi_vk_validation_errors(vk));
+    dsi_vk_close(vk);
+    test_budget();
+    return tu_finish("test_vulkan");
+}
