@@ -22,6 +22,18 @@ SPV(matvec_q4_0)
 SPV(matvec_q8_0)
 #include "spv/matvec_q8_0.inc"
     ;
+SPV(matvec_sg_f32)
+#include "spv/matvec_sg_f32.inc"
+    ;
+SPV(matvec_sg_f16)
+#include "spv/matvec_sg_f16.inc"
+    ;
+SPV(matvec_sg_q4_0)
+#include "spv/matvec_sg_q4_0.inc"
+    ;
+SPV(matvec_sg_q8_0)
+#include "spv/matvec_sg_q8_0.inc"
+    ;
 SPV(matmul_f32)
 #include "spv/matmul_f32.inc"
     ;
@@ -68,6 +80,8 @@ static const struct {
 #define S(e, n) [e] = {#n, spv_##n, sizeof spv_##n}
     S(DSI_VK_MATVEC_F32, matvec_f32),       S(DSI_VK_MATVEC_F16, matvec_f16),
     S(DSI_VK_MATVEC_Q4_0, matvec_q4_0),     S(DSI_VK_MATVEC_Q8_0, matvec_q8_0),
+    S(DSI_VK_MATVEC_SG_F32, matvec_sg_f32), S(DSI_VK_MATVEC_SG_F16, matvec_sg_f16),
+    S(DSI_VK_MATVEC_SG_Q4_0, matvec_sg_q4_0), S(DSI_VK_MATVEC_SG_Q8_0, matvec_sg_q8_0),
     S(DSI_VK_MATMUL_F32, matmul_f32),       S(DSI_VK_MATMUL_F16, matmul_f16),
     S(DSI_VK_MATMUL_Q4_0, matmul_q4_0),     S(DSI_VK_MATMUL_Q8_0, matmul_q8_0),
     S(DSI_VK_RMSNORM, rmsnorm),             S(DSI_VK_ROPE, rope),
@@ -112,12 +126,18 @@ VkPipeline dsi_vk_pipeline(struct dsi_vk *vk, enum dsi_vk_shader s) {
                                        .pCode = shaders[s].code};
         VkShaderModule mod = VK_NULL_HANDLE;
         if (!DSI_VK_CHECK(vk->f.vkCreateShaderModule(vk->dev, &mi, NULL, &mod))) {
+            /* the subgroup shaders' local size: four subgroups */
+            uint32_t local = 4 * vk->info.subgroup_size;
+            VkSpecializationMapEntry me = {0, 0, sizeof local};
+            VkSpecializationInfo si = {1, &me, sizeof local, &local};
+            bool sg = s >= DSI_VK_MATVEC_SG_F32 && s <= DSI_VK_MATVEC_SG_Q8_0;
             VkComputePipelineCreateInfo ci = {
                 .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
                 .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
                           .stage = VK_SHADER_STAGE_COMPUTE_BIT,
                           .module = mod,
-                          .pName = "main"},
+                          .pName = "main",
+                          .pSpecializationInfo = sg ? &si : NULL},
                 .layout = vk->layout};
             if (DSI_VK_CHECK(vk->f.vkCreateComputePipelines(vk->dev, VK_NULL_HANDLE, 1, &ci, NULL, &p)))
                 p = VK_NULL_HANDLE;

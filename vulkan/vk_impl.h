@@ -97,6 +97,8 @@ struct dsi_vk_buf {
 /* Shaders (vulkan/pipeline.c), one pipeline each. */
 enum dsi_vk_shader {
     DSI_VK_MATVEC_F32, DSI_VK_MATVEC_F16, DSI_VK_MATVEC_Q4_0, DSI_VK_MATVEC_Q8_0,
+    /* the same with subgroup reductions (local size 4 x subgroup size) */
+    DSI_VK_MATVEC_SG_F32, DSI_VK_MATVEC_SG_F16, DSI_VK_MATVEC_SG_Q4_0, DSI_VK_MATVEC_SG_Q8_0,
     DSI_VK_MATMUL_F32, DSI_VK_MATMUL_F16, DSI_VK_MATMUL_Q4_0, DSI_VK_MATMUL_Q8_0,
     DSI_VK_RMSNORM, DSI_VK_ROPE, DSI_VK_KV_STORE_F16, DSI_VK_KV_STORE_F32,
     DSI_VK_ATTENTION_F16, DSI_VK_ATTENTION_F32, DSI_VK_ELTWISE, DSI_VK_GATHER,

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_control_flow_attributes : require
 // Causal attention of query token t (workgroup y), head h (workgroup x) against its
 // sequence's cache rows [base, base + pos]: 64 keys at a time, one score per thread, online
 // softmax; each thread accumulates head_dim_v / 64 output dimensions.
@@ -47,7 +48,7 @@ void main() {
     barrier();
     float m = -1.0 / 0.0, l = 0.0;
     float acc[MAXD / 64];
-    for (uint i = 0; i < MAXD / 64; i++) acc[i] = 0.0;
+    [[unroll]] for (uint i = 0; i < MAXD / 64; i++) acc[i] = 0.0;
     for (uint j0 = 0; j0 < n; j0 += 64u) {
         uint j = j0 + tid;
         float s = -1.0 / 0.0;
@@ -76,18 +77,18 @@ void main() {
         l = l * c + red[0];
         m = mn;
         uint nj = min(64u, n - j0);
-        for (uint i = 0; i < MAXD / 64; i++) {
+        [[unroll]] for (uint i = 0; i < MAXD / 64; i++) {
             uint d = tid + 64u * i;
-            if (d >= pc.head_dim_v) break;
-            float a = acc[i] * c;
-            for (uint jj = 0; jj < nj; jj++) a += p[jj] * vval(base + j0 + jj, vw, kvh * pc.head_dim_v + d);
-            acc[i] = a;
+            if (d < pc.head_dim_v) {
+                float a = acc[i] * c;
+                for (uint jj = 0; jj < nj; jj++) a += p[jj] * vval(base + j0 + jj, vw, kvh * pc.head_dim_v + d);
+                acc[i] = a;
+            }
         }
         barrier();
     }
-    for (uint i = 0; i < MAXD / 64; i++) {
+    [[unroll]] for (uint i = 0; i < MAXD / 64; i++) {
         uint d = tid + 64u * i;
-        if (d >= pc.head_dim_v) break;
-        o[(t * pc.n_head + h) * pc.head_dim_v + d] = acc[i] / l;
+        if (d < pc.head_dim_v) o[(t * pc.n_head + h) * pc.head_dim_v + d] = acc[i] / l;
     }
 }

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_control_flow_attributes : require
 // y[t][r] = W[r] . x[t] (+ bias[r]) for many tokens: tiles of 64 rows x 32 tokens, 256
 // threads of 4 x 2 outputs, the K dimension a 32-element block at a time through shared
 // memory (weights widened to f32). Each output is a sequential sum over K, so a token's
@@ -25,9 +26,9 @@ shared float xs[32][33];
 // weights e0 .. e0 + 7 of block b into v
 void part8(uint b, uint e0, out float v[8]) {
 #if WTYPE == 0
-    for (uint i = 0; i < 8; i++) v[i] = w[b * 32 + e0 + i];
+    [[unroll]] for (uint i = 0; i < 8; i++) v[i] = w[b * 32 + e0 + i];
 #elif WTYPE == 1
-    for (uint i = 0; i < 4; i++) {
+    [[unroll]] for (uint i = 0; i < 4; i++) {
         vec2 p = unpackHalf2x16(w[b * 16 + e0 / 2 + i]);
         v[2 * i] = p.x;
         v[2 * i + 1] = p.y;
@@ -35,14 +36,14 @@ void part8(uint b, uint e0, out float v[8]) {
 #elif WTYPE == 2
     float d = half_at(w[pc.scale_word + b / 2], b & 1u);
     uint j0 = e0 & 15u, shift = e0 >= 16u ? 4u : 0u;
-    for (uint i = 0; i < 8; i++) {
+    [[unroll]] for (uint i = 0; i < 8; i++) {
         uint j = j0 + i;
         uint byte = (w[b * 4 + j / 4] >> (8 * (j & 3u))) & 0xffu;
         v[i] = d * (float((byte >> shift) & 15u) - 8.0);
     }
 #elif WTYPE == 3
     float d = half_at(w[pc.scale_word + b / 2], b & 1u);
-    for (uint i = 0; i < 8; i++) {
+    [[unroll]] for (uint i = 0; i < 8; i++) {
         uint j = e0 + i;
         v[i] = d * float(int(w[b * 8 + j / 4] << (24 - 8 * (j & 3u))) >> 24);
     }
@@ -55,27 +56,27 @@ void main() {
     uint nb = pc.K / 32u;
     uint tr = (tid & 15u) * 4u, tt = (tid >> 4) * 2u; // this thread's outputs
     float acc[4][2];
-    for (uint i = 0; i < 4; i++) acc[i][0] = acc[i][1] = 0.0;
+    [[unroll]] for (uint i = 0; i < 4; i++) acc[i][0] = acc[i][1] = 0.0;
     uint lr = tid >> 2, le = (tid & 3u) * 8u;          // weights this thread loads
     uint xt = tid >> 3, xe = (tid & 7u) * 4u;          // inputs this thread loads
     for (uint kb = 0; kb < nb; kb++) {
         float v[8];
         if (r0 + lr < pc.N) part8((r0 + lr) * nb + kb, le, v);
-        else for (uint i = 0; i < 8; i++) v[i] = 0.0;
-        for (uint i = 0; i < 8; i++) ws[lr][le + i] = v[i];
-        for (uint i = 0; i < 4; i++)
+        else [[unroll]] for (uint i = 0; i < 8; i++) v[i] = 0.0;
+        [[unroll]] for (uint i = 0; i < 8; i++) ws[lr][le + i] = v[i];
+        [[unroll]] for (uint i = 0; i < 4; i++)
             xs[xt][xe + i] = t0 + xt < pc.T ? x[(t0 + xt) * pc.x_ld + pc.x_off + kb * 32u + xe + i] : 0.0;
         barrier();
-        for (uint i = 0; i < 4; i++)
-            for (uint j = 0; j < 2; j++) {
+        [[unroll]] for (uint i = 0; i < 4; i++)
+            [[unroll]] for (uint j = 0; j < 2; j++) {
                 float s = 0.0;
-                for (uint k = 0; k < 32; k++) s += ws[tr + i][k] * xs[tt + j][k];
+                [[unroll]] for (uint k = 0; k < 32; k++) s += ws[tr + i][k] * xs[tt + j][k];
                 acc[i][j] += s;
             }
         barrier();
     }
-    for (uint i = 0; i < 4; i++)
-        for (uint j = 0; j < 2; j++) {
+    [[unroll]] for (uint i = 0; i < 4; i++)
+        [[unroll]] for (uint j = 0; j < 2; j++) {
             uint r = r0 + tr + i, t = t0 + tt + j;
             if (r < pc.N && t < pc.T)
                 y[t * pc.y_ld + pc.y_off + r] = acc[i][j] + (pc.has_bias != 0u ? bias[r] : 0.0);
