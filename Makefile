@@ -75,9 +75,13 @@ FIX_OUT   := $(patsubst tests/fixtures/%,$(BUILD)/fixtures/%,$(FIX_ALL:.xz=))
 
 NEED_DEPS := $(filter-out clean deps run test check format test-arm arm-tests,$(or $(MAKECMDGOALS),all))
 ifneq ($(NEED_DEPS),)
+ifeq ($(shell pkg-config --exists vulkan && command -v $(or $(GLSLC),glslc)),)
+$(error missing the Vulkan headers or glslc; install them with: apt-get install -y libvulkan-dev glslc \
+  (or run tools/deps.sh))
+endif
 ifeq ($(PKG_LIBS),)
 $(error missing libraries ($(DEPS)); install them with: apt-get install -y pkg-config \
-libpcre2-dev libutf8proc-dev libcjson-dev libmicrohttpd-dev   (or run tools/deps.sh))
+libpcre2-dev libutf8proc-dev libcjson-dev libmicrohttpd-dev libvulkan-dev glslc  (or run tools/deps.sh))
 endif
 endif
 

@@ -84,6 +84,8 @@ struct dsi_backend_ops {
      * this, never by T). */
     void (*begin)(struct dsi_backend *b, const struct dsi_seg *segs, int n_segs,
                   const int32_t *pos, int64_t T, bool prompt);
+    /* Finish the pass's work (the KV cache writes included); returns the first failure. */
+    enum dsi_status (*end)(struct dsi_backend *b);
     /* Host memory of buffer a, when the backend computes in host memory; else NULL. */
     float *(*host)(struct dsi_backend *b, enum dsi_act a);
     /* Copy n floats from the host into buffer a at element off. */

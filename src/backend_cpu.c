@@ -30,6 +30,11 @@ static void cpu_begin(struct dsi_backend *b, const struct dsi_seg *segs, int n_s
     (void)b, (void)segs, (void)n_segs, (void)pos, (void)T, (void)prompt;
 }
 
+static enum dsi_status cpu_end(struct dsi_backend *b) {
+    (void)b;
+    return DSI_OK;
+}
+
 static void cpu_set(struct dsi_backend *b, enum dsi_act a, int64_t off, const float *src, int64_t n) {
     float *d = cpu_host(b, a) + off;
     if (d != src) memmove(d, src, (size_t)n * sizeof(float));
@@ -102,7 +107,7 @@ static void cpu_gather(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, co
 }
 
 static const struct dsi_backend_ops cpu_ops = {
-    "cpu", cpu_begin, cpu_host, cpu_set, cpu_get, cpu_rmsnorm, cpu_matmul, cpu_rope,
+    "cpu", cpu_begin, cpu_end, cpu_host, cpu_set, cpu_get, cpu_rmsnorm, cpu_matmul, cpu_rope,
     cpu_attention, cpu_swiglu, cpu_add, cpu_gather,
 };
 

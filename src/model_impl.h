@@ -191,6 +191,8 @@ void dsi_moe_route(const struct dsi_hparams *hp, const float *logits, const floa
 void dsi_block_output(struct dsi_context *c, struct dsi_backend *be, int64_t T);
 /* After layer il (-1: the embedding) on backend be: the layer callback, if any. */
 void dsi_block_layer_done(struct dsi_context *c, struct dsi_backend *be, int il, int64_t T);
+/* Finish the pass on every backend (c->pass_err: the first failure). */
+void dsi_block_end(struct dsi_context *c);
 /* Start the pass on every backend the context uses. */
 void dsi_block_begin(struct dsi_context *c, int64_t T);
 

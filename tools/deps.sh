@@ -3,12 +3,14 @@
 # (as root, or through sudo), saying what it does. Usage: tools/deps.sh build|test|check
 set -e
 profile=${1:-build}
-pkgs="gcc make pkg-config libpcre2-dev libutf8proc-dev libcjson-dev libmicrohttpd-dev libopenblas-dev xz-utils"
+pkgs="gcc make pkg-config libpcre2-dev libutf8proc-dev libcjson-dev libmicrohttpd-dev libopenblas-dev xz-utils libvulkan-dev glslc"
 case "$profile" in
   # the AArch64 kernel tests (make test-arm): cross compiler, and qemu-aarch64 to run them
-  test)  [ "$(dpkg --print-architecture 2>/dev/null)" = amd64 ] &&
+  # the Vulkan tests run on lavapipe (a CPU Vulkan driver) under the validation layer
+  test)  pkgs="$pkgs mesa-vulkan-drivers vulkan-validationlayers"
+         [ "$(dpkg --print-architecture 2>/dev/null)" = amd64 ] &&
            pkgs="$pkgs gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user" ;;
-  check) pkgs="$pkgs clang libclang-rt-dev libomp-dev" ;;
+  check) pkgs="$pkgs clang libclang-rt-dev libomp-dev mesa-vulkan-drivers vulkan-validationlayers" ;;
 esac
 missing=""
 # the server tests (make test) run the official openai npm client under node

@@ -260,10 +260,7 @@ static void split(uint64_t n, uint32_t *x, uint32_t *y) {
 static void vkb_begin(struct dsi_backend *be, const struct dsi_seg *segs, int n_segs,
                       const int32_t *pos, int64_t T, bool prompt) {
     struct vkb *b = (struct vkb *)be;
-    if (b->recording) { /* an abandoned pass */
-        b->vk->f.vkEndCommandBuffer(b->cb);
-        b->recording = false;
-    }
+    if (b->recording) flush(b); /* a pass that did not end */
     b->err = DSI_OK;
     b->T = T;
     b->prompt = prompt;
@@ -276,6 +273,12 @@ static void vkb_begin(struct dsi_backend *be, const struct dsi_seg *segs, int n_
             info[2 * (segs[i].t0 + t)] = (uint32_t)((int64_t)segs[i].seq * b->p.n_ctx);
             info[2 * (segs[i].t0 + t) + 1] = (uint32_t)pos[segs[i].t0 + t];
         }
+}
+
+static enum dsi_status vkb_end(struct dsi_backend *be) {
+    struct vkb *b = (struct vkb *)be;
+    flush(b);
+    return b->err;
 }
 
 static float *vkb_host(struct dsi_backend *be, enum dsi_act a) {
@@ -443,7 +446,7 @@ static void vkb_gather(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, c
 }
 
 static const struct dsi_backend_ops vk_ops = {
-    "vulkan", vkb_begin, vkb_host, vkb_set, vkb_get, vkb_rmsnorm, vkb_matmul, vkb_rope,
+    "vulkan", vkb_begin, vkb_end, vkb_host, vkb_set, vkb_get, vkb_rmsnorm, vkb_matmul, vkb_rope,
     vkb_attention, vkb_swiglu, vkb_add, vkb_gather,
 };
 

@@ -96,6 +96,15 @@ void dsi_block_output(struct dsi_context *c, struct dsi_backend *be, int64_t T) 
     }
 }
 
+void dsi_block_end(struct dsi_context *c) {
+    enum dsi_status st = c->cpu.base.ops->end(&c->cpu.base);
+    if (c->gpu) {
+        enum dsi_status g = c->gpu->ops->end(c->gpu);
+        if (!st) st = g;
+    }
+    if (!c->pass_err) c->pass_err = st;
+}
+
 void dsi_block_layer_done(struct dsi_context *c, struct dsi_backend *be, int il, int64_t T) {
     if (!c->layer_cb) return;
     if (be != &c->cpu.base && dsi_backend_move(be, &c->cpu.base, DSI_ACT_X, 0, T * c->m->hp.n_embd))

@@ -123,4 +123,5 @@ void dsi_forward_deepseek2(struct dsi_context *c, const int32_t *tokens, int64_t
         dsi_block_layer_done(c, cpu, il, T);
     }
     dsi_block_output(c, cpu, T);
+    dsi_block_end(c);
 }

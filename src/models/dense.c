@@ -25,4 +25,5 @@ void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T) 
         dsi_block_layer_done(c, be, il, T);
     }
     dsi_block_output(c, cur, T);
+    dsi_block_end(c);
 }
