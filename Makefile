@@ -7,7 +7,8 @@
 #   make fuzz       libFuzzer targets (clang) in build-fuzz/
 #   make test-arm   the AArch64 kernel tests, cross-built in build-arm/, under qemu-aarch64
 #                   (make test runs them too when aarch64-linux-gnu-gcc and qemu-aarch64 exist)
-# Knobs: DEBUG=1 SANITIZE=1 NATIVE=1 WERROR=1 VULKAN=1, and CC, CFLAGS, BUILD.
+# Knobs: DEBUG=1 SANITIZE=1 NATIVE=1 WERROR=1 VKPROF=1 (GPU time per shader on stderr), and
+# CC, CFLAGS, BUILD.
 
 CC      ?= cc
 BUILD   ?= build
@@ -38,6 +39,9 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 ifdef NATIVE
 override CFLAGS += -march=native
+endif
+ifdef VKPROF
+override CFLAGS += -DDSI_VK_PROFILE
 endif
 ifdef WERROR
 override CFLAGS += -Werror

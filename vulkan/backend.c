@@ -4,6 +4,7 @@
  * the first allocates none. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "vulkan/vk_impl.h"
 
@@ -43,6 +44,22 @@ struct vkb {
 };
 
 #define SETS_PER_POOL 512
+
+#ifdef DSI_VK_PROFILE
+/* Profiling build (make VKPROF=1): GPU time per shader from timestamps around each dispatch,
+ * printed to stderr when the backend is freed. */
+#include <stdio.h>
+#define PROF_MAX 4096
+struct prof {
+    VkQueryPool qp;
+    uint32_t n;
+    enum dsi_vk_shader sh[PROF_MAX];
+    double ms[DSI_VK_SHADER_COUNT];
+    uint64_t count[DSI_VK_SHADER_COUNT];
+    double submit_ms, passes;
+};
+static struct prof g_prof;
+#endif
 
 static int64_t act_width(const struct dsi_vk_backend_params *p, enum dsi_act a) {
     switch (a) {
@@ -114,6 +131,15 @@ static bool recording(struct vkb *b) {
         fail(b, st);
         return false;
     }
+#ifdef DSI_VK_PROFILE
+    if (!g_prof.qp) {
+        VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                    .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = PROF_MAX};
+        b->vk->f.vkCreateQueryPool(b->vk->dev, &qi, NULL, &g_prof.qp);
+    }
+    b->vk->f.vkCmdResetQueryPool(b->cb, g_prof.qp, 0, PROF_MAX);
+    g_prof.n = 0;
+#endif
     b->recording = true;
     b->bound = VK_NULL_HANDLE;
     return true;
@@ -141,7 +167,25 @@ static enum dsi_status flush(struct vkb *b) {
     b->recording = false;
     barrier(b, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
     enum dsi_status st = DSI_VK_CHECK(b->vk->f.vkEndCommandBuffer(b->cb));
+#ifdef DSI_VK_PROFILE
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+#endif
     if (!st) st = dsi_vk_submit_wait(b->vk, b->cb, b->fence);
+#ifdef DSI_VK_PROFILE
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    g_prof.submit_ms += (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6;
+    g_prof.passes++;
+    if (!st && g_prof.n) {
+        static uint64_t ts[PROF_MAX];
+        b->vk->f.vkGetQueryPoolResults(b->vk->dev, g_prof.qp, 0, g_prof.n, sizeof ts, ts, 8,
+                                       VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+        for (uint32_t i = 0; i + 1 < g_prof.n; i += 2) {
+            g_prof.ms[g_prof.sh[i / 2]] += (double)(ts[i + 1] - ts[i]) * b->vk->timestamp_ns * 1e-6;
+            g_prof.count[g_prof.sh[i / 2]]++;
+        }
+    }
+#endif
     b->up_used = 0;
     b->rows_used = 0;
     if (st) fail(b, st);
@@ -245,7 +289,19 @@ static void dispatch(struct vkb *b, enum dsi_vk_shader s, struct bind *binds, in
     b->bound = p;
     vk->f.vkCmdBindDescriptorSets(b->cb, VK_PIPELINE_BIND_POINT_COMPUTE, vk->layout, 0, 1, &set, 0, NULL);
     vk->f.vkCmdPushConstants(b->cb, vk->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, pc_size, pc);
+#ifdef DSI_VK_PROFILE
+    if (g_prof.qp && g_prof.n + 2 <= PROF_MAX) {
+        vk->f.vkCmdWriteTimestamp(b->cb, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, g_prof.qp, g_prof.n);
+        g_prof.sh[g_prof.n / 2] = s;
+    }
+#endif
     vk->f.vkCmdDispatch(b->cb, gx, gy, gz);
+#ifdef DSI_VK_PROFILE
+    if (g_prof.qp && g_prof.n + 2 <= PROF_MAX) {
+        vk->f.vkCmdWriteTimestamp(b->cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, g_prof.qp, g_prof.n + 1);
+        g_prof.n += 2;
+    }
+#endif
     barrier_all(b);
 }
 
@@ -456,6 +512,16 @@ void dsi_vk_backend_free(struct dsi_backend *be) {
     if (!be) return;
     struct vkb *b = (struct vkb *)be;
     struct dsi_vk *vk = b->vk;
+#ifdef DSI_VK_PROFILE
+    fprintf(stderr, "vk profile: %.0f submits, %.3f ms each (submit to fence)\n", g_prof.passes,
+            g_prof.passes ? g_prof.submit_ms / g_prof.passes : 0);
+    for (int i = 0; i < DSI_VK_SHADER_COUNT; i++)
+        if (g_prof.count[i])
+            fprintf(stderr, "vk profile: shader %2d: %8llu dispatches, %9.3f ms, %7.2f us each\n", i,
+                    (unsigned long long)g_prof.count[i], g_prof.ms[i], g_prof.ms[i] * 1e3 / (double)g_prof.count[i]);
+    if (g_prof.qp) vk->f.vkDestroyQueryPool(vk->dev, g_prof.qp, NULL);
+    memset(&g_prof, 0, sizeof g_prof);
+#endif
     if (b->recording) vk->f.vkEndCommandBuffer(b->cb);
     for (int i = 0; i < b->n_pools; i++) vk->f.vkDestroyDescriptorPool(vk->dev, b->pools[i], NULL);
     free(b->pools);

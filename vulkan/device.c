@@ -289,6 +289,7 @@ enum dsi_status dsi_vk_open(const struct dsi_vk_params *pp, struct dsi_vk **out)
         VkPhysicalDeviceProperties pr;
         vk->f.vkGetPhysicalDeviceProperties(vk->pdev, &pr);
         vk->align = pr.limits.minStorageBufferOffsetAlignment;
+        vk->timestamp_ns = pr.limits.timestampPeriod;
         if (vk->align < 16) vk->align = 16;
     }
     uint32_t nq = 0;

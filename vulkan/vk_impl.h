@@ -69,7 +69,12 @@
     X(vkDestroyFence)                                                                              \
     X(vkWaitForFences)                                                                             \
     X(vkResetFences)                                                                               \
-    X(vkDeviceWaitIdle)
+    X(vkDeviceWaitIdle)                                                                            \
+    X(vkCreateQueryPool)                                                                           \
+    X(vkDestroyQueryPool)                                                                          \
+    X(vkCmdResetQueryPool)                                                                         \
+    X(vkCmdWriteTimestamp)                                                                         \
+    X(vkGetQueryPoolResults)
 
 struct dsi_vk_fns {
     PFN_vkGetInstanceProcAddr vkGetInstanceProcAddr;
@@ -120,6 +125,7 @@ struct dsi_vk {
     VkPhysicalDeviceMemoryProperties memp;
     struct dsi_vk_device_info info;
     VkDeviceSize align; /* minStorageBufferOffsetAlignment */
+    float timestamp_ns; /* timestampPeriod */
     pthread_mutex_t lock; /* queue submission, pipelines, the budget counter */
     uint64_t budget, used;
     int validation_errors;

@@ -24,7 +24,11 @@ layout(std430, binding = 0) readonly buffer W { float w[]; };
 #else
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
 #endif
+#if SUBGROUP
+layout(std430, binding = 1) readonly buffer X { vec4 x4[]; }; // x_off, x_ld: multiples of 4
+#else
 layout(std430, binding = 1) readonly buffer X { float x[]; };
+#endif
 layout(std430, binding = 2) writeonly buffer Y { float y[]; };
 layout(std430, binding = 3) readonly buffer B { float bias[]; };
 
@@ -33,6 +37,7 @@ layout(std430, binding = 3) readonly buffer B { float bias[]; };
 shared float part[128 * TT];
 #endif
 
+#if !SUBGROUP
 // the 32 weights of block b (row-major block index) into v
 void block(uint b, out float v[32]) {
 #if WTYPE == 0
@@ -61,23 +66,54 @@ void block(uint b, out float v[32]) {
     }
 #endif
 }
+#endif
 
 #if SUBGROUP
+// Lanes split each 32-element block: LPB lanes per block, each lane E = 32 / LPB elements
+// read as one or two vec4 of x, so that a subgroup reads consecutive weights and
+// consecutive activations (coalesced); subgroupAdd at the end.
+#if WTYPE == 2
+#define LPB 4u
+#else
+#define LPB 8u
+#endif
+// weights q*4 .. q*4+3 (and, for Q4_0, 16+q*4 .. 16+q*4+3) of block b into lo (hi)
+void part(uint b, uint q, out vec4 lo, out vec4 hi) {
+    hi = vec4(0.0);
+#if WTYPE == 0
+    lo = vec4(w[b * 32u + 4u * q], w[b * 32u + 4u * q + 1u], w[b * 32u + 4u * q + 2u], w[b * 32u + 4u * q + 3u]);
+#elif WTYPE == 1
+    lo = vec4(unpackHalf2x16(w[b * 16u + 2u * q]), unpackHalf2x16(w[b * 16u + 2u * q + 1u]));
+#elif WTYPE == 2
+    float d = half_at(w[pc.scale_word + b / 2u], b & 1u);
+    uint u = w[b * 4u + q];
+    lo = d * (vec4(u & 15u, (u >> 8) & 15u, (u >> 16) & 15u, (u >> 24) & 15u) - 8.0);
+    hi = d * (vec4((u >> 4) & 15u, (u >> 12) & 15u, (u >> 20) & 15u, u >> 28) - 8.0);
+#elif WTYPE == 3
+    float d = half_at(w[pc.scale_word + b / 2u], b & 1u);
+    uint u = w[b * 8u + q];
+    lo = d * vec4(int(u << 24) >> 24, int(u << 16) >> 24, int(u << 8) >> 24, int(u) >> 24);
+#endif
+}
+
 void main() {
     uint lane = gl_SubgroupInvocationID, r = gl_WorkGroupID.x * 4u + gl_SubgroupID;
-    uint nb = pc.K / 32u;
+    uint nb = pc.K / 32u, per = gl_SubgroupSize / LPB; // blocks per step
+    uint q = lane % LPB, kb0 = lane / LPB;
     for (uint t0 = 0; t0 < pc.T; t0 += TT) {
         float acc[TT];
         [[unroll]] for (uint t = 0; t < TT; t++) acc[t] = 0.0;
         if (r < pc.N) {
-            for (uint kb = lane; kb < nb; kb += gl_SubgroupSize) {
-                float v[32];
-                block(r * nb + kb, v);
+            for (uint kb = kb0; kb < nb; kb += per) {
+                vec4 lo, hi;
+                part(r * nb + kb, q, lo, hi);
                 [[unroll]] for (uint t = 0; t < TT; t++) {
                     if (t0 + t < pc.T) {
-                        uint xb = (t0 + t) * pc.x_ld + pc.x_off + kb * 32u;
-                        float s = 0.0;
-                        [[unroll]] for (uint i = 0; i < 32; i++) s += v[i] * x[xb + i];
+                        uint xb = ((t0 + t) * pc.x_ld + pc.x_off + kb * 32u) / 4u + q;
+                        float s = dot(lo, x4[xb]);
+#if WTYPE == 2
+                        s += dot(hi, x4[xb + 4u]);
+#endif
                         acc[t] += s;
                     }
                 }
