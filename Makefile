@@ -111,21 +111,15 @@ $(BUILD)/%.o: %.c
 
 # ---- Vulkan shaders: GLSL -> SPIR-V by glslc (with a depfile), embedded by vulkan/pipeline.c ----
 # Each variant: its source (default: the variant's name) and defines.
-VK_SHADERS := matvec_f32 matvec_f16 matvec_q4_0 matvec_q8_0 matvec_sg_f32 matvec_sg_f16 \
-              matvec_sg_q4_0 matvec_sg_q8_0 matmul_f32 matmul_f16 matmul_q4_0 \
-              matmul_q8_0 rmsnorm rope kv_store_f16 kv_store_f32 attention_f16 attention_f32 \
-              eltwise gather
-$(foreach t,f32 f16 q4_0 q8_0,$(eval src_matvec_$(t) := matvec)$(eval src_matmul_$(t) := matmul) \
-  $(eval src_matvec_sg_$(t) := matvec))
-def_matvec_f32  := -DWTYPE=0
-def_matvec_f16  := -DWTYPE=1
-def_matvec_q4_0 := -DWTYPE=2
-def_matvec_q8_0 := -DWTYPE=3
-def_matmul_f32  := $(def_matvec_f32)
-def_matmul_f16  := $(def_matvec_f16)
-def_matmul_q4_0 := $(def_matvec_q4_0)
-def_matmul_q8_0 := $(def_matvec_q8_0)
-$(foreach t,f32 f16 q4_0 q8_0,$(eval def_matvec_sg_$(t) := $(def_matvec_$(t)) -DSUBGROUP=1))
+VK_WTYPES  := f32 f16 q4_0 q8_0 q4_k q5_k q6_k
+VK_SHADERS := $(foreach t,$(VK_WTYPES),matvec_$(t) matvec_sg_$(t) matmul_$(t)) \
+              rmsnorm rope kv_store_f16 kv_store_f32 attention_f16 attention_f32 eltwise gather
+# a weight type's WTYPE (vulkan/shaders/common.glsl) is its position in VK_WTYPES, from 0
+$(foreach t,$(VK_WTYPES),$(eval wt_$(t) := $(shell echo $(VK_WTYPES) | tr ' ' '\n' | grep -nx $(t) | cut -d: -f1)))
+$(foreach t,$(VK_WTYPES),$(eval src_matvec_$(t) := matvec)$(eval src_matvec_sg_$(t) := matvec) \
+  $(eval src_matmul_$(t) := matmul)$(eval def_matvec_$(t) := -DWTYPE=$$$$(($(wt_$(t)) - 1))) \
+  $(eval def_matvec_sg_$(t) := -DWTYPE=$$$$(($(wt_$(t)) - 1)) -DSUBGROUP=1) \
+  $(eval def_matmul_$(t) := -DWTYPE=$$$$(($(wt_$(t)) - 1))))
 src_kv_store_f16 := kv_store
 src_kv_store_f32 := kv_store
 def_kv_store_f16 := -DKV_F16=1

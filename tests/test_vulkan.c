@@ -6,8 +6,9 @@
  *   - float ops (rmsnorm, rope, swiglu, add, gather): 1e-10 — f32 arithmetic in a different
  *     order than the double-accumulating reference, relative errors of a few ulps (~1e-7);
  *   - matmul: 1e-9 — the device multiplies the exactly dequantized weights with the f32
- *     activations (BF16 widens to f16 exactly; Q4_K, which has no shader yet, is rounded to
- *     f16 at upload: relative error <= 2^-11 per weight, so its bound is 2^-22 = 2.4e-7),
+ *     activations (F32, F16, Q4_0, Q8_0, Q4_K, Q5_K and Q6_K have shaders; BF16 widens to
+ *     f16 exactly; Q5_0, which has no shader, is rounded to f16 at upload: relative error
+ *     <= 2^-11 per weight, so its bound is 2^-22 = 2.4e-7),
  *     so only the f32 sum of K
  *     products differs from the double reference: relative error <= K * 2^-24 per output in
  *     the worst case, ~sqrt(K) * 2^-24 typically (K = 256: NMSE ~ 1e-12);
@@ -91,6 +92,9 @@ static struct dsi_tensor make_weight(enum dsi_type t, const float *src, int64_t 
         case DSI_TYPE_Q4_0: dsi_quantize_q4_0(x, row, K); break;
         case DSI_TYPE_Q8_0: dsi_quantize_q8_0(x, row, K); break;
         case DSI_TYPE_Q4_K: dsi_quantize_q4_K(x, row, K); break;
+        case DSI_TYPE_Q5_K: dsi_quantize_q5_K(x, row, K); break;
+        case DSI_TYPE_Q6_K: dsi_quantize_q6_K(x, row, K); break;
+        case DSI_TYPE_Q5_0: dsi_quantize_q5_0(x, row, K); break;
         default: abort();
         }
     }
@@ -100,9 +104,10 @@ static struct dsi_tensor make_weight(enum dsi_type t, const float *src, int64_t 
     return w;
 }
 
-static void test_matmul(struct dsi_vk *vk, struct dsi_backend *b) {
-    const enum dsi_type types[] = {DSI_TYPE_F32, DSI_TYPE_F16, DSI_TYPE_Q4_0, DSI_TYPE_Q8_0,
-                                   DSI_TYPE_BF16, DSI_TYPE_Q4_K};
+static void test_matmul(struct dsi_vk *vk, struct dsi_backend *b, const char *variant) {
+    const enum dsi_type types[] = {DSI_TYPE_F32,  DSI_TYPE_F16,  DSI_TYPE_Q4_0, DSI_TYPE_Q8_0,
+                                   DSI_TYPE_Q4_K, DSI_TYPE_Q5_K, DSI_TYPE_Q6_K, DSI_TYPE_BF16,
+                                   DSI_TYPE_Q5_0};
     const int64_t Ts[] = {1, 3, 8, 37};
     const int64_t K = E, N = 67; /* N: not a multiple of any tile */
     float *src = malloc(sizeof(float) * K * N), *x = malloc(sizeof(float) * NB * K);
@@ -132,11 +137,11 @@ static void test_matmul(struct dsi_vk *vk, struct dsi_backend *b) {
                 memset(got, 0, sizeof(float) * T * N);
                 st = b->ops->get(b, DSI_ACT_UP, 0, got, T * N);
                 char label[64];
-                snprintf(label, sizeof label, "matmul %s T=%lld%s", dsi_type_name(types[i]),
-                         (long long)T, with_bias ? " +bias" : "");
+                snprintf(label, sizeof label, "matmul%s %s T=%lld%s", variant,
+                         dsi_type_name(types[i]), (long long)T, with_bias ? " +bias" : "");
                 TU_CHECK(st == DSI_OK, "%s: %s", label, dsi_status_str(st));
-                /* BF16 widens exactly; Q4_K becomes f16: NMSE <= 2^-22 */
-                CHECK_NMSE(got, want, T * N, types[i] == DSI_TYPE_Q4_K ? 2.4e-7 : 1e-9, "%s", label);
+                /* BF16 widens exactly; Q5_0 becomes f16: NMSE <= 2^-22 */
+                CHECK_NMSE(got, want, T * N, types[i] == DSI_TYPE_Q5_0 ? 2.4e-7 : 1e-9, "%s", label);
             }
         }
         free(mem);
@@ -314,8 +319,15 @@ int main(int argc, char **argv) {
         dsi_vk_close(vk);
         return tu_finish("test_vulkan");
     }
-    test_matmul(vk, b);
-    bp.batch_invariant = true;
+    test_matmul(vk, b, "");
+    {   /* the decode shaders without subgroup operations */
+        struct dsi_vk_backend_params np = bp;
+        struct dsi_backend *nb;
+        np.no_subgroup = true;
+        TU_CHECK(dsi_vk_backend_new(vk, &np, &nb) == DSI_OK, "backend without subgroups");
+        if (nb) test_matmul(vk, nb, " (no subgroups)");
+        dsi_vk_backend_free(nb);
+    }
     test_float_ops(vk, b);
     dsi_vk_backend_free(b);
     test_attention(vk, DSI_TYPE_F16);

@@ -393,11 +393,11 @@ static void vkb_rmsnorm(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, 
     dispatch(b, DSI_VK_RMSNORM, bs, 3, &pc, sizeof pc, (uint32_t)T, 1, 1);
 }
 
-static enum dsi_vk_shader mm_shader(const struct dsi_vk *vk, enum dsi_type t, bool tiled) {
-    int k = t == DSI_TYPE_F32 ? 0 : t == DSI_TYPE_F16 ? 1 : t == DSI_TYPE_Q4_0 ? 2 : 3;
-    if (tiled) return (enum dsi_vk_shader)(DSI_VK_MATMUL_F32 + k);
-    bool sg = vk->info.subgroup_arith && vk->info.subgroup_size >= 4 && vk->info.subgroup_size <= 128;
-    return (enum dsi_vk_shader)((sg ? DSI_VK_MATVEC_SG_F32 : DSI_VK_MATVEC_F32) + k);
+static enum dsi_vk_shader mm_shader(const struct vkb *b, enum dsi_vk_wtype t, bool tiled) {
+    const struct dsi_vk *vk = b->vk;
+    if (tiled) return (enum dsi_vk_shader)(DSI_VK_MATMUL + t);
+    bool sg = !b->p.no_subgroup && vk->info.subgroup_arith && vk->info.subgroup_size >= 8 && vk->info.subgroup_size <= 128;
+    return (enum dsi_vk_shader)((sg ? DSI_VK_MATVEC_SG : DSI_VK_MATVEC) + t);
 }
 
 static void vkb_matmul(struct dsi_backend *be, int nm, const enum dsi_act *y, enum dsi_act x,
@@ -417,10 +417,10 @@ static void vkb_matmul(struct dsi_backend *be, int nm, const enum dsi_act *y, en
                              db ? (struct bind){db->buf, db->off, db->size} : buf_bind(&b->dummy)};
         struct dsi_vk_pc_matmul pc = {K, N, (uint32_t)T, 0, K, 0, N, dw->scale_word, db != NULL, {0}};
         if (tiled)
-            dispatch(b, mm_shader(b->vk, dw->type, true), bs, 4, &pc, sizeof pc, (N + 63) / 64,
+            dispatch(b, mm_shader(b, dw->type, true), bs, 4, &pc, sizeof pc, (N + 63) / 64,
                      (uint32_t)((T + 31) / 32), 1);
         else
-            dispatch(b, mm_shader(b->vk, dw->type, false), bs, 4, &pc, sizeof pc, (N + 3) / 4, 1, 1);
+            dispatch(b, mm_shader(b, dw->type, false), bs, 4, &pc, sizeof pc, (N + 3) / 4, 1, 1);
     }
 }
 

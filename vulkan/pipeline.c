@@ -22,6 +22,15 @@ SPV(matvec_q4_0)
 SPV(matvec_q8_0)
 #include "spv/matvec_q8_0.inc"
     ;
+SPV(matvec_q4_k)
+#include "spv/matvec_q4_k.inc"
+    ;
+SPV(matvec_q5_k)
+#include "spv/matvec_q5_k.inc"
+    ;
+SPV(matvec_q6_k)
+#include "spv/matvec_q6_k.inc"
+    ;
 SPV(matvec_sg_f32)
 #include "spv/matvec_sg_f32.inc"
     ;
@@ -34,6 +43,15 @@ SPV(matvec_sg_q4_0)
 SPV(matvec_sg_q8_0)
 #include "spv/matvec_sg_q8_0.inc"
     ;
+SPV(matvec_sg_q4_k)
+#include "spv/matvec_sg_q4_k.inc"
+    ;
+SPV(matvec_sg_q5_k)
+#include "spv/matvec_sg_q5_k.inc"
+    ;
+SPV(matvec_sg_q6_k)
+#include "spv/matvec_sg_q6_k.inc"
+    ;
 SPV(matmul_f32)
 #include "spv/matmul_f32.inc"
     ;
@@ -45,6 +63,15 @@ SPV(matmul_q4_0)
     ;
 SPV(matmul_q8_0)
 #include "spv/matmul_q8_0.inc"
+    ;
+SPV(matmul_q4_k)
+#include "spv/matmul_q4_k.inc"
+    ;
+SPV(matmul_q5_k)
+#include "spv/matmul_q5_k.inc"
+    ;
+SPV(matmul_q6_k)
+#include "spv/matmul_q6_k.inc"
     ;
 SPV(rmsnorm)
 #include "spv/rmsnorm.inc"
@@ -78,16 +105,35 @@ static const struct {
     size_t bytes;
 } shaders[DSI_VK_SHADER_COUNT] = {
 #define S(e, n) [e] = {#n, spv_##n, sizeof spv_##n}
-    S(DSI_VK_MATVEC_F32, matvec_f32),       S(DSI_VK_MATVEC_F16, matvec_f16),
-    S(DSI_VK_MATVEC_Q4_0, matvec_q4_0),     S(DSI_VK_MATVEC_Q8_0, matvec_q8_0),
-    S(DSI_VK_MATVEC_SG_F32, matvec_sg_f32), S(DSI_VK_MATVEC_SG_F16, matvec_sg_f16),
-    S(DSI_VK_MATVEC_SG_Q4_0, matvec_sg_q4_0), S(DSI_VK_MATVEC_SG_Q8_0, matvec_sg_q8_0),
-    S(DSI_VK_MATMUL_F32, matmul_f32),       S(DSI_VK_MATMUL_F16, matmul_f16),
-    S(DSI_VK_MATMUL_Q4_0, matmul_q4_0),     S(DSI_VK_MATMUL_Q8_0, matmul_q8_0),
-    S(DSI_VK_RMSNORM, rmsnorm),             S(DSI_VK_ROPE, rope),
-    S(DSI_VK_KV_STORE_F16, kv_store_f16),   S(DSI_VK_KV_STORE_F32, kv_store_f32),
-    S(DSI_VK_ATTENTION_F16, attention_f16), S(DSI_VK_ATTENTION_F32, attention_f32),
-    S(DSI_VK_ELTWISE, eltwise),             S(DSI_VK_GATHER, gather),
+    S(DSI_VK_MATVEC + 0, matvec_f32),
+    S(DSI_VK_MATVEC + 1, matvec_f16),
+    S(DSI_VK_MATVEC + 2, matvec_q4_0),
+    S(DSI_VK_MATVEC + 3, matvec_q8_0),
+    S(DSI_VK_MATVEC + 4, matvec_q4_k),
+    S(DSI_VK_MATVEC + 5, matvec_q5_k),
+    S(DSI_VK_MATVEC + 6, matvec_q6_k),
+    S(DSI_VK_MATVEC_SG + 0, matvec_sg_f32),
+    S(DSI_VK_MATVEC_SG + 1, matvec_sg_f16),
+    S(DSI_VK_MATVEC_SG + 2, matvec_sg_q4_0),
+    S(DSI_VK_MATVEC_SG + 3, matvec_sg_q8_0),
+    S(DSI_VK_MATVEC_SG + 4, matvec_sg_q4_k),
+    S(DSI_VK_MATVEC_SG + 5, matvec_sg_q5_k),
+    S(DSI_VK_MATVEC_SG + 6, matvec_sg_q6_k),
+    S(DSI_VK_MATMUL + 0, matmul_f32),
+    S(DSI_VK_MATMUL + 1, matmul_f16),
+    S(DSI_VK_MATMUL + 2, matmul_q4_0),
+    S(DSI_VK_MATMUL + 3, matmul_q8_0),
+    S(DSI_VK_MATMUL + 4, matmul_q4_k),
+    S(DSI_VK_MATMUL + 5, matmul_q5_k),
+    S(DSI_VK_MATMUL + 6, matmul_q6_k),
+    S(DSI_VK_RMSNORM, rmsnorm),
+    S(DSI_VK_ROPE, rope),
+    S(DSI_VK_KV_STORE_F16, kv_store_f16),
+    S(DSI_VK_KV_STORE_F32, kv_store_f32),
+    S(DSI_VK_ATTENTION_F16, attention_f16),
+    S(DSI_VK_ATTENTION_F32, attention_f32),
+    S(DSI_VK_ELTWISE, eltwise),
+    S(DSI_VK_GATHER, gather),
 #undef S
 };
 
@@ -130,7 +176,7 @@ VkPipeline dsi_vk_pipeline(struct dsi_vk *vk, enum dsi_vk_shader s) {
             uint32_t local = 4 * vk->info.subgroup_size;
             VkSpecializationMapEntry me = {0, 0, sizeof local};
             VkSpecializationInfo si = {1, &me, sizeof local, &local};
-            bool sg = s >= DSI_VK_MATVEC_SG_F32 && s <= DSI_VK_MATVEC_SG_Q8_0;
+            bool sg = s >= DSI_VK_MATVEC_SG && s < DSI_VK_MATVEC_SG + DSI_VK_WTYPE_COUNT;
             VkComputePipelineCreateInfo ci = {
                 .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
                 .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,

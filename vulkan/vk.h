@@ -82,6 +82,7 @@ struct dsi_vk_backend_params {
     enum dsi_type kv_type;     /* f16 or f32 */
     bool output;               /* this backend runs the output head (DSI_ACT_OUT) */
     bool batch_invariant;
+    bool no_subgroup;          /* use only the shaders without subgroup operations (tests) */
 };
 /* Bytes dsi_vk_backend_new allocates on the device for these parameters. */
 uint64_t dsi_vk_backend_bytes(const struct dsi_vk_backend_params *p);

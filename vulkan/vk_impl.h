@@ -99,13 +99,19 @@ struct dsi_vk_buf {
     void *map; /* host-visible buffers only */
 };
 
-/* Shaders (vulkan/pipeline.c), one pipeline each. */
+/* Weight types with shaders (WTYPE in vulkan/shaders/common.glsl, VK_WTYPES in the Makefile). */
+enum dsi_vk_wtype {
+    DSI_VK_W_F32, DSI_VK_W_F16, DSI_VK_W_Q4_0, DSI_VK_W_Q8_0, DSI_VK_W_Q4_K, DSI_VK_W_Q5_K,
+    DSI_VK_W_Q6_K, DSI_VK_WTYPE_COUNT
+};
+
+/* Shaders (vulkan/pipeline.c), one pipeline each; the matrix ones once per weight type. */
 enum dsi_vk_shader {
-    DSI_VK_MATVEC_F32, DSI_VK_MATVEC_F16, DSI_VK_MATVEC_Q4_0, DSI_VK_MATVEC_Q8_0,
-    /* the same with subgroup reductions (local size 4 x subgroup size) */
-    DSI_VK_MATVEC_SG_F32, DSI_VK_MATVEC_SG_F16, DSI_VK_MATVEC_SG_Q4_0, DSI_VK_MATVEC_SG_Q8_0,
-    DSI_VK_MATMUL_F32, DSI_VK_MATMUL_F16, DSI_VK_MATMUL_Q4_0, DSI_VK_MATMUL_Q8_0,
-    DSI_VK_RMSNORM, DSI_VK_ROPE, DSI_VK_KV_STORE_F16, DSI_VK_KV_STORE_F32,
+    DSI_VK_MATVEC = 0,                                    /* + wtype: shared-memory sums */
+    DSI_VK_MATVEC_SG = DSI_VK_MATVEC + DSI_VK_WTYPE_COUNT, /* + wtype: subgroup sums */
+    DSI_VK_MATMUL = DSI_VK_MATVEC_SG + DSI_VK_WTYPE_COUNT, /* + wtype: tiled, many tokens */
+    DSI_VK_RMSNORM = DSI_VK_MATMUL + DSI_VK_WTYPE_COUNT,
+    DSI_VK_ROPE, DSI_VK_KV_STORE_F16, DSI_VK_KV_STORE_F32,
     DSI_VK_ATTENTION_F16, DSI_VK_ATTENTION_F32, DSI_VK_ELTWISE, DSI_VK_GATHER,
     DSI_VK_SHADER_COUNT
 };
@@ -145,7 +151,7 @@ struct dsi_vk_weight {
     const void *host;
     VkBuffer buf;
     VkDeviceSize off, size;
-    enum dsi_type type; /* F32, F16, Q4_0 or Q8_0 */
+    enum dsi_vk_wtype type;
     uint32_t scale_word;
 };
 

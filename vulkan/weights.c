@@ -3,33 +3,38 @@
  *
  * Layouts (vulkan/shaders/common.glsl): F32 and F16 as they are; Q4_0 and Q8_0 split into
  * the blocks' quants (16 or 32 bytes per block, word-aligned for the shaders) followed by the
- * blocks' f16 scales. Other types (BF16, Q4_1, Q5_x, K-quants, IQ4) are widened to F16 once at
- * upload, which costs memory but no accuracy beyond f16 rounding. */
+ * blocks' f16 scales; Q4_K and Q5_K as they are, Q6_K padded to 212 bytes a block. Other types
+ * (BF16, Q4_1, Q5_0/1, Q2_K, Q3_K, IQ4) are widened to F16 once at upload, which costs memory
+ * but no accuracy beyond f16 rounding (BF16 exactly, when in f16's range). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "quant/kernels.h"
 #include "vulkan/vk_impl.h"
 
-static enum dsi_type device_type(enum dsi_type t) {
+static enum dsi_vk_wtype device_type(enum dsi_type t) {
     switch (t) {
-    case DSI_TYPE_F32:
-    case DSI_TYPE_F16:
-    case DSI_TYPE_Q4_0:
-    case DSI_TYPE_Q8_0: return t;
-    default: return DSI_TYPE_F16;
+    case DSI_TYPE_F32: return DSI_VK_W_F32;
+    case DSI_TYPE_Q4_0: return DSI_VK_W_Q4_0;
+    case DSI_TYPE_Q8_0: return DSI_VK_W_Q8_0;
+    case DSI_TYPE_Q4_K: return DSI_VK_W_Q4_K;
+    case DSI_TYPE_Q5_K: return DSI_VK_W_Q5_K;
+    case DSI_TYPE_Q6_K: return DSI_VK_W_Q6_K;
+    default: return DSI_VK_W_F16;
     }
 }
 
 /* Bytes of the device copy of n elements of type t, and where the scales start. */
 static uint64_t layout_bytes(enum dsi_type t, int64_t n, uint64_t *scale_off) {
-    enum dsi_type d = device_type(t);
-    uint64_t nb = (uint64_t)n / 32;
+    uint64_t nb = (uint64_t)n / 32, ns = (uint64_t)n / 256;
     *scale_off = 0;
-    switch (d) {
-    case DSI_TYPE_F32: return (uint64_t)n * 4;
-    case DSI_TYPE_Q4_0: *scale_off = nb * 16; return nb * 16 + (nb + 1) / 2 * 4;
-    case DSI_TYPE_Q8_0: *scale_off = nb * 32; return nb * 32 + (nb + 1) / 2 * 4;
+    switch (device_type(t)) {
+    case DSI_VK_W_F32: return (uint64_t)n * 4;
+    case DSI_VK_W_Q4_0: *scale_off = nb * 16; return nb * 16 + (nb + 1) / 2 * 4;
+    case DSI_VK_W_Q8_0: *scale_off = nb * 32; return nb * 32 + (nb + 1) / 2 * 4;
+    case DSI_VK_W_Q4_K: return ns * 144;
+    case DSI_VK_W_Q5_K: return ns * 176;
+    case DSI_VK_W_Q6_K: return ns * 212;
     default: return ((uint64_t)n * 2 + 3) & ~(uint64_t)3;
     }
 }
@@ -46,9 +51,9 @@ static bool convert(const struct dsi_tensor *t, uint8_t *dst) {
     const uint8_t *src = t->data;
     memset(dst, 0, bytes);
     switch (device_type(t->type)) {
-    case DSI_TYPE_F32: memcpy(dst, src, (size_t)n * 4); return true;
-    case DSI_TYPE_Q4_0:
-    case DSI_TYPE_Q8_0: {
+    case DSI_VK_W_F32: memcpy(dst, src, (size_t)n * 4); return true;
+    case DSI_VK_W_Q4_0:
+    case DSI_VK_W_Q8_0: {
         size_t qb = t->type == DSI_TYPE_Q4_0 ? 16 : 32, bs = qb + 2;
         uint16_t *sc = (uint16_t *)(dst + so);
         for (int64_t b = 0; b < n / 32; b++) {
@@ -57,6 +62,11 @@ static bool convert(const struct dsi_tensor *t, uint8_t *dst) {
         }
         return true;
     }
+    case DSI_VK_W_Q4_K:
+    case DSI_VK_W_Q5_K: memcpy(dst, src, bytes); return true;
+    case DSI_VK_W_Q6_K: /* 210-byte blocks padded to 212 (word-aligned) */
+        for (int64_t b = 0; b < n / 256; b++) memcpy(dst + (size_t)b * 212, src + (size_t)b * 210, 210);
+        return true;
     default: break;
     }
     if (t->type == DSI_TYPE_F16) {
@@ -149,7 +159,7 @@ enum dsi_status dsi_vk_upload(struct dsi_vk *vk, const struct dsi_tensor *const 
             if (!vec[i - nt]) continue;
             bytes = (uint64_t)vec_n[i - nt] * 4;
             so = 0;
-            w[k] = (struct dsi_vk_weight){vec[i - nt], VK_NULL_HANDLE, 0, bytes, DSI_TYPE_F32, 0};
+            w[k] = (struct dsi_vk_weight){vec[i - nt], VK_NULL_HANDLE, 0, bytes, DSI_VK_W_F32, 0};
         }
         if (bytes > vk->info.max_buffer_range) {
             dsi_log(DSI_LOG_INFO, "vulkan: a weight of %.1f MiB exceeds the device's buffer range",

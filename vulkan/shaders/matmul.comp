@@ -4,50 +4,25 @@
 // threads of 4 x 2 outputs, the K dimension a 32-element block at a time through shared
 // memory (weights widened to f32). Each output is a sequential sum over K, so a token's
 // result does not depend on the other tokens of the pass.
-#include "common.glsl"
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform PC { // struct dsi_vk_pc_matmul (vulkan/vk_impl.h)
     uint K, N, T, x_off, x_ld, y_off, y_ld, scale_word, has_bias;
 } pc;
 
-#if WTYPE == 0
-layout(std430, binding = 0) readonly buffer W { float w[]; };
-#else
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
-#endif
 layout(std430, binding = 1) readonly buffer X { float x[]; };
 layout(std430, binding = 2) writeonly buffer Y { float y[]; };
 layout(std430, binding = 3) readonly buffer B { float bias[]; };
+#include "common.glsl"
 
 shared float ws[64][33];
 shared float xs[32][33];
 
 // weights e0 .. e0 + 7 of block b into v
 void part8(uint b, uint e0, out float v[8]) {
-#if WTYPE == 0
-    [[unroll]] for (uint i = 0; i < 8; i++) v[i] = w[b * 32 + e0 + i];
-#elif WTYPE == 1
-    [[unroll]] for (uint i = 0; i < 4; i++) {
-        vec2 p = unpackHalf2x16(w[b * 16 + e0 / 2 + i]);
-        v[2 * i] = p.x;
-        v[2 * i + 1] = p.y;
-    }
-#elif WTYPE == 2
-    float d = half_at(w[pc.scale_word + b / 2], b & 1u);
-    uint j0 = e0 & 15u, shift = e0 >= 16u ? 4u : 0u;
-    [[unroll]] for (uint i = 0; i < 8; i++) {
-        uint j = j0 + i;
-        uint byte = (w[b * 4 + j / 4] >> (8 * (j & 3u))) & 0xffu;
-        v[i] = d * (float((byte >> shift) & 15u) - 8.0);
-    }
-#elif WTYPE == 3
-    float d = half_at(w[pc.scale_word + b / 2], b & 1u);
-    [[unroll]] for (uint i = 0; i < 8; i++) {
-        uint j = e0 + i;
-        v[i] = d * float(int(w[b * 8 + j / 4] << (24 - 8 * (j & 3u))) >> 24);
-    }
-#endif
+    vec4 a = deq4(b, e0), c = deq4(b, e0 + 4u);
+    [[unroll]] for (uint i = 0; i < 4; i++) v[i] = a[i], v[i + 4] = c[i];
 }
 
 void main() {
