@@ -33,6 +33,9 @@ struct vkb {
     enum dsi_status err;
     uint64_t up_used;
     uint32_t rows_used;
+    /* hazards since the last barrier: buffers (bit = enum dsi_act, KV_BIT for the caches)
+     * written and read by the work recorded after it */
+    uint32_t written, read;
     int64_t T;
     bool prompt;
     VkPipeline bound;
@@ -44,6 +47,8 @@ struct vkb {
 };
 
 #define SETS_PER_POOL 512
+#define KV_BIT (1u << DSI_ACT_COUNT)
+#define BIT(a) (1u << (a))
 
 #ifdef DSI_VK_PROFILE
 /* Profiling build (make VKPROF=1): GPU time per shader from timestamps around each dispatch,
@@ -123,6 +128,7 @@ static void fail(struct vkb *b, enum dsi_status st) {
 static bool recording(struct vkb *b) {
     if (b->err) return false;
     if (b->recording) return true;
+    b->written = b->read = 0;
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
     enum dsi_status st = DSI_VK_CHECK(b->vk->f.vkResetCommandBuffer(b->cb, 0));
@@ -156,9 +162,18 @@ static void barrier(struct vkb *b, VkPipelineStageFlags dst, VkAccessFlags dst_a
 }
 
 static void barrier_all(struct vkb *b) {
+    b->written = b->read = 0;
     barrier(b, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
             VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
                 VK_ACCESS_TRANSFER_WRITE_BIT);
+}
+
+/* Work that reads rd and writes wr (buffer masks) is about to be recorded: a barrier first if
+ * it depends on, or overwrites, work since the last one. */
+static void hazard(struct vkb *b, uint32_t rd, uint32_t wr) {
+    if ((rd & b->written) || (wr & (b->written | b->read))) barrier_all(b);
+    b->written |= wr;
+    b->read |= rd;
 }
 
 /* Submit what was recorded and wait. */
@@ -274,7 +289,8 @@ static struct bind buf_bind(const struct dsi_vk_buf *x) {
 }
 
 static void dispatch(struct vkb *b, enum dsi_vk_shader s, struct bind *binds, int nb,
-                     const void *pc, uint32_t pc_size, uint32_t gx, uint32_t gy, uint32_t gz) {
+                     const void *pc, uint32_t pc_size, uint32_t gx, uint32_t gy, uint32_t gz,
+                     uint32_t rd, uint32_t wr) {
     if (!recording(b) || gx == 0 || gy == 0 || gz == 0) return;
     struct dsi_vk *vk = b->vk;
     struct bind k[DSI_VK_BINDINGS];
@@ -285,6 +301,7 @@ static void dispatch(struct vkb *b, enum dsi_vk_shader s, struct bind *binds, in
         fail(b, DSI_ERR_DEVICE);
         return;
     }
+    hazard(b, rd, wr);
     if (p != b->bound) vk->f.vkCmdBindPipeline(b->cb, VK_PIPELINE_BIND_POINT_COMPUTE, p);
     b->bound = p;
     vk->f.vkCmdBindDescriptorSets(b->cb, VK_PIPELINE_BIND_POINT_COMPUTE, vk->layout, 0, 1, &set, 0, NULL);
@@ -302,7 +319,6 @@ static void dispatch(struct vkb *b, enum dsi_vk_shader s, struct bind *binds, in
         g_prof.n += 2;
     }
 #endif
-    barrier_all(b);
 }
 
 /* Split n workgroups into x * y, x <= 65535. */
@@ -350,6 +366,7 @@ static void vkb_set(struct dsi_backend *be, enum dsi_act a, int64_t off, const f
         if (!recording(b)) return;
         uint64_t c = b->up.size - b->up_used < bytes ? b->up.size - b->up_used : bytes;
         memcpy((char *)b->up.map + b->up_used, src, c);
+        hazard(b, 0, BIT(a));
         VkBufferCopy r = {b->up_used, (VkDeviceSize)off * 4, c};
         b->vk->f.vkCmdCopyBuffer(b->cb, b->up.buf, b->act[a].buf, 1, &r);
         b->up_used += (c + 15) & ~(uint64_t)15;
@@ -358,7 +375,6 @@ static void vkb_set(struct dsi_backend *be, enum dsi_act a, int64_t off, const f
         off += (int64_t)(c / 4);
         bytes -= c;
     }
-    if (b->recording && !b->err) barrier_all(b);
 }
 
 static enum dsi_status vkb_get(struct dsi_backend *be, enum dsi_act a, int64_t off, float *dst,
@@ -368,6 +384,7 @@ static enum dsi_status vkb_get(struct dsi_backend *be, enum dsi_act a, int64_t o
     while (bytes) {
         if (!recording(b)) break;
         uint64_t c = bytes < b->down.size ? bytes : b->down.size;
+        hazard(b, BIT(a), 0);
         VkBufferCopy r = {(VkDeviceSize)off * 4, 0, c};
         b->vk->f.vkCmdCopyBuffer(b->cb, b->act[a].buf, b->down.buf, 1, &r);
         if (flush(b)) break;
@@ -390,7 +407,7 @@ static void vkb_rmsnorm(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, 
     }
     struct bind bs[3] = {act_bind(b, x), {dw->buf, dw->off, dw->size}, act_bind(b, y)};
     struct dsi_vk_pc_norm pc = {(uint32_t)n, (uint32_t)T, eps, 0};
-    dispatch(b, DSI_VK_RMSNORM, bs, 3, &pc, sizeof pc, (uint32_t)T, 1, 1);
+    dispatch(b, DSI_VK_RMSNORM, bs, 3, &pc, sizeof pc, (uint32_t)T, 1, 1, BIT(x), BIT(y));
 }
 
 static enum dsi_vk_shader mm_shader(const struct vkb *b, enum dsi_vk_wtype t, bool tiled) {
@@ -418,9 +435,10 @@ static void vkb_matmul(struct dsi_backend *be, int nm, const enum dsi_act *y, en
         struct dsi_vk_pc_matmul pc = {K, N, (uint32_t)T, 0, K, 0, N, dw->scale_word, db != NULL, {0}};
         if (tiled)
             dispatch(b, mm_shader(b, dw->type, true), bs, 4, &pc, sizeof pc, (N + 63) / 64,
-                     (uint32_t)((T + 31) / 32), 1);
+                     (uint32_t)((T + 31) / 32), 1, BIT(x), BIT(y[i]));
         else
-            dispatch(b, mm_shader(b, dw->type, false), bs, 4, &pc, sizeof pc, (N + 3) / 4, 1, 1);
+            dispatch(b, mm_shader(b, dw->type, false), bs, 4, &pc, sizeof pc, (N + 3) / 4, 1, 1,
+                     BIT(x), BIT(y[i]));
     }
 }
 
@@ -445,7 +463,7 @@ static void vkb_rope(struct dsi_backend *be, enum dsi_act x, int64_t T, int n_he
     struct dsi_vk_pc_rope pc = {(uint32_t)T, (uint32_t)n_head, (uint32_t)head_dim,
                                 (uint32_t)r->n_dims, r->mode == DSI_ROPE_NEOX ? 0u : 1u, b->tab_word};
     dispatch(b, DSI_VK_ROPE, bs, 2, &pc, sizeof pc, (uint32_t)(r->n_dims / 2 + 63) / 64,
-             (uint32_t)n_head, (uint32_t)T);
+             (uint32_t)n_head, (uint32_t)T, BIT(x), BIT(x));
 }
 
 static void vkb_attention(struct dsi_backend *be, int il, enum dsi_act out, enum dsi_act q,
@@ -465,11 +483,11 @@ static void vkb_attention(struct dsi_backend *be, int il, enum dsi_act out, enum
     struct bind st[5] = {act_bind(b, k), act_bind(b, v), buf_bind(&b->kc[l]), buf_bind(&b->vc[l]),
                          buf_bind(&b->info)};
     dispatch(b, f16 ? DSI_VK_KV_STORE_F16 : DSI_VK_KV_STORE_F32, st, 5, &pc, sizeof pc,
-             (uint32_t)((pairs + 63) / 64), (uint32_t)b->T, 1);
+             (uint32_t)((pairs + 63) / 64), (uint32_t)b->T, 1, BIT(k) | BIT(v), KV_BIT);
     struct bind at[5] = {act_bind(b, q), buf_bind(&b->kc[l]), buf_bind(&b->vc[l]), act_bind(b, out),
                          buf_bind(&b->info)};
     dispatch(b, f16 ? DSI_VK_ATTENTION_F16 : DSI_VK_ATTENTION_F32, at, 5, &pc, sizeof pc,
-             (uint32_t)p->n_head, (uint32_t)b->T, 1);
+             (uint32_t)p->n_head, (uint32_t)b->T, 1, BIT(q) | KV_BIT, BIT(out));
 }
 
 static void eltwise(struct vkb *b, enum dsi_act y, enum dsi_act x, int64_t n, uint32_t op) {
@@ -477,7 +495,7 @@ static void eltwise(struct vkb *b, enum dsi_act y, enum dsi_act x, int64_t n, ui
     struct dsi_vk_pc_eltwise pc = {(uint32_t)n, op};
     uint32_t gx, gy;
     split(((uint64_t)n + 255) / 256, &gx, &gy);
-    dispatch(b, DSI_VK_ELTWISE, bs, 2, &pc, sizeof pc, gx, gy, 1);
+    dispatch(b, DSI_VK_ELTWISE, bs, 2, &pc, sizeof pc, gx, gy, 1, BIT(x) | BIT(y), BIT(y));
 }
 
 static void vkb_swiglu(struct dsi_backend *be, enum dsi_act g, enum dsi_act u, int64_t n) {
@@ -498,7 +516,8 @@ static void vkb_gather(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, c
     b->rows_used += (uint32_t)n;
     struct bind bs[3] = {act_bind(b, y), act_bind(b, x), buf_bind(&b->info)};
     struct dsi_vk_pc_gather pc = {(uint32_t)n, (uint32_t)width, off, 0};
-    dispatch(b, DSI_VK_GATHER, bs, 3, &pc, sizeof pc, (uint32_t)((width + 255) / 256), (uint32_t)n, 1);
+    dispatch(b, DSI_VK_GATHER, bs, 3, &pc, sizeof pc, (uint32_t)((width + 255) / 256), (uint32_t)n, 1,
+             BIT(x), BIT(y));
 }
 
 static const struct dsi_backend_ops vk_ops = {
