@@ -67,6 +67,14 @@ static void cpu_matmul(struct dsi_backend *b, int nm, const enum dsi_act *y, enu
         dsi_op_matmul_multi(nm, yp, cpu_host(b, x), T, W, bias, c->p.n_threads, &c->s.mm);
 }
 
+static void cpu_matmul_add(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, int64_t T,
+                           const struct dsi_tensor *W) {
+    struct dsi_context *c = ctx_of(b);
+    float *tmp = cpu_host(b, DSI_ACT_TMP);
+    dsi_op_matmul(tmp, cpu_host(b, x), T, W, NULL, c->p.n_threads, &c->s.mm);
+    dsi_op_add(cpu_host(b, y), tmp, T * W->ne[1], c->p.n_threads);
+}
+
 static void cpu_rope(struct dsi_backend *b, enum dsi_act x, int64_t T, int n_head, int head_dim,
                      const struct dsi_rope *r) {
     struct dsi_context *c = ctx_of(b);
@@ -107,7 +115,7 @@ static void cpu_gather(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, co
 }
 
 static const struct dsi_backend_ops cpu_ops = {
-    "cpu", cpu_begin, cpu_end, cpu_host, cpu_set, cpu_get, cpu_rmsnorm, cpu_matmul, cpu_rope,
+    "cpu", cpu_begin, cpu_end, cpu_host, cpu_set, cpu_get, cpu_rmsnorm, cpu_matmul, cpu_matmul_add, cpu_rope,
     cpu_attention, cpu_swiglu, cpu_add, cpu_gather,
 };
 

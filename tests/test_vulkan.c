@@ -144,6 +144,24 @@ static void test_matmul(struct dsi_vk *vk, struct dsi_backend *b, const char *va
                 CHECK_NMSE(got, want, T * N, types[i] == DSI_TYPE_Q5_0 ? 2.4e-7 : 1e-9, "%s", label);
             }
         }
+        /* y += x W^T (the residual stream) */
+        for (int64_t T = 1; T <= 37 && !st; T += 36) {
+            float *y0 = malloc(sizeof(float) * T * N);
+            fill(x, T * K, 1.0f);
+            fill(y0, T * N, 2.0f);
+            dsi_op_matmul_ref(want, x, T, &w, NULL);
+            for (int64_t e = 0; e < T * N; e++) want[e] += y0[e];
+            begin1(b, T);
+            b->ops->set(b, DSI_ACT_XN, 0, x, T * K);
+            b->ops->set(b, DSI_ACT_X, 0, y0, T * N);
+            b->ops->matmul_add(b, DSI_ACT_X, DSI_ACT_XN, T, &w);
+            st = b->ops->get(b, DSI_ACT_X, 0, got, T * N);
+            char label[64];
+            snprintf(label, sizeof label, "matmul_add%s %s T=%lld", variant,
+                     dsi_type_name(types[i]), (long long)T);
+            CHECK_NMSE(got, want, T * N, types[i] == DSI_TYPE_Q5_0 ? 2.4e-7 : 1e-9, "%s", label);
+            free(y0);
+        }
         free(mem);
     }
     free(src), free(x), free(bias), free(want), free(got);

@@ -417,29 +417,38 @@ static enum dsi_vk_shader mm_shader(const struct vkb *b, enum dsi_vk_wtype t, bo
     return (enum dsi_vk_shader)((sg ? DSI_VK_MATVEC_SG : DSI_VK_MATVEC) + t);
 }
 
+/* One matrix: y (+)= x W^T (+ bias). */
+static void matmul1(struct vkb *b, enum dsi_act y, enum dsi_act x, int64_t T,
+                    const struct dsi_tensor *W, const float *bias, bool acc) {
+    bool tiled = b->p.batch_invariant ? b->prompt : T >= 8;
+    const struct dsi_vk_weight *dw = dsi_vk_weight_find(b->vk, W->data);
+    const struct dsi_vk_weight *db = bias ? dsi_vk_weight_find(b->vk, bias) : NULL;
+    if (!dw || !dw->buf || (bias && (!db || !db->buf))) {
+        DSI_LOG_ERR("vulkan: weight %s is not on the device", W->name ? W->name : "?");
+        fail(b, DSI_ERR_DEVICE);
+        return;
+    }
+    uint32_t K = (uint32_t)W->ne[0], N = (uint32_t)W->ne[1];
+    struct bind bs[4] = {{dw->buf, dw->off, dw->size}, act_bind(b, x), act_bind(b, y),
+                         db ? (struct bind){db->buf, db->off, db->size} : buf_bind(&b->dummy)};
+    uint32_t flags = (db ? DSI_VK_MM_BIAS : 0) | (acc ? DSI_VK_MM_ACC : 0);
+    struct dsi_vk_pc_matmul pc = {K, N, (uint32_t)T, 0, K, 0, N, dw->scale_word, flags, {0}};
+    enum dsi_vk_shader s = mm_shader(b, dw->type, tiled);
+    uint32_t rows = s >= DSI_VK_MATVEC_SG && s < DSI_VK_MATMUL ? 16 : tiled ? 64 : 4;
+    uint32_t rd = BIT(x) | (acc ? BIT(y) : 0);
+    dispatch(b, s, bs, 4, &pc, sizeof pc, (N + rows - 1) / rows,
+             tiled ? (uint32_t)((T + 31) / 32) : 1, 1, rd, BIT(y));
+}
+
 static void vkb_matmul(struct dsi_backend *be, int nm, const enum dsi_act *y, enum dsi_act x,
                        int64_t T, const struct dsi_tensor *const *W, const float *const *bias) {
-    struct vkb *b = (struct vkb *)be;
-    bool tiled = b->p.batch_invariant ? b->prompt : T >= 8;
-    for (int i = 0; i < nm; i++) {
-        const struct dsi_vk_weight *dw = dsi_vk_weight_find(b->vk, W[i]->data);
-        const struct dsi_vk_weight *db = bias && bias[i] ? dsi_vk_weight_find(b->vk, bias[i]) : NULL;
-        if (!dw || !dw->buf || (bias && bias[i] && (!db || !db->buf))) {
-            DSI_LOG_ERR("vulkan: weight %s is not on the device", W[i]->name ? W[i]->name : "?");
-            fail(b, DSI_ERR_DEVICE);
-            return;
-        }
-        uint32_t K = (uint32_t)W[i]->ne[0], N = (uint32_t)W[i]->ne[1];
-        struct bind bs[4] = {{dw->buf, dw->off, dw->size}, act_bind(b, x), act_bind(b, y[i]),
-                             db ? (struct bind){db->buf, db->off, db->size} : buf_bind(&b->dummy)};
-        struct dsi_vk_pc_matmul pc = {K, N, (uint32_t)T, 0, K, 0, N, dw->scale_word, db != NULL, {0}};
-        if (tiled)
-            dispatch(b, mm_shader(b, dw->type, true), bs, 4, &pc, sizeof pc, (N + 63) / 64,
-                     (uint32_t)((T + 31) / 32), 1, BIT(x), BIT(y[i]));
-        else
-            dispatch(b, mm_shader(b, dw->type, false), bs, 4, &pc, sizeof pc, (N + 3) / 4, 1, 1,
-                     BIT(x), BIT(y[i]));
-    }
+    for (int i = 0; i < nm; i++)
+        matmul1((struct vkb *)be, y[i], x, T, W[i], bias ? bias[i] : NULL, false);
+}
+
+static void vkb_matmul_add(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, int64_t T,
+                           const struct dsi_tensor *W) {
+    matmul1((struct vkb *)be, y, x, T, W, NULL, true);
 }
 
 static void vkb_rope(struct dsi_backend *be, enum dsi_act x, int64_t T, int n_head, int head_dim,
@@ -521,7 +530,7 @@ static void vkb_gather(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, c
 }
 
 static const struct dsi_backend_ops vk_ops = {
-    "vulkan", vkb_begin, vkb_end, vkb_host, vkb_set, vkb_get, vkb_rmsnorm, vkb_matmul, vkb_rope,
+    "vulkan", vkb_begin, vkb_end, vkb_host, vkb_set, vkb_get, vkb_rmsnorm, vkb_matmul, vkb_matmul_add, vkb_rope,
     vkb_attention, vkb_swiglu, vkb_add, vkb_gather,
 };
 

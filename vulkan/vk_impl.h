@@ -178,10 +178,12 @@ enum dsi_status dsi_vk_pipelines_init(struct dsi_vk *vk);
 void dsi_vk_pipelines_free(struct dsi_vk *vk);
 
 /* ---- push constants: each mirrored in the shader named ------------------------------------ */
-/* shaders/matvec.comp and shaders/matmul.comp: y[t * y_ld + y_off + r] = W[r] . x[t * x_ld +
- * x_off ..] (+ bias[r]) for rows r < N, tokens t < T, K columns. Offsets in elements. */
+/* shaders/matvec.comp and shaders/matmul.comp: y[t * y_ld + y_off + r] (+)= W[r] . x[t * x_ld +
+ * x_off ..] (+ bias[r]) for rows r < N, tokens t < T, K columns. Offsets in elements. flags:
+ * DSI_VK_MM_BIAS, DSI_VK_MM_ACC (add to y). */
+enum { DSI_VK_MM_BIAS = 1, DSI_VK_MM_ACC = 2 };
 struct dsi_vk_pc_matmul {
-    uint32_t K, N, T, x_off, x_ld, y_off, y_ld, scale_word, has_bias, pad[3];
+    uint32_t K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags, pad[3];
 };
 _Static_assert(sizeof(struct dsi_vk_pc_matmul) == 48, "mirrored in matvec.comp/matmul.comp");
 

@@ -44,10 +44,7 @@ void dsi_block_attn_gqa(struct dsi_context *c, struct dsi_backend *be, const str
     struct dsi_attn_params ap = {hp->n_head, hp->n_head_kv, hp->head_dim, hp->head_dim_v,
                                  1.0f / sqrtf((float)hp->head_dim)};
     B->attention(be, il, DSI_ACT_ATTN, DSI_ACT_Q, DSI_ACT_K, DSI_ACT_V, &ap);
-    const enum dsi_act tmp = DSI_ACT_TMP;
-    const struct dsi_tensor *wo = &l->wo;
-    B->matmul(be, 1, &tmp, DSI_ACT_ATTN, T, &wo, NULL);
-    B->add(be, DSI_ACT_X, DSI_ACT_TMP, T * hp->n_embd);
+    B->matmul_add(be, DSI_ACT_X, DSI_ACT_ATTN, T, &l->wo);
 }
 
 /* x += W_down (silu(W_gate xn) * W_up xn), xn = rmsnorm(x). */
@@ -62,10 +59,7 @@ void dsi_block_ffn_swiglu(struct dsi_context *c, struct dsi_backend *be, const s
         B->matmul(be, 2, y, DSI_ACT_XN, T, W, NULL);
     }
     B->swiglu(be, DSI_ACT_GATE, DSI_ACT_UP, T * hp->n_ff);
-    const enum dsi_act tmp = DSI_ACT_TMP;
-    const struct dsi_tensor *wd = &l->w_down;
-    B->matmul(be, 1, &tmp, DSI_ACT_GATE, T, &wd, NULL);
-    B->add(be, DSI_ACT_X, DSI_ACT_TMP, T * hp->n_embd);
+    B->matmul_add(be, DSI_ACT_X, DSI_ACT_GATE, T, &l->w_down);
 }
 
 /* Final norm, then the output head for the rows the pass wants (gathered in TMP), at most

@@ -12,7 +12,7 @@ layout(push_constant) uniform PC { // struct dsi_vk_pc_matmul (vulkan/vk_impl.h)
 
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
 layout(std430, binding = 1) readonly buffer X { float x[]; };
-layout(std430, binding = 2) writeonly buffer Y { float y[]; };
+layout(std430, binding = 2) buffer Y { float y[]; };
 layout(std430, binding = 3) readonly buffer B { float bias[]; };
 #include "common.glsl"
 
@@ -53,7 +53,11 @@ void main() {
     [[unroll]] for (uint i = 0; i < 4; i++)
         [[unroll]] for (uint j = 0; j < 2; j++) {
             uint r = r0 + tr + i, t = t0 + tt + j;
-            if (r < pc.N && t < pc.T)
-                y[t * pc.y_ld + pc.y_off + r] = acc[i][j] + (pc.has_bias != 0u ? bias[r] : 0.0);
+            if (r < pc.N && t < pc.T) {
+                // has_bias bit 1: accumulate into y (the residual stream)
+                float v = acc[i][j] + ((pc.has_bias & 1u) != 0u ? bias[r] : 0.0);
+                uint o = t * pc.y_ld + pc.y_off + r;
+                y[o] = (pc.has_bias & 2u) != 0u ? y[o] + v : v;
+            }
         }
 }

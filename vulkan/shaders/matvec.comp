@@ -2,9 +2,10 @@
 #extension GL_EXT_control_flow_attributes : require
 // y[t][r] = W[r] . x[t] (+ bias[r]) for few tokens (decode). Every token's sum takes the same
 // order whatever T is, so a token's result does not depend on the others of its pass.
-//   SUBGROUP: one subgroup per row, 4 rows per workgroup (local size 4 x the subgroup size,
-//     set at pipeline creation); 8 lanes per 32-element block, 4 elements each, so that a
-//     subgroup reads consecutive weights and activations; subgroupAdd at the end.
+//   SUBGROUP: one subgroup per 4 rows, 4 subgroups per workgroup (local size 4 x the
+//     subgroup size, set at pipeline creation); 8 lanes per 32-element block, 4 elements
+//     each, so that a subgroup reads consecutive weights and activations; subgroupAdd at the
+//     end.
 //   else: 32 lanes per row, 4 rows per workgroup, each lane whole blocks; partial sums added
 //     in lane order through shared memory.
 #if SUBGROUP
@@ -21,33 +22,50 @@ layout(push_constant) uniform PC { // struct dsi_vk_pc_matmul (vulkan/vk_impl.h)
 
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
 layout(std430, binding = 1) readonly buffer X { vec4 x4[]; }; // x_off, x_ld: multiples of 4
-layout(std430, binding = 2) writeonly buffer Y { float y[]; };
+layout(std430, binding = 2) buffer Y { float y[]; };
 layout(std430, binding = 3) readonly buffer B { float bias[]; };
 #include "common.glsl"
+
+// has_bias bit 1: accumulate into y (the residual stream) instead of overwriting it
+void store(uint t, uint r, float v) {
+    uint i = t * pc.y_ld + pc.y_off + r;
+    y[i] = (pc.has_bias & 2u) != 0u ? y[i] + v : v;
+}
 
 #define TT 4
 
 #if SUBGROUP
+#define NR 4u // rows per subgroup: the activations are read once for NR rows
 void main() {
-    uint lane = gl_SubgroupInvocationID, r = gl_WorkGroupID.x * 4u + gl_SubgroupID;
+    uint lane = gl_SubgroupInvocationID;
+    uint r0 = (gl_WorkGroupID.x * gl_NumSubgroups + gl_SubgroupID) * NR;
     uint nb = pc.K / 32u, per = gl_SubgroupSize / 8u; // blocks per step
     uint q = lane & 7u, kb0 = lane / 8u;
     for (uint t0 = 0; t0 < pc.T; t0 += TT) {
-        float acc[TT];
-        [[unroll]] for (uint t = 0; t < TT; t++) acc[t] = 0.0;
-        if (r < pc.N) {
-            for (uint kb = kb0; kb < nb; kb += per) {
-                vec4 v = deq4(r * nb + kb, 4u * q);
-                [[unroll]] for (uint t = 0; t < TT; t++)
-                    if (t0 + t < pc.T) acc[t] += dot(v, x4[((t0 + t) * pc.x_ld + pc.x_off + kb * 32u) / 4u + q]);
-            }
-        }
-        [[unroll]] for (uint t = 0; t < TT; t++) acc[t] = subgroupAdd(acc[t]);
-        if (lane == 0u && r < pc.N) {
-            float b = pc.has_bias != 0u ? bias[r] : 0.0;
+        float acc[NR][TT];
+        [[unroll]] for (uint i = 0; i < NR; i++)
+            [[unroll]] for (uint t = 0; t < TT; t++) acc[i][t] = 0.0;
+        for (uint kb = kb0; kb < nb; kb += per) {
+            vec4 v[NR];
+            [[unroll]] for (uint i = 0; i < NR; i++)
+                v[i] = r0 + i < pc.N ? deq4((r0 + i) * nb + kb, 4u * q) : vec4(0.0);
             [[unroll]] for (uint t = 0; t < TT; t++)
-                if (t0 + t < pc.T) y[(t0 + t) * pc.y_ld + pc.y_off + r] = acc[t] + b;
+                if (t0 + t < pc.T) {
+                    vec4 xv = x4[((t0 + t) * pc.x_ld + pc.x_off + kb * 32u) / 4u + q];
+                    [[unroll]] for (uint i = 0; i < NR; i++) acc[i][t] += dot(v[i], xv);
+                }
         }
+        [[unroll]] for (uint i = 0; i < NR; i++)
+            [[unroll]] for (uint t = 0; t < TT; t++) acc[i][t] = subgroupAdd(acc[i][t]);
+        if (lane == 0u)
+            [[unroll]] for (uint i = 0; i < NR; i++) {
+                uint r = r0 + i;
+                if (r < pc.N) {
+                    float b = (pc.has_bias & 1u) != 0u ? bias[r] : 0.0;
+                    [[unroll]] for (uint t = 0; t < TT; t++)
+                        if (t0 + t < pc.T) store(t0 + t, r, acc[i][t] + b);
+                }
+            }
     }
 }
 #else
@@ -80,7 +98,7 @@ void main() {
         if (lane < TT && t0 + lane < pc.T && r < pc.N) {
             float s = 0.0;
             for (uint i = 0; i < 32u; i++) s += part[lane * 128u + rl * 32u + i];
-            y[(t0 + lane) * pc.y_ld + pc.y_off + r] = s + (pc.has_bias != 0u ? bias[r] : 0.0);
+            store(t0 + lane, r, s + ((pc.has_bias & 1u) != 0u ? bias[r] : 0.0));
         }
         barrier();
     }
