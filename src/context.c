@@ -279,7 +279,17 @@ static enum dsi_status decode(struct dsi_context *c, const struct dsi_seq_run *r
         case DSI_ARCH_LLAMA: dsi_forward_dense(c, c->s.tok, T); break;
         case DSI_ARCH_DEEPSEEK2: dsi_forward_deepseek2(c, c->s.tok, T); break;
         }
-        if (c->pass_err) return c->pass_err;
+        if (c->pass_err) {
+            if (c->gpu && c->pass_err == DSI_ERR_DEVICE) {
+                /* the device's caches are gone with it: continue on the CPU, empty */
+                DSI_LOG_WRN("decode: the GPU failed (above); this context continues on the CPU "
+                            "with an empty cache");
+                dsi_vk_backend_free(c->gpu);
+                c->gpu = NULL;
+                memset(c->seq_past, 0, (size_t)c->p.n_seq * sizeof *c->seq_past);
+            }
+            return c->pass_err;
+        }
     }
     for (int i = 0; i < n_runs; i++) c->seq_past[runs[i].seq] = runs[i].pos + runs[i].n;
     c->n_logits = need;
