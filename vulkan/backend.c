@@ -437,7 +437,7 @@ static void matmul1(struct vkb *b, enum dsi_act y, enum dsi_act x, int64_t T,
     uint32_t rows = s >= DSI_VK_MATVEC_SG && s < DSI_VK_MATMUL ? 16 : tiled ? 64 : 4;
     uint32_t rd = BIT(x) | (acc ? BIT(y) : 0);
     dispatch(b, s, bs, 4, &pc, sizeof pc, (N + rows - 1) / rows,
-             tiled ? (uint32_t)((T + 31) / 32) : 1, 1, rd, BIT(y));
+             tiled ? (uint32_t)((T + 63) / 64) : 1, 1, rd, BIT(y));
 }
 
 static void vkb_matmul(struct dsi_backend *be, int nm, const enum dsi_act *y, enum dsi_act x,

@@ -1,63 +1,69 @@
 #version 450
 #extension GL_EXT_control_flow_attributes : require
-// y[t][r] = W[r] . x[t] (+ bias[r]) for many tokens: tiles of 64 rows x 32 tokens, 256
-// threads of 4 x 2 outputs, the K dimension a 32-element block at a time through shared
-// memory (weights widened to f32). Each output is a sequential sum over K, so a token's
-// result does not depend on the other tokens of the pass.
+// y[t][r] (+)= W[r] . x[t] (+ bias[r]) for many tokens (prompts): tiles of 64 rows x 64
+// tokens, 256 threads of 4 x 4 outputs; the K dimension one 32-element block at a time,
+// weights widened to f32 and both tiles stored k-major in shared memory so that each step
+// reads one vec4 of weights and one of activations for 16 products. Each output is a
+// sequential sum over K, so a token's result does not depend on the other tokens.
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform PC { // struct dsi_vk_pc_matmul (vulkan/vk_impl.h)
-    uint K, N, T, x_off, x_ld, y_off, y_ld, scale_word, has_bias;
+    uint K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags;
 } pc;
 
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
-layout(std430, binding = 1) readonly buffer X { float x[]; };
+layout(std430, binding = 1) readonly buffer X { vec4 x4[]; }; // x_off, x_ld: multiples of 4
 layout(std430, binding = 2) buffer Y { float y[]; };
 layout(std430, binding = 3) readonly buffer B { float bias[]; };
 #include "common.glsl"
 
-shared float ws[64][33];
-shared float xs[32][33];
-
-// weights e0 .. e0 + 7 of block b into v
-void part8(uint b, uint e0, out float v[8]) {
-    vec4 a = deq4(b, e0), c = deq4(b, e0 + 4u);
-    [[unroll]] for (uint i = 0; i < 4; i++) v[i] = a[i], v[i + 4] = c[i];
-}
+shared vec4 ws[32 * 16]; // [k][row / 4]
+shared vec4 xs[32 * 16]; // [k][token / 4]
 
 void main() {
     uint tid = gl_LocalInvocationID.x;
-    uint r0 = gl_WorkGroupID.x * 64u, t0 = gl_WorkGroupID.y * 32u;
+    uint r0 = gl_WorkGroupID.x * 64u, t0 = gl_WorkGroupID.y * 64u;
     uint nb = pc.K / 32u;
-    uint tr = (tid & 15u) * 4u, tt = (tid >> 4) * 2u; // this thread's outputs
-    float acc[4][2];
-    [[unroll]] for (uint i = 0; i < 4; i++) acc[i][0] = acc[i][1] = 0.0;
-    uint lr = tid >> 2, le = (tid & 3u) * 8u;          // weights this thread loads
-    uint xt = tid >> 3, xe = (tid & 7u) * 4u;          // inputs this thread loads
+    uint tr = (tid & 15u) * 4u, tt = (tid >> 4) * 4u; // this thread's outputs
+    uint lr = tid >> 2, le = (tid & 3u) * 8u;          // the weights and inputs it loads
+    vec4 acc[4];                                        // [token j] over 4 rows
+    [[unroll]] for (uint j = 0; j < 4; j++) acc[j] = vec4(0.0);
     for (uint kb = 0; kb < nb; kb++) {
-        float v[8];
-        if (r0 + lr < pc.N) part8((r0 + lr) * nb + kb, le, v);
-        else [[unroll]] for (uint i = 0; i < 8; i++) v[i] = 0.0;
-        [[unroll]] for (uint i = 0; i < 8; i++) ws[lr][le + i] = v[i];
-        [[unroll]] for (uint i = 0; i < 4; i++)
-            xs[xt][xe + i] = t0 + xt < pc.T ? x[(t0 + xt) * pc.x_ld + pc.x_off + kb * 32u + xe + i] : 0.0;
+        vec4 a = vec4(0.0), c = vec4(0.0);
+        if (r0 + lr < pc.N) {
+            a = deq4((r0 + lr) * nb + kb, le);
+            c = deq4((r0 + lr) * nb + kb, le + 4u);
+        }
+        vec4 u = vec4(0.0), v = vec4(0.0);
+        if (t0 + lr < pc.T) {
+            uint xb = ((t0 + lr) * pc.x_ld + pc.x_off + kb * 32u + le) / 4u;
+            u = x4[xb];
+            v = x4[xb + 1u];
+        }
+        [[unroll]] for (uint i = 0; i < 4; i++) {
+            ws[(le + i) * 16u + lr / 4u][lr & 3u] = a[i];
+            ws[(le + 4u + i) * 16u + lr / 4u][lr & 3u] = c[i];
+            xs[(le + i) * 16u + lr / 4u][lr & 3u] = u[i];
+            xs[(le + 4u + i) * 16u + lr / 4u][lr & 3u] = v[i];
+        }
         barrier();
-        [[unroll]] for (uint i = 0; i < 4; i++)
-            [[unroll]] for (uint j = 0; j < 2; j++) {
-                float s = 0.0;
-                [[unroll]] for (uint k = 0; k < 32; k++) s += ws[tr + i][k] * xs[tt + j][k];
-                acc[i][j] += s;
-            }
+        [[unroll]] for (uint k = 0; k < 32; k++) {
+            vec4 wv = ws[k * 16u + tr / 4u], xv = xs[k * 16u + tt / 4u];
+            [[unroll]] for (uint j = 0; j < 4; j++) acc[j] += wv * xv[j];
+        }
         barrier();
     }
-    [[unroll]] for (uint i = 0; i < 4; i++)
-        [[unroll]] for (uint j = 0; j < 2; j++) {
-            uint r = r0 + tr + i, t = t0 + tt + j;
-            if (r < pc.N && t < pc.T) {
-                // has_bias bit 1: accumulate into y (the residual stream)
-                float v = acc[i][j] + ((pc.has_bias & 1u) != 0u ? bias[r] : 0.0);
+    [[unroll]] for (uint j = 0; j < 4; j++) {
+        uint t = t0 + tt + j;
+        if (t >= pc.T) continue;
+        [[unroll]] for (uint i = 0; i < 4; i++) {
+            uint r = r0 + tr + i;
+            if (r < pc.N) {
+                // flags: bit 0 bias, bit 1 accumulate into y (the residual stream)
+                float val = acc[j][i] + ((pc.flags & 1u) != 0u ? bias[r] : 0.0);
                 uint o = t * pc.y_ld + pc.y_off + r;
-                y[o] = (pc.has_bias & 2u) != 0u ? y[o] + v : v;
+                y[o] = (pc.flags & 2u) != 0u ? y[o] + val : val;
             }
         }
+    }
 }

@@ -17,7 +17,7 @@ layout(local_size_x = 128) in;
 #endif
 
 layout(push_constant) uniform PC { // struct dsi_vk_pc_matmul (vulkan/vk_impl.h)
-    uint K, N, T, x_off, x_ld, y_off, y_ld, scale_word, has_bias;
+    uint K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags;
 } pc;
 
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
@@ -26,10 +26,10 @@ layout(std430, binding = 2) buffer Y { float y[]; };
 layout(std430, binding = 3) readonly buffer B { float bias[]; };
 #include "common.glsl"
 
-// has_bias bit 1: accumulate into y (the residual stream) instead of overwriting it
+// flags bit 1: accumulate into y (the residual stream) instead of overwriting it
 void store(uint t, uint r, float v) {
     uint i = t * pc.y_ld + pc.y_off + r;
-    y[i] = (pc.has_bias & 2u) != 0u ? y[i] + v : v;
+    y[i] = (pc.flags & 2u) != 0u ? y[i] + v : v;
 }
 
 #define TT 4
@@ -61,7 +61,7 @@ void main() {
             [[unroll]] for (uint i = 0; i < NR; i++) {
                 uint r = r0 + i;
                 if (r < pc.N) {
-                    float b = (pc.has_bias & 1u) != 0u ? bias[r] : 0.0;
+                    float b = (pc.flags & 1u) != 0u ? bias[r] : 0.0;
                     [[unroll]] for (uint t = 0; t < TT; t++)
                         if (t0 + t < pc.T) store(t0 + t, r, acc[i][t] + b);
                 }
@@ -98,7 +98,7 @@ void main() {
         if (lane < TT && t0 + lane < pc.T && r < pc.N) {
             float s = 0.0;
             for (uint i = 0; i < 32u; i++) s += part[lane * 128u + rl * 32u + i];
-            store(t0 + lane, r, s + ((pc.has_bias & 1u) != 0u ? bias[r] : 0.0));
+            store(t0 + lane, r, s + ((pc.flags & 1u) != 0u ? bias[r] : 0.0));
         }
         barrier();
     }
