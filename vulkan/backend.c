@@ -573,7 +573,7 @@ void dsi_vk_backend_free(struct dsi_backend *be) {
 enum dsi_status dsi_vk_backend_new(struct dsi_vk *vk, const struct dsi_vk_backend_params *p,
                                    struct dsi_backend **out) {
     *out = NULL;
-    if (p->head_dim > 256 || p->head_dim_v > 256 || p->head_dim % 2 || p->head_dim_v % 2 ||
+    if (p->head_dim > 256 || p->head_dim_v > 256 || p->head_dim % 8 || p->head_dim_v % 2 ||
         p->n_head_kv <= 0 || p->n_head % p->n_head_kv || p->n_batch <= 0 ||
         (uint64_t)p->n_seq * (uint64_t)p->n_ctx > UINT32_MAX / 2) {
         dsi_log(DSI_LOG_INFO, "vulkan: no shaders for this attention shape (head size %d/%d, "

@@ -10,10 +10,10 @@ layout(push_constant) uniform PC { // struct dsi_vk_pc_attn (vulkan/vk_impl.h)
 } pc;
 layout(std430, binding = 0) readonly buffer Q { float q[]; };
 #if KV_F16
-layout(std430, binding = 1) readonly buffer KC { uint kc[]; };
+layout(std430, binding = 1) readonly buffer KC { uvec4 kc4[]; }; // 8 halves: head_dim % 8 == 0
 layout(std430, binding = 2) readonly buffer VC { uint vc[]; };
 #else
-layout(std430, binding = 1) readonly buffer KC { float kc[]; };
+layout(std430, binding = 1) readonly buffer KC { vec4 kc4[]; };  // head_dim % 4 == 0
 layout(std430, binding = 2) readonly buffer VC { float vc[]; };
 #endif
 layout(std430, binding = 3) writeonly buffer O { float o[]; };
@@ -24,12 +24,22 @@ shared float qs[MAXD];
 shared float p[64];
 shared float red[64];
 
-float kval(uint row, uint kw, uint e) {
+// q . key, the key at element e0 of cache row `row` (rows of kw elements)
+float qk(uint row, uint kw, uint e0) {
+    float s = 0.0;
 #if KV_F16
-    return unpackHalf2x16(kc[row * (kw / 2u) + e / 2u])[e & 1u];
+    uint base = (row * kw + e0) / 8u;
+    for (uint e = 0; e < pc.head_dim; e += 8u) {
+        uvec4 u = kc4[base + e / 8u];
+        s += dot(vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y)), vec4(qs[e], qs[e + 1u], qs[e + 2u], qs[e + 3u]));
+        s += dot(vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w)), vec4(qs[e + 4u], qs[e + 5u], qs[e + 6u], qs[e + 7u]));
+    }
 #else
-    return kc[row * kw + e];
+    uint base = (row * kw + e0) / 4u;
+    for (uint e = 0; e < pc.head_dim; e += 4u)
+        s += dot(kc4[base + e / 4u], vec4(qs[e], qs[e + 1u], qs[e + 2u], qs[e + 3u]));
 #endif
+    return s;
 }
 float vval(uint row, uint vw, uint e) {
 #if KV_F16
@@ -53,9 +63,7 @@ void main() {
         uint j = j0 + tid;
         float s = -1.0 / 0.0;
         if (j < n) {
-            s = 0.0;
-            for (uint e = 0; e < pc.head_dim; e++) s += qs[e] * kval(base + j, kw, kvh * pc.head_dim + e);
-            s *= pc.scale;
+            s = qk(base + j, kw, kvh * pc.head_dim) * pc.scale;
         }
         red[tid] = s;
         barrier();
