@@ -55,6 +55,14 @@ check $? 0 "a 64 KB budget still runs"
 grep -q "nothing fits" "$T/err"; check $? 0 "a 64 KB budget says nothing fits"
 check "$tiny" "$cpu" "greedy ids under a 64 KB budget (CPU)"
 
+# -ngl auto never picks a CPU Vulkan device (lavapipe) by itself; with --device it fits all
+if grep -q "type: cpu" "$T/dev" && ! grep -Eq "type: (discrete|integrated|virtual)" "$T/dev"; then
+  $BIN run -m $M -p "ROMEO:" -n 4 --temp 0 -ngl auto 2>"$T/err" >/dev/null
+  grep -q "layers.* on " "$T/err"; check $? 1 "-ngl auto leaves a CPU Vulkan device alone"
+fi
+$BIN run -m $M -p "ROMEO:" -n 4 --temp 0 -ngl auto --device 0 2>"$T/err" >/dev/null
+grep -q "4 of 4 layers and the output head on" "$T/err"; check $? 0 "-ngl auto --device 0 offloads what fits (all)"
+
 # the validation layer: no errors over a prompt and generation with everything offloaded
 if [ -f /usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json ]; then
   $BIN run -m $M -p "ROMEO:" -n 8 --temp 0 -ngl 99 --vk-validation >/dev/null 2>"$T/err"
