@@ -434,7 +434,7 @@ static void matmul1(struct vkb *b, enum dsi_act y, enum dsi_act x, int64_t T,
     uint32_t flags = (db ? DSI_VK_MM_BIAS : 0) | (acc ? DSI_VK_MM_ACC : 0);
     struct dsi_vk_pc_matmul pc = {K, N, (uint32_t)T, 0, K, 0, N, dw->scale_word, flags, {0}};
     enum dsi_vk_shader s = mm_shader(b, dw->type, tiled);
-    uint32_t rows = s >= DSI_VK_MATVEC_SG && s < DSI_VK_MATMUL ? 16 : tiled ? 64 : 4;
+    uint32_t rows = tiled ? 64 : 4; /* matvec: 4 rows a workgroup (4 subgroups, or 4 x 32 lanes) */
     uint32_t rd = BIT(x) | (acc ? BIT(y) : 0);
     dispatch(b, s, bs, 4, &pc, sizeof pc, (N + rows - 1) / rows,
              tiled ? (uint32_t)((T + 63) / 64) : 1, 1, rd, BIT(y));

@@ -2,7 +2,7 @@
 #extension GL_EXT_control_flow_attributes : require
 // y[t][r] = W[r] . x[t] (+ bias[r]) for few tokens (decode). Every token's sum takes the same
 // order whatever T is, so a token's result does not depend on the others of its pass.
-//   SUBGROUP: one subgroup per 4 rows, 4 subgroups per workgroup (local size 4 x the
+//   SUBGROUP: one subgroup per row (NR), 4 subgroups per workgroup (local size 4 x the
 //     subgroup size, set at pipeline creation); 8 lanes per 32-element block, 4 elements
 //     each, so that a subgroup reads consecutive weights and activations; subgroupAdd at the
 //     end.
@@ -35,7 +35,7 @@ void store(uint t, uint r, float v) {
 #define TT 4
 
 #if SUBGROUP
-#define NR 4u // rows per subgroup: the activations are read once for NR rows
+#define NR 1u // rows per subgroup (more rows per subgroup starve the GPU of warps at decode)
 void main() {
     uint lane = gl_SubgroupInvocationID;
     uint r0 = (gl_WorkGroupID.x * gl_NumSubgroups + gl_SubgroupID) * NR;
