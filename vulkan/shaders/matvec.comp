@@ -35,6 +35,7 @@ void store(uint t, uint r, float v) {
 #define TT 4
 
 #if SUBGROUP
+#define UF 4u // steps unrolled
 #define NR 1u // rows per subgroup (more rows per subgroup starve the GPU of warps at decode)
 void main() {
     uint lane = gl_SubgroupInvocationID;
@@ -45,15 +46,23 @@ void main() {
         float acc[NR][TT];
         [[unroll]] for (uint i = 0; i < NR; i++)
             [[unroll]] for (uint t = 0; t < TT; t++) acc[i][t] = 0.0;
-        for (uint kb = kb0; kb < nb; kb += per) {
-            vec4 v[NR];
-            [[unroll]] for (uint i = 0; i < NR; i++)
-                v[i] = r0 + i < pc.N ? deq4((r0 + i) * nb + kb, 4u * q) : vec4(0.0);
-            [[unroll]] for (uint t = 0; t < TT; t++)
-                if (t0 + t < pc.T) {
-                    vec4 xv = x4[((t0 + t) * pc.x_ld + pc.x_off + kb * 32u) / 4u + q];
-                    [[unroll]] for (uint i = 0; i < NR; i++) acc[i][t] += dot(v[i], xv);
+        // UF steps at a time: their loads are independent, so they are in flight together
+        for (uint k0 = kb0; k0 < nb; k0 += UF * per) {
+            vec4 v[UF][NR];
+            [[unroll]] for (uint u = 0; u < UF; u++)
+                [[unroll]] for (uint i = 0; i < NR; i++) {
+                    uint kb = k0 + u * per;
+                    v[u][i] = r0 + i < pc.N && kb < nb ? deq4((r0 + i) * nb + kb, 4u * q) : vec4(0.0);
                 }
+            [[unroll]] for (uint u = 0; u < UF; u++) {
+                uint kb = k0 + u * per;
+                if (kb < nb)
+                    [[unroll]] for (uint t = 0; t < TT; t++)
+                        if (t0 + t < pc.T) {
+                            vec4 xv = x4[((t0 + t) * pc.x_ld + pc.x_off + kb * 32u) / 4u + q];
+                            [[unroll]] for (uint i = 0; i < NR; i++) acc[i][t] += dot(v[u][i], xv);
+                        }
+            }
         }
         [[unroll]] for (uint i = 0; i < NR; i++)
             [[unroll]] for (uint t = 0; t < TT; t++) acc[i][t] = subgroupAdd(acc[i][t]);
