@@ -243,47 +243,70 @@ static void test_float_ops(struct dsi_vk *vk, struct dsi_backend *b) {
     free(x), free(u), free(want), free(got), free(w);
 }
 
-/* Two passes over two sequences (a prompt of 5 + 3 tokens, then one token each) against the
- * CPU's cache and reference attention. */
-static void test_attention(struct dsi_vk *vk, enum dsi_type kv_type) {
+/* Passes over two sequences against the CPU's cache and reference attention: a prompt of 5 +
+ * 3 tokens, then one token each; with `long_ctx`, first a prompt of 720 tokens for sequence
+ * 0 in passes of NB, so that the decode pass attends over several splits of the cache. The
+ * invariant backend splits every decode pass. */
+static void test_attention(struct dsi_vk *vk, enum dsi_type kv_type, bool invariant, bool long_ctx) {
     struct dsi_vk_backend_params bp = bparams(kv_type);
+    const int64_t n_ctx = long_ctx ? 1024 : NCTX;
+    bp.n_ctx = n_ctx;
+    bp.batch_invariant = invariant;
     struct dsi_backend *b;
     TU_CHECK(dsi_vk_backend_new(vk, &bp, &b) == DSI_OK, "backend");
     if (tu_failures) return;
     const int64_t kw = NKV * HD, qw = NH * HD;
-    float *kc = calloc(2 * NCTX * kw, sizeof(float)), *vc = calloc(2 * NCTX * kw, sizeof(float));
+    float *kc = calloc(2 * n_ctx * kw, sizeof(float)), *vc = calloc(2 * n_ctx * kw, sizeof(float));
     struct dsi_kv_view kv[2];
     for (int s = 0; s < 2; s++)
-        kv[s] = (struct dsi_kv_view){DSI_TYPE_F32, kc + s * NCTX * kw, vc + s * NCTX * kw, kw, kw};
+        kv[s] = (struct dsi_kv_view){DSI_TYPE_F32, kc + s * n_ctx * kw, vc + s * n_ctx * kw, kw, kw};
     struct dsi_attn_params ap = {NH, NKV, HD, HD, 0.125f};
     float *q = malloc(sizeof(float) * NB * qw), *k = malloc(sizeof(float) * NB * kw);
     float *v = malloc(sizeof(float) * NB * kw), *want = malloc(sizeof(float) * NB * qw);
     float *got = malloc(sizeof(float) * NB * qw);
-    struct dsi_seg passes[2][2] = {{{0, 0, 5, 0}, {1, 5, 3, 0}}, {{1, 0, 1, 3}, {0, 1, 1, 5}}};
-    for (int pi = 0; pi < 2; pi++) {
+    struct dsi_seg passes[40][2];
+    int np = 0, nseg[40];
+    int64_t past0 = 0;
+    if (long_ctx)
+        for (; past0 < 720; past0 += NB, np++) {
+            passes[np][0] = (struct dsi_seg){0, 0, NB, past0};
+            nseg[np] = 1;
+        }
+    passes[np][0] = (struct dsi_seg){0, 0, 5, past0};
+    passes[np][1] = (struct dsi_seg){1, 5, 3, 0};
+    nseg[np++] = 2;
+    passes[np][0] = (struct dsi_seg){1, 0, 1, 3};
+    passes[np][1] = (struct dsi_seg){0, 1, 1, past0 + 5};
+    nseg[np++] = 2;
+    for (int pi = 0; pi < np; pi++) {
         struct dsi_seg *s = passes[pi];
-        int64_t T = s[0].n + s[1].n;
-        int32_t pos[8];
-        for (int i = 0; i < 2; i++)
+        int64_t T = 0;
+        int32_t pos[NB];
+        for (int i = 0; i < nseg[pi]; i++) {
             for (int64_t t = 0; t < s[i].n; t++) pos[s[i].t0 + t] = (int32_t)(s[i].pos + t);
+            T += s[i].n;
+        }
         fill(q, T * qw, 1.0f);
         fill(k, T * kw, 1.0f);
         fill(v, T * kw, 1.0f);
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < nseg[pi]; i++) {
             const struct dsi_kv_view *c = &kv[s[i].seq];
             dsi_op_kv_store(c, k + s[i].t0 * kw, v + s[i].t0 * kw, s[i].pos, s[i].n, 1);
             dsi_op_attention_ref(want + s[i].t0 * qw, q + s[i].t0 * qw, c, s[i].pos, s[i].n, &ap);
         }
-        b->ops->begin(b, s, 2, pos, T, pi == 0);
+        bool prompt = pi < np - 1;
+        b->ops->begin(b, s, nseg[pi], pos, T, prompt);
         b->ops->set(b, DSI_ACT_Q, 0, q, T * qw);
         b->ops->set(b, DSI_ACT_K, 0, k, T * kw);
         b->ops->set(b, DSI_ACT_V, 0, v, T * kw);
         b->ops->attention(b, 0, DSI_ACT_ATTN, DSI_ACT_Q, DSI_ACT_K, DSI_ACT_V, &ap);
         enum dsi_status st = b->ops->get(b, DSI_ACT_ATTN, 0, got, T * qw);
-        char label[64];
-        snprintf(label, sizeof label, "attention %s cache, pass %d", dsi_type_name(kv_type), pi);
+        char label[80];
+        snprintf(label, sizeof label, "attention %s cache%s%s, pass %d", dsi_type_name(kv_type),
+                 invariant ? ", invariant" : "", long_ctx ? ", 720 keys" : "", pi);
         TU_CHECK(st == DSI_OK, "%s: %s", label, dsi_status_str(st));
-        CHECK_NMSE(got, want, T * qw, kv_type == DSI_TYPE_F16 ? 1e-5 : 1e-10, "%s", label);
+        if (pi >= np - 3 || !long_ctx)
+            CHECK_NMSE(got, want, T * qw, kv_type == DSI_TYPE_F16 ? 1e-5 : 1e-10, "%s", label);
     }
     free(kc), free(vc), free(q), free(k), free(v), free(want), free(got);
     dsi_vk_backend_free(b);
@@ -348,8 +371,11 @@ int main(int argc, char **argv) {
     }
     test_float_ops(vk, b);
     dsi_vk_backend_free(b);
-    test_attention(vk, DSI_TYPE_F16);
-    test_attention(vk, DSI_TYPE_F32);
+    test_attention(vk, DSI_TYPE_F16, false, false);
+    test_attention(vk, DSI_TYPE_F32, false, false);
+    test_attention(vk, DSI_TYPE_F16, true, false);  /* decode split in one chunk */
+    test_attention(vk, DSI_TYPE_F32, false, true);  /* decode split over 3 chunks */
+    test_attention(vk, DSI_TYPE_F16, true, true);
     TU_CHECK(dsi_vk_validation_errors(vk) == 0, "%d validation errors", dsi_vk_validation_errors(vk));
     dsi_vk_close(vk);
     test_budget();

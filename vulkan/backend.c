@@ -25,6 +25,8 @@ struct vkb {
     struct dsi_vk_buf act[DSI_ACT_COUNT];
     struct dsi_vk_buf *kc, *vc; /* [n_layers] */
     struct dsi_vk_buf info, up, down, dummy;
+    struct dsi_vk_buf part; /* split attention partials: split_rows x n_head x MAX_SPLITS */
+    int64_t max_keys;       /* the most keys a token of this pass attends to */
     uint32_t tab_word, rows_word; /* info layout: tokens (2 words each), rope table, rows */
     VkCommandPool pool;
     VkCommandBuffer cb;
@@ -47,7 +49,28 @@ struct vkb {
 };
 
 #define SETS_PER_POOL 512
+/* Decode attention is split over the cache (workgroups per head = splits) in chunks of
+ * split_chunk keys, at most MAX_SPLITS, for at most split_rows tokens. */
+#define MAX_SPLITS 32
+
+static int64_t split_rows(const struct dsi_vk_backend_params *p) {
+    int64_t r = p->n_seq > 8 ? p->n_seq : 8;
+    return r < p->n_batch ? r : p->n_batch;
+}
+
+/* Keys per split: fixed for the context (n_ctx), so that a token's result does not depend on
+ * the other tokens of its pass. */
+static uint32_t split_chunk(const struct dsi_vk_backend_params *p) {
+    int64_t c = (p->n_ctx + MAX_SPLITS - 1) / MAX_SPLITS;
+    if (c < 256) c = 256;
+    return (uint32_t)((c + 63) / 64 * 64);
+}
+
+static uint64_t part_bytes(const struct dsi_vk_backend_params *p) {
+    return (uint64_t)split_rows(p) * (uint64_t)p->n_head * MAX_SPLITS * (uint64_t)(p->head_dim_v + 2) * 4;
+}
 #define KV_BIT (1u << DSI_ACT_COUNT)
+#define PART_BIT (2u << DSI_ACT_COUNT)
 #define BIT(a) (1u << (a))
 
 #ifdef DSI_VK_PROFILE
@@ -115,7 +138,7 @@ uint64_t dsi_vk_backend_bytes(const struct dsi_vk_backend_params *p) {
     for (int a = 0; a < DSI_ACT_COUNT; a++)
         b += (uint64_t)act_rows(p, a) * (uint64_t)act_width(p, a) * 4;
     b += (uint64_t)p->n_layers * (kv_layer_bytes(p, false) + kv_layer_bytes(p, true));
-    b += (uint64_t)info_words(p) * 4 + 2 * widest(p) + 256;
+    b += (uint64_t)info_words(p) * 4 + 2 * widest(p) + 256 + part_bytes(p);
     return b + b / 64; /* allocation granularity */
 }
 
@@ -340,6 +363,9 @@ static void vkb_begin(struct dsi_backend *be, const struct dsi_seg *segs, int n_
     b->up_used = 0;
     b->rows_used = 0;
     uint32_t *info = b->info.map;
+    b->max_keys = 0;
+    for (int64_t t = 0; t < T; t++)
+        if (pos[t] + 1 > b->max_keys) b->max_keys = pos[t] + 1;
     for (int i = 0; i < n_segs; i++)
         for (int64_t t = 0; t < segs[i].n; t++) {
             info[2 * (segs[i].t0 + t)] = (uint32_t)((int64_t)segs[i].seq * b->p.n_ctx);
@@ -487,16 +513,40 @@ static void vkb_attention(struct dsi_backend *be, int il, enum dsi_act out, enum
     bool f16 = b->p.kv_type != DSI_TYPE_F32;
     struct dsi_vk_pc_attn pc = {(uint32_t)b->T, (uint32_t)p->n_head, (uint32_t)p->n_head_kv,
                                 (uint32_t)p->head_dim, (uint32_t)p->head_dim_v, 0, p->scale, 0};
+    if (p->n_head != b->p.n_head || p->head_dim_v != b->p.head_dim_v) {
+        DSI_LOG_ERR("vulkan: attention of %d heads of %d, the backend was made for %d of %d",
+                    p->n_head, p->head_dim_v, b->p.n_head, b->p.head_dim_v);
+        fail(b, DSI_ERR_ARG);
+        return;
+    }
     int64_t kw = (int64_t)p->n_head_kv * p->head_dim, vw = (int64_t)p->n_head_kv * p->head_dim_v;
     int64_t pairs = ((kw > vw ? kw : vw) + 1) / 2;
     struct bind st[5] = {act_bind(b, k), act_bind(b, v), buf_bind(&b->kc[l]), buf_bind(&b->vc[l]),
                          buf_bind(&b->info)};
     dispatch(b, f16 ? DSI_VK_KV_STORE_F16 : DSI_VK_KV_STORE_F32, st, 5, &pc, sizeof pc,
              (uint32_t)((pairs + 63) / 64), (uint32_t)b->T, 1, BIT(k) | BIT(v), KV_BIT);
-    struct bind at[5] = {act_bind(b, q), buf_bind(&b->kc[l]), buf_bind(&b->vc[l]), act_bind(b, out),
-                         buf_bind(&b->info)};
+    /* decode: split over the cache (a batch-invariant backend splits every decode pass,
+     * whatever its length, and never a prompt) */
+    uint32_t chunk = split_chunk(&b->p);
+    bool split = b->T <= split_rows(&b->p) &&
+                 (b->p.batch_invariant ? !b->prompt : b->T <= 8 && b->max_keys > chunk);
+    if (!split) {
+        struct bind at[5] = {act_bind(b, q), buf_bind(&b->kc[l]), buf_bind(&b->vc[l]),
+                             act_bind(b, out), buf_bind(&b->info)};
+        dispatch(b, f16 ? DSI_VK_ATTENTION_F16 : DSI_VK_ATTENTION_F32, at, 5, &pc, sizeof pc,
+                 (uint32_t)p->n_head, (uint32_t)b->T, 1, BIT(q) | KV_BIT, BIT(out));
+        return;
+    }
+    uint32_t ns = (uint32_t)((b->max_keys + chunk - 1) / chunk);
+    pc.chunk = chunk;
+    struct bind at[5] = {act_bind(b, q), buf_bind(&b->kc[l]), buf_bind(&b->vc[l]),
+                         buf_bind(&b->part), buf_bind(&b->info)};
     dispatch(b, f16 ? DSI_VK_ATTENTION_F16 : DSI_VK_ATTENTION_F32, at, 5, &pc, sizeof pc,
-             (uint32_t)p->n_head, (uint32_t)b->T, 1, BIT(q) | KV_BIT, BIT(out));
+             (uint32_t)p->n_head, (uint32_t)b->T, ns, BIT(q) | KV_BIT, PART_BIT);
+    pc.chunk = ns;
+    struct bind cb[2] = {buf_bind(&b->part), act_bind(b, out)};
+    dispatch(b, DSI_VK_ATTN_COMBINE, cb, 2, &pc, sizeof pc, (uint32_t)p->n_head, (uint32_t)b->T, 1,
+             PART_BIT, BIT(out));
 }
 
 static void eltwise(struct vkb *b, enum dsi_act y, enum dsi_act x, int64_t n, uint32_t op) {
@@ -567,6 +617,7 @@ void dsi_vk_backend_free(struct dsi_backend *be) {
     dsi_vk_buf_free(vk, &b->up);
     dsi_vk_buf_free(vk, &b->down);
     dsi_vk_buf_free(vk, &b->dummy);
+    dsi_vk_buf_free(vk, &b->part);
     free(b);
 }
 
@@ -604,6 +655,7 @@ enum dsi_status dsi_vk_backend_new(struct dsi_vk *vk, const struct dsi_vk_backen
     if (!st) st = dsi_vk_buf_new(vk, widest(p), true, &b->up);
     if (!st) st = dsi_vk_buf_new(vk, widest(p), true, &b->down);
     if (!st) st = dsi_vk_buf_new(vk, 256, false, &b->dummy);
+    if (!st) st = dsi_vk_buf_new(vk, part_bytes(p), false, &b->part);
     VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
                                   .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
                                   .queueFamilyIndex = vk->queue_family};

@@ -91,6 +91,9 @@ SPV(attention_f16)
 SPV(attention_f32)
 #include "spv/attention_f32.inc"
     ;
+SPV(attn_combine)
+#include "spv/attn_combine.inc"
+    ;
 SPV(eltwise)
 #include "spv/eltwise.inc"
     ;
@@ -132,6 +135,7 @@ static const struct {
     S(DSI_VK_KV_STORE_F32, kv_store_f32),
     S(DSI_VK_ATTENTION_F16, attention_f16),
     S(DSI_VK_ATTENTION_F32, attention_f32),
+    S(DSI_VK_ATTN_COMBINE, attn_combine),
     S(DSI_VK_ELTWISE, eltwise),
     S(DSI_VK_GATHER, gather),
 #undef S

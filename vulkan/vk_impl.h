@@ -112,7 +112,7 @@ enum dsi_vk_shader {
     DSI_VK_MATMUL = DSI_VK_MATVEC_SG + DSI_VK_WTYPE_COUNT, /* + wtype: tiled, many tokens */
     DSI_VK_RMSNORM = DSI_VK_MATMUL + DSI_VK_WTYPE_COUNT,
     DSI_VK_ROPE, DSI_VK_KV_STORE_F16, DSI_VK_KV_STORE_F32,
-    DSI_VK_ATTENTION_F16, DSI_VK_ATTENTION_F32, DSI_VK_ELTWISE, DSI_VK_GATHER,
+    DSI_VK_ATTENTION_F16, DSI_VK_ATTENTION_F32, DSI_VK_ATTN_COMBINE, DSI_VK_ELTWISE, DSI_VK_GATHER,
     DSI_VK_SHADER_COUNT
 };
 
@@ -201,14 +201,16 @@ struct dsi_vk_pc_rope {
 };
 _Static_assert(sizeof(struct dsi_vk_pc_rope) == 24, "mirrored in rope.comp");
 
-/* shaders/kv_store.comp and shaders/attention.comp: per token t, info[t] = (cache row base
- * in rows: seq * n_ctx, position). K rows kw wide, V rows vw wide. */
+/* shaders/kv_store.comp, attention.comp and attn_combine.comp: per token t, info[t] = (cache
+ * row base in rows: seq * n_ctx, position). K rows kw wide, V rows vw wide. chunk: keys per
+ * split in attention.comp (0: no split), the number of splits in attn_combine.comp. */
 struct dsi_vk_pc_attn {
     uint32_t T, n_head, n_head_kv, head_dim, head_dim_v, info_off;
     float scale;
-    uint32_t pad;
+    uint32_t chunk;
 };
-_Static_assert(sizeof(struct dsi_vk_pc_attn) == 32, "mirrored in kv_store.comp/attention.comp");
+_Static_assert(sizeof(struct dsi_vk_pc_attn) == 32,
+               "mirrored in kv_store.comp, attention.comp, attn_combine.comp");
 
 /* shaders/eltwise.comp: op 0: y += x; op 1: y = silu(y) * x, n elements. */
 struct dsi_vk_pc_eltwise {

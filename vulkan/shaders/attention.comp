@@ -3,10 +3,13 @@
 // Causal attention of query token t (workgroup y), head h (workgroup x) against its
 // sequence's cache rows [base, base + pos]: 64 keys at a time, one score per thread, online
 // softmax; each thread accumulates head_dim_v / 64 output dimensions.
+// chunk > 0 (decode): workgroup z takes only keys [z * chunk, (z + 1) * chunk) and writes its
+// unnormalized partial (max, sum, acc[head_dim_v]) for attn_combine.comp.
 layout(local_size_x = 64) in;
 layout(push_constant) uniform PC { // struct dsi_vk_pc_attn (vulkan/vk_impl.h)
     uint T, n_head, n_head_kv, head_dim, head_dim_v, info_off;
     float scale;
+    uint chunk;
 } pc;
 layout(std430, binding = 0) readonly buffer Q { float q[]; };
 #if KV_F16
@@ -54,12 +57,17 @@ void main() {
     uint G = pc.n_head / pc.n_head_kv, kvh = h / G;
     uint kw = pc.n_head_kv * pc.head_dim, vw = pc.n_head_kv * pc.head_dim_v;
     uint base = info[pc.info_off + 2u * t], n = info[pc.info_off + 2u * t + 1u] + 1u;
+    uint j_begin = 0u;
+    if (pc.chunk > 0u) {
+        j_begin = min(n, gl_WorkGroupID.z * pc.chunk);
+        n = min(n, j_begin + pc.chunk);
+    }
     for (uint e = tid; e < pc.head_dim; e += 64u) qs[e] = q[(t * pc.n_head + h) * pc.head_dim + e];
     barrier();
     float m = -1.0 / 0.0, l = 0.0;
     float acc[MAXD / 64];
     [[unroll]] for (uint i = 0; i < MAXD / 64; i++) acc[i] = 0.0;
-    for (uint j0 = 0; j0 < n; j0 += 64u) {
+    for (uint j0 = j_begin; j0 < n; j0 += 64u) {
         uint j = j0 + tid;
         float s = -1.0 / 0.0;
         if (j < n) {
@@ -94,6 +102,18 @@ void main() {
             }
         }
         barrier();
+    }
+    if (pc.chunk > 0u) { // partial: [max, sum, acc...] per (token, head, split)
+        uint po = ((t * pc.n_head + h) * gl_NumWorkGroups.z + gl_WorkGroupID.z) * (pc.head_dim_v + 2u);
+        if (tid == 0u) {
+            o[po] = m;
+            o[po + 1u] = l;
+        }
+        [[unroll]] for (uint i = 0; i < MAXD / 64; i++) {
+            uint d = tid + 64u * i;
+            if (d < pc.head_dim_v) o[po + 2u + d] = acc[i];
+        }
+        return;
     }
     [[unroll]] for (uint i = 0; i < MAXD / 64; i++) {
         uint d = tid + 64u * i;

@@ -5,6 +5,7 @@ layout(local_size_x = 64) in;
 layout(push_constant) uniform PC { // struct dsi_vk_pc_attn (vulkan/vk_impl.h)
     uint T, n_head, n_head_kv, head_dim, head_dim_v, info_off;
     float scale;
+    uint chunk;
 } pc;
 layout(std430, binding = 0) readonly buffer K { float k[]; };
 layout(std430, binding = 1) readonly buffer V { float v[]; };
