@@ -2,10 +2,11 @@
 #extension GL_EXT_control_flow_attributes : require
 // y[t][r] = W[r] . x[t] (+ bias[r]) for few tokens (decode). Every token's sum takes the same
 // order whatever T is, so a token's result does not depend on the others of its pass.
-//   SUBGROUP: one subgroup per row (NR), 4 subgroups per workgroup (local size 4 x the
-//     subgroup size, set at pipeline creation); 8 lanes per 32-element block, 4 elements
-//     each, so that a subgroup reads consecutive weights and activations; subgroupAdd at the
-//     end.
+//   SUBGROUP: one subgroup per row, 4 subgroups per workgroup (local size 4 x the subgroup
+//     size, set at pipeline creation); 4 or 8 lanes per 32-element block, so that a subgroup
+//     reads consecutive weights and activations; subgroupAdd at the end. (Measured on an
+//     H200: 4 rows per subgroup starved it of warps, 45 us a matrix instead of 12; unrolling
+//     4 steps and 8 lanes per Q4_0 block, each using half of the word it loads: 21 us.)
 //   else: 32 lanes per row, 4 rows per workgroup, each lane whole blocks; partial sums added
 //     in lane order through shared memory.
 #if SUBGROUP
@@ -35,46 +36,44 @@ void store(uint t, uint r, float v) {
 #define TT 4
 
 #if SUBGROUP
-#define UF 4u // steps unrolled
-#define NR 1u // rows per subgroup (more rows per subgroup starve the GPU of warps at decode)
+// LPB lanes per 32-element block. Q4_0: 4 lanes, each one word of quants (elements 4q..4q+3
+// in its low nibbles, 16+4q.. in its high ones); the other types: 8 lanes of 4 elements.
+#if WTYPE == 2
+#define LPB 4u
+#else
+#define LPB 8u
+#endif
 void main() {
     uint lane = gl_SubgroupInvocationID;
-    uint r0 = (gl_WorkGroupID.x * gl_NumSubgroups + gl_SubgroupID) * NR;
-    uint nb = pc.K / 32u, per = gl_SubgroupSize / 8u; // blocks per step
-    uint q = lane & 7u, kb0 = lane / 8u;
+    uint r = gl_WorkGroupID.x * gl_NumSubgroups + gl_SubgroupID;
+    uint nb = pc.K / 32u, per = gl_SubgroupSize / LPB; // blocks per step
+    uint q = lane % LPB, kb0 = lane / LPB;
     for (uint t0 = 0; t0 < pc.T; t0 += TT) {
-        float acc[NR][TT];
-        [[unroll]] for (uint i = 0; i < NR; i++)
-            [[unroll]] for (uint t = 0; t < TT; t++) acc[i][t] = 0.0;
-        // UF steps at a time: their loads are independent, so they are in flight together
-        for (uint k0 = kb0; k0 < nb; k0 += UF * per) {
-            vec4 v[UF][NR];
-            [[unroll]] for (uint u = 0; u < UF; u++)
-                [[unroll]] for (uint i = 0; i < NR; i++) {
-                    uint kb = k0 + u * per;
-                    v[u][i] = r0 + i < pc.N && kb < nb ? deq4((r0 + i) * nb + kb, 4u * q) : vec4(0.0);
-                }
-            [[unroll]] for (uint u = 0; u < UF; u++) {
-                uint kb = k0 + u * per;
-                if (kb < nb)
-                    [[unroll]] for (uint t = 0; t < TT; t++)
-                        if (t0 + t < pc.T) {
-                            vec4 xv = x4[((t0 + t) * pc.x_ld + pc.x_off + kb * 32u) / 4u + q];
-                            [[unroll]] for (uint i = 0; i < NR; i++) acc[i][t] += dot(v[u][i], xv);
-                        }
+        float acc[TT];
+        [[unroll]] for (uint t = 0; t < TT; t++) acc[t] = 0.0;
+        if (r < pc.N) {
+            for (uint kb = kb0; kb < nb; kb += per) {
+                vec4 lo = deq4(r * nb + kb, 4u * q);
+#if WTYPE == 2
+                vec4 hi = deq4(r * nb + kb, 16u + 4u * q);
+#endif
+                [[unroll]] for (uint t = 0; t < TT; t++)
+                    if (t0 + t < pc.T) {
+                        uint xb = ((t0 + t) * pc.x_ld + pc.x_off + kb * 32u) / 4u + q;
+                        float s = dot(lo, x4[xb]);
+#if WTYPE == 2
+                        s += dot(hi, x4[xb + 4u]);
+#endif
+                        acc[t] += s;
+                    }
             }
         }
-        [[unroll]] for (uint i = 0; i < NR; i++)
-            [[unroll]] for (uint t = 0; t < TT; t++) acc[i][t] = subgroupAdd(acc[i][t]);
-        if (lane == 0u)
-            [[unroll]] for (uint i = 0; i < NR; i++) {
-                uint r = r0 + i;
-                if (r < pc.N) {
-                    float b = (pc.flags & 1u) != 0u ? bias[r] : 0.0;
-                    [[unroll]] for (uint t = 0; t < TT; t++)
-                        if (t0 + t < pc.T) store(t0 + t, r, acc[i][t] + b);
-                }
-            }
+        [[unroll]] for (uint t = 0; t < TT; t++) acc[t] = subgroupAdd(acc[t]);
+        if (lane == 0u && r < pc.N) {
+            float b = (pc.flags & 1u) != 0u ? bias[r] : 0.0;
+            [[unroll]] for (uint t = 0; t < TT; t++)
+                if (t0 + t < pc.T) store(t0 + t, r, acc[t] + b);
+        }
     }
 }
 #else
