@@ -19,6 +19,7 @@
 #include "quant/kernels.h"
 #include "src/quantize_model.h"
 #include "tests/util.h"
+#include "vulkan/vk.h"
 
 #define NSEQ 3
 #define STEPS 6
@@ -66,9 +67,15 @@ static double rel_diff(const float *a, const float *b, int64_t n) {
     return mx > 0 ? md / mx : md;
 }
 
+/* Layers offloaded to the first Vulkan device (0: the CPU). */
+static int g_ngl;
+
 static void check_model(const char *label, const char *path) {
     struct dsi_model *m = NULL;
-    if (dsi_model_load(path, &m) != DSI_OK) {
+    struct dsi_model_params mp = dsi_model_default_params();
+    mp.n_gpu_layers = g_ngl;
+    mp.gpu_device = 0;
+    if (dsi_model_load_ex(path, &mp, &m) != DSI_OK || dsi_model_gpu_layers(m) < (g_ngl ? 1 : 0)) {
         TU_CHECK(0, "%s: load %s", label, path);
         return;
     }
@@ -240,6 +247,16 @@ int main(int argc, char **argv) {
     tu_capture_log(true);
     const char *base = "models/shakespeare-qwen2.gguf";
     check_model("shakespeare bf16", base);
+    /* the same on the Vulkan backend (every layer and the head), when there is a device */
+    struct dsi_vk_device_info vi[4];
+    int nvk = 0;
+    if (dsi_vk_list(vi, 4, &nvk) == DSI_OK && nvk > 0) {
+        g_ngl = 99;
+        check_model("shakespeare bf16 on vulkan", base);
+        g_ngl = 0;
+    } else {
+        TU_LOG("no Vulkan device: the GPU cases are skipped\n");
+    }
     static const struct {
         const char *name;
         enum dsi_ftype ft;
@@ -254,6 +271,13 @@ int main(int argc, char **argv) {
         char label[64];
         snprintf(label, sizeof label, "shakespeare %s", q[i].name);
         check_model(label, out);
+        if (nvk > 0 && q[i].ft != DSI_FTYPE_Q8_0) {
+            char vl[80];
+            snprintf(vl, sizeof vl, "%s on vulkan", label);
+            g_ngl = 99;
+            check_model(vl, out);
+            g_ngl = 0;
+        }
         if (q[i].ft == DSI_FTYPE_Q4_0 || q[i].ft == DSI_FTYPE_Q8_0) check_repack(label, out);
         unlink(out);
     }
