@@ -450,7 +450,7 @@ static enum dsi_status load_gguf(struct dsi_gguf *g, const char *label, struct d
 
 struct dsi_model_params dsi_model_default_params(void) {
     struct dsi_model_params p = {.load = DSI_LOAD_AUTO, .no_repack = false, .n_gpu_layers = 0,
-                                 .gpu_device = -1, .vram_budget = 0, .gpu_ctx = 0,
+                                 .gpu_device = -1, .vram_budget = 0, .gpu_ctx = 0, .gpu_seqs = 0,
                                  .gpu_validation = false};
     return p;
 }

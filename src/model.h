@@ -43,6 +43,7 @@ struct dsi_model_params {
                                 else the first device */
     uint64_t vram_budget;    /* bytes of device memory to use at most (0: 90% of its memory) */
     int64_t gpu_ctx;         /* KV cache tokens per sequence the auto plan reserves (0: 4096) */
+    int gpu_seqs;            /* sequences it reserves them for (0: 1; the server's slots) */
     bool gpu_validation;     /* Khronos validation layer on (tests) */
 };
 #define DSI_NGL_AUTO (-1)

@@ -94,10 +94,11 @@ enum dsi_status dsi_model_offload(struct dsi_model *m, const struct dsi_model_pa
     if (hp->n_ctx_train > 0 && ctx > hp->n_ctx_train) ctx = hp->n_ctx_train;
     uint64_t budget = dsi_vk_budget(m->vk) - dsi_vk_used(m->vk);
     if (autop) {
-        struct dsi_vk_backend_params bp = backend_params(m, nl, true, 512, ctx, 1, DSI_TYPE_F16, false);
+        int ns = p->gpu_seqs > 0 ? p->gpu_seqs : 1;
+        struct dsi_vk_backend_params bp = backend_params(m, nl, true, 512, ctx, ns, DSI_TYPE_F16, false);
         uint64_t fixed = dsi_vk_backend_bytes(&bp), need = fixed;
-        struct dsi_vk_backend_params one = backend_params(m, nl - 1, false, 1, ctx, 1, DSI_TYPE_F16, false);
-        struct dsi_vk_backend_params none = backend_params(m, nl, false, 1, ctx, 1, DSI_TYPE_F16, false);
+        struct dsi_vk_backend_params one = backend_params(m, nl - 1, false, 1, ctx, ns, DSI_TYPE_F16, false);
+        struct dsi_vk_backend_params none = backend_params(m, nl, false, 1, ctx, ns, DSI_TYPE_F16, false);
         uint64_t kv_layer = dsi_vk_backend_bytes(&one) - dsi_vk_backend_bytes(&none);
         int k = 0;
         while (k < nl && need + layer_bytes(m, nl - 1 - k) + kv_layer <= budget)

@@ -122,23 +122,28 @@ int dsi_cmd_bench(int argc, char **argv) {
     const char *load = dsi_model_repacked_bytes(m)
                            ? (dsi_model_weights_copied(m) ? "copy+repack" : "mmap+repack")
                            : (dsi_model_weights_copied(m) ? "copy" : "mmap");
+    /* where the layers ran: "cpu", or "vulkan 28/28+head" */
+    char gpu[48] = "cpu";
+    if (dsi_model_gpu_name(m))
+        snprintf(gpu, sizeof gpu, "vulkan %d/%lld%s", dsi_model_gpu_layers(m),
+                 (long long)dsi_model_n_layer(m), dsi_model_gpu_output(m) ? "+head" : "");
     if (!json) {
-        printf("| model | size | params | cpu | threads | weights | test | t/s |\n"
-               "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: |\n");
+        printf("| model | size | params | cpu | threads | layers on | weights | test | t/s |\n"
+               "| --- | ---: | ---: | --- | ---: | --- | --- | ---: | ---: |\n");
     }
     for (int i = 0; i < nr; i++) {
         if (json)
             printf("{\"model\": \"%s\", \"size\": %llu, \"params\": %llu, \"cpu\": \"%s\", "
                    "\"threads\": %d, \"test\": \"%s\", \"n\": %lld, \"tps\": %.3f, \"tps_sd\": %.3f, "
-                   "\"load_s\": %.3f, \"weights\": \"%s\"}\n",
+                   "\"load_s\": %.3f, \"weights\": \"%s\", \"layers_on\": \"%s\"}\n",
                    dsi_model_name(m), (unsigned long long)dsi_model_weight_bytes(m),
                    (unsigned long long)dsi_model_n_params(m), dsi_cpu_describe(), threads, res[i].test,
-                   (long long)res[i].n, res[i].mean, res[i].sd, t_load, load);
+                   (long long)res[i].n, res[i].mean, res[i].sd, t_load, load, gpu);
         else
-            printf("| %s | %.2f GiB | %.2f B | %s | %d | %s | %s | %.2f ± %.2f |\n", dsi_model_name(m),
+            printf("| %s | %.2f GiB | %.2f B | %s | %d | %s | %s | %s | %.2f ± %.2f |\n", dsi_model_name(m),
                    dsi_model_weight_bytes(m) / 1073741824.0, dsi_model_n_params(m) / 1e9,
                    dsi_cpu_has(DSI_CPU_AVX512) ? "avx512" : dsi_cpu_has(DSI_CPU_AVX2) ? "avx2" : "base",
-                   threads, load, res[i].test, res[i].mean, res[i].sd);
+                   threads, gpu, load, res[i].test, res[i].mean, res[i].sd);
     }
     rc = 0;
 done:
