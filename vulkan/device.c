@@ -188,14 +188,33 @@ static void describe(struct dsi_vk_fns *f, VkPhysicalDevice pd, struct dsi_vk_de
     f->vkGetPhysicalDeviceFeatures2(pd, &f2);
     o->fp16 = v12.shaderFloat16;
     o->int8_dot = p->apiVersion >= VK_API_VERSION_1_3 && dot.shaderIntegerDotProduct;
-    VkPhysicalDeviceMemoryProperties mp;
-    f->vkGetPhysicalDeviceMemoryProperties(pd, &mp);
-    o->n_heaps = (int)(mp.memoryHeapCount < 16 ? mp.memoryHeapCount : 16);
+    /* heaps, and what is free in them where the driver has VK_EXT_memory_budget */
+    bool budget_ext = false;
+    uint32_t ne = 0;
+    if (f->vkEnumerateDeviceExtensionProperties(pd, NULL, &ne, NULL) == VK_SUCCESS && ne) {
+        VkExtensionProperties *ep = calloc(ne, sizeof *ep);
+        if (ep && f->vkEnumerateDeviceExtensionProperties(pd, NULL, &ne, ep) == VK_SUCCESS)
+            for (uint32_t i = 0; i < ne; i++)
+                budget_ext |= !strcmp(ep[i].extensionName, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+        free(ep);
+    }
+    VkPhysicalDeviceMemoryBudgetPropertiesEXT mb = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
+    VkPhysicalDeviceMemoryProperties2 mp2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2,
+                                             .pNext = budget_ext ? &mb : NULL};
+    f->vkGetPhysicalDeviceMemoryProperties2(pd, &mp2);
+    const VkPhysicalDeviceMemoryProperties *mp = &mp2.memoryProperties;
+    o->have_free = budget_ext;
+    o->n_heaps = (int)(mp->memoryHeapCount < 16 ? mp->memoryHeapCount : 16);
     for (int i = 0; i < o->n_heaps; i++) {
-        o->heap_bytes[i] = mp.memoryHeaps[i].size;
-        o->heap_device_local[i] = mp.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT;
-        if (o->heap_device_local[i] && o->heap_bytes[i] > o->device_local_bytes)
+        o->heap_bytes[i] = mp->memoryHeaps[i].size;
+        o->heap_free[i] = budget_ext && mb.heapBudget[i] > mb.heapUsage[i]
+                              ? mb.heapBudget[i] - mb.heapUsage[i] : 0;
+        o->heap_device_local[i] = mp->memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT;
+        if (o->heap_device_local[i] && o->heap_bytes[i] > o->device_local_bytes) {
             o->device_local_bytes = o->heap_bytes[i];
+            o->device_local_free = o->heap_free[i];
+        }
     }
 }
 
@@ -317,6 +336,8 @@ enum dsi_status dsi_vk_open(const struct dsi_vk_params *pp, struct dsi_vk **out)
     vk->f.vkGetDeviceQueue(vk->dev, vk->queue_family, 0, &vk->queue);
     uint64_t heap = vk->info.device_local_bytes;
     vk->budget = p.budget ? p.budget : heap / 10 * 9;
+    if (!p.budget && vk->info.have_free && vk->info.device_local_free / 20 * 19 < vk->budget)
+        vk->budget = vk->info.device_local_free / 20 * 19;
     if ((st = dsi_vk_pipelines_init(vk))) goto fail;
     dsi_log(DSI_LOG_INFO, "vulkan: device %d: %s (%s, %s), budget %.0f MiB", pick, vk->info.name,
             vk->info.type, vk->info.driver, (double)vk->budget / 1048576.0);

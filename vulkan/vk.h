@@ -31,7 +31,10 @@ struct dsi_vk_device_info {
     uint32_t vendor_id, device_id;
     uint64_t device_local_bytes; /* the largest device-local heap */
     uint64_t heap_bytes[16];
+    uint64_t heap_free[16];      /* what the driver says is left (VK_EXT_memory_budget) */
     bool heap_device_local[16];
+    bool have_free;              /* heap_free is known */
+    uint64_t device_local_free;  /* heap_free of the largest device-local heap */
     int n_heaps;
     bool fp16, int8_dot, subgroup_arith;
     uint32_t subgroup_size;
@@ -45,7 +48,8 @@ enum dsi_status dsi_vk_list(struct dsi_vk_device_info *out, int max, int *n);
 struct dsi_vk_params {
     int device;        /* index in dsi_vk_list's order (-1: the first discrete, else the first) */
     uint64_t budget;   /* bytes of device memory this instance may allocate (0: 90% of the
-                          largest device-local heap) */
+                          largest device-local heap, and no more than 95% of what the driver
+                          reports free there, when it reports it) */
     bool validation;   /* enable VK_LAYER_KHRONOS_validation (tests); messages go to the log
                           and count as errors (dsi_vk_validation_errors) */
 };

@@ -131,7 +131,13 @@ int dsi_cmd_devices(int argc, char **argv) {
         for (int h = 0; h < d->n_heaps; h++) {
             printf("  heap %d: ", h);
             print_bytes(d->heap_bytes[h]);
-            printf("%s\n", d->heap_device_local[h] ? " (device local)" : "");
+            printf("%s", d->heap_device_local[h] ? " (device local)" : "");
+            if (d->have_free) {
+                printf(", ");
+                print_bytes(d->heap_free[h]);
+                printf(" free");
+            }
+            printf("\n");
         }
         printf("  features: fp16 %s, int8 dot product %s, subgroup arithmetic %s (size %u), "
                "max buffer ", d->fp16 ? "yes" : "no", d->int8_dot ? "yes" : "no",
