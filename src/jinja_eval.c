@@ -122,10 +122,10 @@ static struct jv slice(struct ectx *x, struct jv o, struct jv a, struct jv b, st
         r.tuple = o.tuple;
         return r;
     }
-    struct sb bb = {0};
+    struct dsi_strbuf bb = {0};
     for (int64_t i = lo; step > 0 ? i < hi : i > hi; i += step) {
         size_t s0 = dsi_jv_cp_offset(o.s.p, o.s.n, i), s1 = dsi_jv_cp_offset(o.s.p, o.s.n, i + 1);
-        dsi_jv_sb_put(&bb, o.s.p + s0, s1 - s0);
+        dsi_strbuf_put(&bb, o.s.p + s0, s1 - s0);
     }
     struct jv r = dsi_jv_jstr(x, bb.p ? bb.p : "", bb.n);
     free(bb.p);
@@ -166,9 +166,9 @@ static int compare(struct ectx *x, struct jv a, struct jv b) {
 static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b) {
     if (!strcmp(op, "~")) {
         struct jv sa = dsi_jv_to_str(x, a), sbv = dsi_jv_to_str(x, b);
-        struct sb s = {0};
-        dsi_jv_sb_put(&s, sa.s.p, sa.s.n);
-        dsi_jv_sb_put(&s, sbv.s.p, sbv.s.n);
+        struct dsi_strbuf s = {0};
+        dsi_strbuf_put(&s, sa.s.p, sa.s.n);
+        dsi_strbuf_put(&s, sbv.s.p, sbv.s.n);
         struct jv r = dsi_jv_jstr(x, s.p ? s.p : "", s.n);
         free(s.p);
         return r;
@@ -183,9 +183,9 @@ static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b
     if (!strcmp(op, "nin")) return jbool(!contains(x, b, a));
     if (!strcmp(op, "+")) {
         if (a.t == JV_STR && b.t == JV_STR) {
-            struct sb s = {0};
-            dsi_jv_sb_put(&s, a.s.p, a.s.n);
-            dsi_jv_sb_put(&s, b.s.p, b.s.n);
+            struct dsi_strbuf s = {0};
+            dsi_strbuf_put(&s, a.s.p, a.s.n);
+            dsi_strbuf_put(&s, b.s.p, b.s.n);
             struct jv r = dsi_jv_jstr(x, s.p ? s.p : "", s.n);
             free(s.p);
             return r;
@@ -207,9 +207,9 @@ static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b
             return dsi_jv_undef(NULL);
         }
         if (a.t == JV_STR) {
-            struct sb s = {0};
+            struct dsi_strbuf s = {0};
             for (int64_t i = 0; i < k; i++)
-                dsi_jv_sb_put(&s, a.s.p, a.s.n);
+                dsi_strbuf_put(&s, a.s.p, a.s.n);
             struct jv r = dsi_jv_jstr(x, s.p ? s.p : "", s.n);
             free(s.p);
             return r;
@@ -223,20 +223,20 @@ static struct jv binary(struct ectx *x, const char *op, struct jv a, struct jv b
     if (!strcmp(op, "%") && a.t == JV_STR) { /* printf-style formatting, %s and %d */
         struct jlist *args = b.t == JV_LIST && b.tuple ? b.l : NULL;
         int ai = 0;
-        struct sb s = {0};
+        struct dsi_strbuf s = {0};
         for (size_t i = 0; i < a.s.n; i++) {
             if (a.s.p[i] != '%' || i + 1 >= a.s.n) {
-                dsi_jv_sb_put(&s, a.s.p + i, 1);
+                dsi_strbuf_put(&s, a.s.p + i, 1);
                 continue;
             }
             char f = a.s.p[++i];
             if (f == '%') {
-                dsi_jv_sb_put(&s, "%", 1);
+                dsi_strbuf_put(&s, "%", 1);
                 continue;
             }
             struct jv v = args ? (ai < args->n ? args->v[ai++] : dsi_jv_undef(NULL)) : b;
             if (f == 'd' && is_num(v))
-                dsi_jv_sb_printf(&s, "%lld", (long long)ival(v));
+                dsi_strbuf_printf(&s, "%lld", (long long)ival(v));
             else
                 dsi_jv_put_str(&s, v, f == 'r');
         }
@@ -422,7 +422,7 @@ static struct jv replace(struct ectx *x, struct jv s, struct jv from, struct jv 
         dsi_jv_eerr(x, "replace() needs strings");
         return dsi_jv_undef(NULL);
     }
-    struct sb b = {0};
+    struct dsi_strbuf b = {0};
     const char *p = s.s.p, *end = p + s.s.n;
     int64_t done = 0;
     while (p <= end) {
@@ -430,16 +430,16 @@ static struct jv replace(struct ectx *x, struct jv s, struct jv from, struct jv 
                         : from.s.n ? memmem(p, (size_t)(end - p), from.s.p, from.s.n)
                                    : (p < end || done == 0 ? p : NULL);
         if (!f) {
-            dsi_jv_sb_put(&b, p, (size_t)(end - p));
+            dsi_strbuf_put(&b, p, (size_t)(end - p));
             break;
         }
-        dsi_jv_sb_put(&b, p, (size_t)(f - p));
-        dsi_jv_sb_put(&b, to.s.p, to.s.n);
+        dsi_strbuf_put(&b, p, (size_t)(f - p));
+        dsi_strbuf_put(&b, to.s.p, to.s.n);
         done++;
         if (from.s.n)
             p = f + from.s.n;
         else {
-            if (f < end) dsi_jv_sb_put(&b, f, 1);
+            if (f < end) dsi_strbuf_put(&b, f, 1);
             p = f + 1;
             if (f >= end) break;
         }
@@ -491,11 +491,11 @@ static struct jv call_method(struct ectx *x, struct jv o, const char *m, const s
         }
         if (!strcmp(m, "join")) {
             struct jlist *l = iter_list(x, arg(a, 0, NULL));
-            struct sb b = {0};
+            struct dsi_strbuf b = {0};
             for (int i = 0; l && i < l->n; i++) {
-                if (i) dsi_jv_sb_put(&b, o.s.p, o.s.n);
+                if (i) dsi_strbuf_put(&b, o.s.p, o.s.n);
                 struct jv s = dsi_jv_to_str(x, l->v[i]);
-                dsi_jv_sb_put(&b, s.s.p, s.s.n);
+                dsi_strbuf_put(&b, s.s.p, s.s.n);
             }
             struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);
             free(b.p);
@@ -554,13 +554,13 @@ static struct jv call_method(struct ectx *x, struct jv o, const char *m, const s
     return dsi_jv_undef(NULL);
 }
 
-static void format_time(struct ectx *x, const char *fmt, struct sb *b) {
+static void format_time(struct ectx *x, const char *fmt, struct dsi_strbuf *b) {
     time_t t = x->now ? x->now : time(NULL);
     struct tm tm;
     gmtime_r(&t, &tm);
     char out[256];
     size_t n = strftime(out, sizeof out, fmt, &tm);
-    dsi_jv_sb_put(b, out, n);
+    dsi_strbuf_put(b, out, n);
 }
 
 static struct jv call_global(struct ectx *x, const char *name, const struct args *a) {
@@ -610,7 +610,7 @@ static struct jv call_global(struct ectx *x, const char *name, const struct args
             dsi_jv_eerr(x, "strftime_now() needs a format string");
             return dsi_jv_undef(NULL);
         }
-        struct sb b = {0};
+        struct dsi_strbuf b = {0};
         format_time(x, f.s.p, &b);
         struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);
         free(b.p);
@@ -776,7 +776,7 @@ static struct jv apply_filter(struct ectx *x, const char *f, struct jv v, const 
     }
     if (!strcmp(f, "tojson")) {
         struct jv ind = arg(a, 0, "indent");
-        struct sb b = {0};
+        struct dsi_strbuf b = {0};
         dsi_jv_put_json(x, &b, v, ind.t == JV_INT ? (int)ind.i : -1, 0);
         struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);
         free(b.p);
@@ -816,12 +816,12 @@ static struct jv apply_filter(struct ectx *x, const char *f, struct jv v, const 
         struct jv sep = arg(a, 0, "d"), attr = arg(a, 1, "attribute");
         if (sep.t == JV_UNDEF) sep = dsi_jv_jcstr(x, "");
         struct jlist *l = iter_list(x, v);
-        struct sb b = {0};
+        struct dsi_strbuf b = {0};
         for (int i = 0; l && i < l->n; i++) {
-            if (i) dsi_jv_sb_put(&b, sep.s.p, sep.s.n);
+            if (i) dsi_strbuf_put(&b, sep.s.p, sep.s.n);
             struct jv s =
                 dsi_jv_to_str(x, attr.t == JV_UNDEF ? l->v[i] : attr_path(x, l->v[i], attr));
-            dsi_jv_sb_put(&b, s.s.p, s.s.n);
+            dsi_strbuf_put(&b, s.s.p, s.s.n);
         }
         struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);
         free(b.p);
@@ -970,15 +970,15 @@ static struct jv apply_filter(struct ectx *x, const char *f, struct jv v, const 
         struct jv w = arg(a, 0, "width"), first = arg(a, 1, "first");
         int width = w.t == JV_UNDEF ? 4 : (int)ival(w);
         struct jv s = dsi_jv_to_str(x, v);
-        struct sb b = {0};
+        struct dsi_strbuf b = {0};
         if (dsi_jv_truthy(first))
             for (int k = 0; k < width; k++)
-                dsi_jv_sb_put(&b, " ", 1);
+                dsi_strbuf_put(&b, " ", 1);
         for (size_t i = 0; i < s.s.n; i++) {
-            dsi_jv_sb_put(&b, s.s.p + i, 1);
+            dsi_strbuf_put(&b, s.s.p + i, 1);
             if (s.s.p[i] == '\n' && i + 1 < s.s.n && s.s.p[i + 1] != '\n')
                 for (int k = 0; k < width; k++)
-                    dsi_jv_sb_put(&b, " ", 1);
+                    dsi_strbuf_put(&b, " ", 1);
         }
         struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);
         free(b.p);
@@ -986,26 +986,26 @@ static struct jv apply_filter(struct ectx *x, const char *f, struct jv v, const 
     }
     if (!strcmp(f, "escape") || !strcmp(f, "e")) {
         struct jv s = dsi_jv_to_str(x, v);
-        struct sb b = {0};
+        struct dsi_strbuf b = {0};
         for (size_t i = 0; i < s.s.n; i++) {
             switch (s.s.p[i]) {
             case '&':
-                dsi_jv_sb_puts(&b, "&amp;");
+                dsi_strbuf_puts(&b, "&amp;");
                 break;
             case '<':
-                dsi_jv_sb_puts(&b, "&lt;");
+                dsi_strbuf_puts(&b, "&lt;");
                 break;
             case '>':
-                dsi_jv_sb_puts(&b, "&gt;");
+                dsi_strbuf_puts(&b, "&gt;");
                 break;
             case '"':
-                dsi_jv_sb_puts(&b, "&#34;");
+                dsi_strbuf_puts(&b, "&#34;");
                 break;
             case '\'':
-                dsi_jv_sb_puts(&b, "&#39;");
+                dsi_strbuf_puts(&b, "&#39;");
                 break;
             default:
-                dsi_jv_sb_put(&b, s.s.p + i, 1);
+                dsi_strbuf_put(&b, s.s.p + i, 1);
             }
         }
         struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);

@@ -183,47 +183,15 @@ bool dsi_jv_equal(struct jv a, struct jv b) {
 
 /* ---- string building ------------------------------------------------------------------- */
 
-void dsi_jv_sb_put(struct sb *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 64;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-void dsi_jv_sb_puts(struct sb *b, const char *s) {
-    dsi_jv_sb_put(b, s, strlen(s));
-}
-
-void dsi_jv_sb_printf(struct sb *b, const char *fmt, ...) {
-    char tmp[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0) dsi_jv_sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
 /* Python's repr() of a float: the shortest digits that round-trip, fixed notation for
  * exponents in [-4, 16), else d.ddde+XX; integral values keep ".0". */
-void dsi_jv_put_float(struct sb *b, double f) {
+void dsi_jv_put_float(struct dsi_strbuf *b, double f) {
     if (isnan(f)) {
-        dsi_jv_sb_puts(b, "nan");
+        dsi_strbuf_puts(b, "nan");
         return;
     }
     if (isinf(f)) {
-        dsi_jv_sb_puts(b, f < 0 ? "-inf" : "inf");
+        dsi_strbuf_puts(b, f < 0 ? "-inf" : "inf");
         return;
     }
     char e[40];
@@ -242,68 +210,68 @@ void dsi_jv_put_float(struct sb *b, double f) {
         if (*c >= '0' && *c <= '9') digits[nd++] = *c;
     while (nd > 1 && digits[nd - 1] == '0')
         nd--;
-    if (neg) dsi_jv_sb_put(b, "-", 1);
+    if (neg) dsi_strbuf_put(b, "-", 1);
     if (exp10 >= -4 && exp10 < 16) {
         if (exp10 < 0) {
-            dsi_jv_sb_puts(b, "0.");
+            dsi_strbuf_puts(b, "0.");
             for (int i = 0; i < -exp10 - 1; i++)
-                dsi_jv_sb_put(b, "0", 1);
-            dsi_jv_sb_put(b, digits, (size_t)nd);
+                dsi_strbuf_put(b, "0", 1);
+            dsi_strbuf_put(b, digits, (size_t)nd);
         } else {
             for (int i = 0; i <= exp10; i++)
-                dsi_jv_sb_put(b, i < nd ? &digits[i] : "0", 1);
-            dsi_jv_sb_put(b, ".", 1);
+                dsi_strbuf_put(b, i < nd ? &digits[i] : "0", 1);
+            dsi_strbuf_put(b, ".", 1);
             if (nd > exp10 + 1)
-                dsi_jv_sb_put(b, digits + exp10 + 1, (size_t)(nd - exp10 - 1));
+                dsi_strbuf_put(b, digits + exp10 + 1, (size_t)(nd - exp10 - 1));
             else
-                dsi_jv_sb_put(b, "0", 1);
+                dsi_strbuf_put(b, "0", 1);
         }
     } else {
-        dsi_jv_sb_put(b, digits, 1);
+        dsi_strbuf_put(b, digits, 1);
         if (nd > 1) {
-            dsi_jv_sb_put(b, ".", 1);
-            dsi_jv_sb_put(b, digits + 1, (size_t)nd - 1);
+            dsi_strbuf_put(b, ".", 1);
+            dsi_strbuf_put(b, digits + 1, (size_t)nd - 1);
         }
-        dsi_jv_sb_printf(b, "e%c%02d", exp10 < 0 ? '-' : '+', exp10 < 0 ? -exp10 : exp10);
+        dsi_strbuf_printf(b, "e%c%02d", exp10 < 0 ? '-' : '+', exp10 < 0 ? -exp10 : exp10);
     }
 }
 
 /* Python repr() of a string: single quotes unless it has ' and no ". */
-void dsi_jv_put_repr_str(struct sb *b, const char *s, size_t n) {
+void dsi_jv_put_repr_str(struct dsi_strbuf *b, const char *s, size_t n) {
     bool sq = memchr(s, '\'', n) != NULL, dq = memchr(s, '"', n) != NULL;
     char q = sq && !dq ? '"' : '\'';
-    dsi_jv_sb_put(b, &q, 1);
+    dsi_strbuf_put(b, &q, 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == (unsigned char)q || c == '\\') {
-            dsi_jv_sb_put(b, "\\", 1);
-            dsi_jv_sb_put(b, s + i, 1);
+            dsi_strbuf_put(b, "\\", 1);
+            dsi_strbuf_put(b, s + i, 1);
         } else if (c == '\n')
-            dsi_jv_sb_puts(b, "\\n");
+            dsi_strbuf_puts(b, "\\n");
         else if (c == '\r')
-            dsi_jv_sb_puts(b, "\\r");
+            dsi_strbuf_puts(b, "\\r");
         else if (c == '\t')
-            dsi_jv_sb_puts(b, "\\t");
+            dsi_strbuf_puts(b, "\\t");
         else if (c < 0x20 || c == 0x7f)
-            dsi_jv_sb_printf(b, "\\x%02x", c);
+            dsi_strbuf_printf(b, "\\x%02x", c);
         else
-            dsi_jv_sb_put(b, s + i, 1);
+            dsi_strbuf_put(b, s + i, 1);
     }
-    dsi_jv_sb_put(b, &q, 1);
+    dsi_strbuf_put(b, &q, 1);
 }
 
-void dsi_jv_put_str(struct sb *b, struct jv v, bool repr) {
+void dsi_jv_put_str(struct dsi_strbuf *b, struct jv v, bool repr) {
     switch (v.t) {
     case JV_UNDEF:
         break;
     case JV_NONE:
-        dsi_jv_sb_puts(b, "None");
+        dsi_strbuf_puts(b, "None");
         break;
     case JV_BOOL:
-        dsi_jv_sb_puts(b, v.b ? "True" : "False");
+        dsi_strbuf_puts(b, v.b ? "True" : "False");
         break;
     case JV_INT:
-        dsi_jv_sb_printf(b, "%lld", (long long)v.i);
+        dsi_strbuf_printf(b, "%lld", (long long)v.i);
         break;
     case JV_FLOAT:
         dsi_jv_put_float(b, v.f);
@@ -312,107 +280,107 @@ void dsi_jv_put_str(struct sb *b, struct jv v, bool repr) {
         if (repr)
             dsi_jv_put_repr_str(b, v.s.p, v.s.n);
         else
-            dsi_jv_sb_put(b, v.s.p, v.s.n);
+            dsi_strbuf_put(b, v.s.p, v.s.n);
         break;
     case JV_LIST:
-        dsi_jv_sb_puts(b, v.tuple ? "(" : "[");
+        dsi_strbuf_puts(b, v.tuple ? "(" : "[");
         for (int i = 0; i < v.l->n; i++) {
-            if (i) dsi_jv_sb_puts(b, ", ");
+            if (i) dsi_strbuf_puts(b, ", ");
             dsi_jv_put_str(b, v.l->v[i], true);
         }
-        if (v.tuple && v.l->n == 1) dsi_jv_sb_puts(b, ",");
-        dsi_jv_sb_puts(b, v.tuple ? ")" : "]");
+        if (v.tuple && v.l->n == 1) dsi_strbuf_puts(b, ",");
+        dsi_strbuf_puts(b, v.tuple ? ")" : "]");
         break;
     case JV_DICT:
         if (v.d->ns) {
-            dsi_jv_sb_puts(b, "<Namespace>");
+            dsi_strbuf_puts(b, "<Namespace>");
             break;
         }
-        dsi_jv_sb_puts(b, "{");
+        dsi_strbuf_puts(b, "{");
         for (int i = 0; i < v.d->n; i++) {
-            if (i) dsi_jv_sb_puts(b, ", ");
+            if (i) dsi_strbuf_puts(b, ", ");
             dsi_jv_put_str(b, v.d->k[i], true);
-            dsi_jv_sb_puts(b, ": ");
+            dsi_strbuf_puts(b, ": ");
             dsi_jv_put_str(b, v.d->v[i], true);
         }
-        dsi_jv_sb_puts(b, "}");
+        dsi_strbuf_puts(b, "}");
         break;
     case JV_MACRO:
-        dsi_jv_sb_puts(b, "<macro>");
+        dsi_strbuf_puts(b, "<macro>");
         break;
     }
 }
 
 struct jv dsi_jv_to_str(struct ectx *x, struct jv v) {
     if (v.t == JV_STR) return v;
-    struct sb b = {0};
+    struct dsi_strbuf b = {0};
     dsi_jv_put_str(&b, v, false);
     struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);
-    if (b.oom) dsi_jv_eerr(x, "out of memory");
+    if (b.failed) dsi_jv_eerr(x, "out of memory");
     free(b.p);
     return r;
 }
 
 /* JSON as Python's json.dumps(ensure_ascii=False, indent=indent). */
-void dsi_jv_put_json(struct ectx *x, struct sb *b, struct jv v, int indent, int level) {
+void dsi_jv_put_json(struct ectx *x, struct dsi_strbuf *b, struct jv v, int indent, int level) {
     switch (v.t) {
     case JV_NONE:
-        dsi_jv_sb_puts(b, "null");
+        dsi_strbuf_puts(b, "null");
         return;
     case JV_BOOL:
-        dsi_jv_sb_puts(b, v.b ? "true" : "false");
+        dsi_strbuf_puts(b, v.b ? "true" : "false");
         return;
     case JV_INT:
-        dsi_jv_sb_printf(b, "%lld", (long long)v.i);
+        dsi_strbuf_printf(b, "%lld", (long long)v.i);
         return;
     case JV_FLOAT:
         if (isnan(v.f))
-            dsi_jv_sb_puts(b, "NaN");
+            dsi_strbuf_puts(b, "NaN");
         else if (isinf(v.f))
-            dsi_jv_sb_puts(b, v.f < 0 ? "-Infinity" : "Infinity");
+            dsi_strbuf_puts(b, v.f < 0 ? "-Infinity" : "Infinity");
         else
             dsi_jv_put_float(b, v.f);
         return;
     case JV_STR:
-        dsi_jv_sb_put(b, "\"", 1);
+        dsi_strbuf_put(b, "\"", 1);
         for (size_t i = 0; i < v.s.n; i++) {
             unsigned char c = (unsigned char)v.s.p[i];
             if (c == '"')
-                dsi_jv_sb_puts(b, "\\\"");
+                dsi_strbuf_puts(b, "\\\"");
             else if (c == '\\')
-                dsi_jv_sb_puts(b, "\\\\");
+                dsi_strbuf_puts(b, "\\\\");
             else if (c == '\n')
-                dsi_jv_sb_puts(b, "\\n");
+                dsi_strbuf_puts(b, "\\n");
             else if (c == '\r')
-                dsi_jv_sb_puts(b, "\\r");
+                dsi_strbuf_puts(b, "\\r");
             else if (c == '\t')
-                dsi_jv_sb_puts(b, "\\t");
+                dsi_strbuf_puts(b, "\\t");
             else if (c == '\b')
-                dsi_jv_sb_puts(b, "\\b");
+                dsi_strbuf_puts(b, "\\b");
             else if (c == '\f')
-                dsi_jv_sb_puts(b, "\\f");
+                dsi_strbuf_puts(b, "\\f");
             else if (c < 0x20 || c == 0x7f)
-                dsi_jv_sb_printf(b, "\\u%04x", c);
+                dsi_strbuf_printf(b, "\\u%04x", c);
             else
-                dsi_jv_sb_put(b, v.s.p + i, 1);
+                dsi_strbuf_put(b, v.s.p + i, 1);
         }
-        dsi_jv_sb_put(b, "\"", 1);
+        dsi_strbuf_put(b, "\"", 1);
         return;
     case JV_LIST:
     case JV_DICT: {
         bool list = v.t == JV_LIST;
         int n = list ? v.l->n : v.d->n;
-        dsi_jv_sb_puts(b, list ? "[" : "{");
+        dsi_strbuf_puts(b, list ? "[" : "{");
         if (n == 0) {
-            dsi_jv_sb_puts(b, list ? "]" : "}");
+            dsi_strbuf_puts(b, list ? "]" : "}");
             return;
         }
         for (int i = 0; i < n; i++) {
-            if (i) dsi_jv_sb_puts(b, indent >= 0 ? "," : ", ");
+            if (i) dsi_strbuf_puts(b, indent >= 0 ? "," : ", ");
             if (indent >= 0) {
-                dsi_jv_sb_puts(b, "\n");
+                dsi_strbuf_puts(b, "\n");
                 for (int k = 0; k < indent * (level + 1); k++)
-                    dsi_jv_sb_put(b, " ", 1);
+                    dsi_strbuf_put(b, " ", 1);
             }
             if (list) {
                 dsi_jv_put_json(x, b, v.l->v[i], indent, level + 1);
@@ -420,16 +388,16 @@ void dsi_jv_put_json(struct ectx *x, struct sb *b, struct jv v, int indent, int 
                 struct jv k = v.d->k[i];
                 if (k.t != JV_STR) k = dsi_jv_to_str(x, k);
                 dsi_jv_put_json(x, b, k, indent, level + 1);
-                dsi_jv_sb_puts(b, ": ");
+                dsi_strbuf_puts(b, ": ");
                 dsi_jv_put_json(x, b, v.d->v[i], indent, level + 1);
             }
         }
         if (indent >= 0) {
-            dsi_jv_sb_puts(b, "\n");
+            dsi_strbuf_puts(b, "\n");
             for (int k = 0; k < indent * level; k++)
-                dsi_jv_sb_put(b, " ", 1);
+                dsi_strbuf_put(b, " ", 1);
         }
-        dsi_jv_sb_puts(b, list ? "]" : "}");
+        dsi_strbuf_puts(b, list ? "]" : "}");
         return;
     }
     default:
@@ -507,7 +475,7 @@ struct jv dsi_jv_strip(struct ectx *x, struct jv s, struct jv chars, bool left, 
 
 struct jv dsi_jv_map_case(struct ectx *x, struct jv s,
                           int mode) { /* 0 lower 1 upper 2 title 3 capitalize */
-    struct sb b = {0};
+    struct dsi_strbuf b = {0};
     bool word_start = true;
     for (size_t i = 0; i < s.s.n;) {
         size_t l;
@@ -524,7 +492,7 @@ struct jv dsi_jv_map_case(struct ectx *x, struct jv s,
         word_start = !(cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO);
         utf8proc_uint8_t enc[4];
         utf8proc_ssize_t k = utf8proc_encode_char(o, enc);
-        dsi_jv_sb_put(&b, (const char *)enc, (size_t)k);
+        dsi_strbuf_put(&b, (const char *)enc, (size_t)k);
         i += l;
     }
     struct jv r = dsi_jv_jstr(x, b.p ? b.p : "", b.n);

@@ -4,6 +4,7 @@
 #ifndef DSI_JINJA_VALUE_H
 #define DSI_JINJA_VALUE_H
 
+#include "core/strbuf.h"
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -67,12 +68,6 @@ struct ectx {
     time_t now;
 };
 
-struct sb {
-    char *p;
-    size_t n, cap;
-    bool oom;
-};
-
 static inline struct jv none(void) {
     return (struct jv){.t = JV_NONE};
 }
@@ -116,14 +111,11 @@ void dsi_jv_dict_set(struct ectx *x, struct jdict *d, const char *k, struct jv v
 bool dsi_jv_truthy(struct jv v);
 const char *dsi_jv_type_name(struct jv v);
 bool dsi_jv_equal(struct jv a, struct jv b);
-void dsi_jv_sb_put(struct sb *b, const char *s, size_t n);
-void dsi_jv_sb_puts(struct sb *b, const char *s);
-void dsi_jv_sb_printf(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void dsi_jv_put_float(struct sb *b, double f);
-void dsi_jv_put_repr_str(struct sb *b, const char *s, size_t n);
-void dsi_jv_put_str(struct sb *b, struct jv v, bool repr);
+void dsi_jv_put_float(struct dsi_strbuf *b, double f);
+void dsi_jv_put_repr_str(struct dsi_strbuf *b, const char *s, size_t n);
+void dsi_jv_put_str(struct dsi_strbuf *b, struct jv v, bool repr);
 struct jv dsi_jv_to_str(struct ectx *x, struct jv v);
-void dsi_jv_put_json(struct ectx *x, struct sb *b, struct jv v, int indent, int level);
+void dsi_jv_put_json(struct ectx *x, struct dsi_strbuf *b, struct jv v, int indent, int level);
 size_t dsi_jv_cp_count(const char *s, size_t n);
 size_t dsi_jv_cp_offset(const char *s, size_t n, int64_t ci);
 bool dsi_jv_is_py_space(int32_t c);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "core/strbuf.h"
 #include "src/tokenizer_impl.h"
 
 /* Oniguruma's Unicode \s, as a class body. */
@@ -20,31 +21,16 @@
 
 /* ---- regex translation ----------------------------------------------------------------- */
 
-struct sbuf {
-    char *p;
-    size_t n, cap;
-};
-
-static bool sb_put(struct sbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (b->n + n + 1 > cap) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) return false;
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-    return true;
+static bool sb_put(struct dsi_strbuf *b, const char *s, size_t n) {
+    dsi_strbuf_put(b, s, n);
+    return !b->failed;
 }
 
-static bool sb_puts(struct sbuf *b, const char *s) { return sb_put(b, s, strlen(s)); }
+static bool sb_puts(struct dsi_strbuf *b, const char *s) { return sb_put(b, s, strlen(s)); }
 
 /* Rewrite \s and \S (outside and inside character classes) into Oniguruma's sets. */
 static char *translate_regex(const char *src, size_t len) {
-    struct sbuf b = {0};
+    struct dsi_strbuf b = {0};
     bool in_class = false, ok = sb_put(&b, "", 0);
     for (size_t i = 0; ok && i < len; i++) {
         char c = src[i];

@@ -490,7 +490,8 @@ static void test_load_modes(void) {
     int64_t V = 0;
     const enum dsi_load_mode modes[3] = {DSI_LOAD_MMAP, DSI_LOAD_COPY, DSI_LOAD_AUTO};
     for (int k = 0; k < 3; k++) {
-        struct dsi_model_params mp = {modes[k], false};
+        struct dsi_model_params mp = dsi_model_default_params();
+        mp.load = modes[k];
         struct dsi_model *m;
         if (dsi_model_load_ex(gguf, &mp, &m) != DSI_OK) {
             TU_CHECK(0, "load mode %d: load failed", k);
@@ -518,7 +519,8 @@ static void test_load_modes(void) {
     free(lg[0]);
     free(lg[1]);
     unlink(gguf);
-    struct dsi_model_params mp = {DSI_LOAD_COPY, false};
+    struct dsi_model_params mp = dsi_model_default_params();
+    mp.load = DSI_LOAD_COPY;
     struct dsi_model *m = NULL;
     tu_capture_log(true);
     TU_CHECK(dsi_model_load_ex(gguf, &mp, &m) == DSI_ERR_IO && !m, "load modes: missing file");

@@ -13,8 +13,8 @@ struct split_case {
     const char *in, *reasoning, *content;
 };
 
-static void run_split(const struct split_case *c, size_t cut, bool bytewise, struct sbuf *r,
-                      struct sbuf *o) {
+static void run_split(const struct split_case *c, size_t cut, bool bytewise, struct dsi_strbuf *r,
+                      struct dsi_strbuf *o) {
     struct think t;
     think_init(&t, c->mode);
     size_t n = strlen(c->in);
@@ -48,14 +48,14 @@ static void test_think(void) {
         const struct split_case *c = &cases[k];
         size_t n = strlen(c->in);
         for (size_t cut = 0; cut <= n + 1; cut++) {
-            struct sbuf r = {0}, o = {0};
+            struct dsi_strbuf r = {0}, o = {0};
             run_split(c, cut > n ? 0 : cut, cut > n, &r, &o);
             const char *rs = r.p ? r.p : "", *os = o.p ? o.p : "";
             TU_CHECK(!strcmp(rs, c->reasoning) && !strcmp(os, c->content),
                      "think case %zu cut %zu: reasoning '%s' content '%s', want '%s' '%s'", k, cut,
                      rs, os, c->reasoning, c->content);
-            sb_free(&r);
-            sb_free(&o);
+            dsi_strbuf_free(&r);
+            dsi_strbuf_free(&o);
         }
     }
 }
@@ -65,7 +65,7 @@ static char *stream_text(const char *text, size_t step, const char *const *stop,
                          bool *stopped) {
     struct dsi_textstream ts;
     dsi_textstream_init(&ts, stop, n_stop);
-    struct sbuf out = {0};
+    struct dsi_strbuf out = {0};
     size_t n = strlen(text);
     for (size_t i = 0; i < n && !ts.stopped; i += step) {
         const char *p;
@@ -74,16 +74,16 @@ static char *stream_text(const char *text, size_t step, const char *const *stop,
                  "textstream put");
         /* what comes out is never an incomplete character */
         TU_CHECK(utf8_valid(p, len), "textstream: emitted a split UTF-8 character at %zu", i);
-        sb_put(&out, p, len);
+        dsi_strbuf_put(&out, p, len);
     }
     const char *p;
     size_t len;
     dsi_textstream_flush(&ts, &p, &len);
-    sb_put(&out, p, len);
+    dsi_strbuf_put(&out, p, len);
     *stopped = ts.stopped;
     dsi_textstream_free(&ts);
     char *s = strdup(out.p ? out.p : "");
-    sb_free(&out);
+    dsi_strbuf_free(&out);
     return s;
 }
 
@@ -125,20 +125,20 @@ static void test_json(void) {
         {"nul\0in", 6, "\"nul\\u0000in\""},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        struct sbuf b = {0};
+        struct dsi_strbuf b = {0};
         sb_json_str(&b, cases[k].in, cases[k].n);
         TU_CHECK(b.p && !strcmp(b.p, cases[k].want), "json case %zu: %s", k, b.p ? b.p : "(null)");
         TU_CHECK(b.p && utf8_valid(b.p, b.n), "json case %zu: output is not UTF-8", k);
-        sb_free(&b);
+        dsi_strbuf_free(&b);
     }
     TU_CHECK(utf8_valid("\xf0\x9f\x98\x80", 4) && !utf8_valid("\xc0\x80", 2) &&
                  !utf8_valid("\xf4\x90\x80\x80", 4) && !utf8_valid("\xe2\x82", 2),
              "utf8_valid: overlong, out of range, truncated");
-    struct sbuf b = {0};
-    sb_printf(&b, "%d-%s", 7, "x");
-    for (int i = 0; i < 100; i++) sb_printf(&b, "%0300d", i);
+    struct dsi_strbuf b = {0};
+    dsi_strbuf_printf(&b, "%d-%s", 7, "x");
+    for (int i = 0; i < 100; i++) dsi_strbuf_printf(&b, "%0300d", i);
     TU_CHECK(b.n == 3 + 100 * 300 && !strncmp(b.p, "7-x", 3), "sb_printf grows the buffer");
-    sb_free(&b);
+    dsi_strbuf_free(&b);
 }
 
 int main(int argc, char **argv) {

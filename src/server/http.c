@@ -26,7 +26,7 @@
 struct conn {
     struct dsi_server *s;
     const char *endpoint; /* a static route name for the metrics */
-    struct sbuf body;
+    struct dsi_strbuf body;
     bool too_big, answered;
     int status;
     struct req *r;
@@ -54,7 +54,7 @@ static enum MHD_Result respond(struct conn *c, struct MHD_Connection *mc, int st
 }
 
 static enum MHD_Result respond_json(struct conn *c, struct MHD_Connection *mc, int status,
-                                    const struct sbuf *b) {
+                                    const struct dsi_strbuf *b) {
     if (b->failed) return MHD_NO;
     return respond(c, mc, status, "application/json", b->p ? b->p : "{}", b->p ? b->n : 2, 0);
 }
@@ -66,20 +66,20 @@ static enum MHD_Result respond_error(struct conn *c, struct MHD_Connection *mc, 
                        : status == 404 ? "not_found_error"
                        : status >= 500 ? (status == 503 ? "overloaded_error" : "server_error")
                                        : "invalid_request_error";
-    struct sbuf b = {0};
-    sb_puts(&b, "{\"error\":{\"message\":");
+    struct dsi_strbuf b = {0};
+    dsi_strbuf_puts(&b, "{\"error\":{\"message\":");
     sb_json_str(&b, msg, strlen(msg));
-    sb_printf(&b, ",\"type\":\"%s\",\"param\":", type);
+    dsi_strbuf_printf(&b, ",\"type\":\"%s\",\"param\":", type);
     if (param) sb_json_str(&b, param, strlen(param));
-    else sb_puts(&b, "null");
-    sb_puts(&b, ",\"code\":");
+    else dsi_strbuf_puts(&b, "null");
+    dsi_strbuf_puts(&b, ",\"code\":");
     if (code) sb_json_str(&b, code, strlen(code));
-    else sb_puts(&b, "null");
-    sb_puts(&b, "}}");
+    else dsi_strbuf_puts(&b, "null");
+    dsi_strbuf_puts(&b, "}}");
     enum MHD_Result ok = b.failed ? MHD_NO
                                   : respond(c, mc, status, "application/json", b.p, b.n,
                                             status == 503 ? 1 : 0);
-    sb_free(&b);
+    dsi_strbuf_free(&b);
     return ok;
 }
 
@@ -196,9 +196,9 @@ static bool parse_common(struct dsi_server *s, const cJSON *o, struct req *r, in
 }
 
 /* Content of a chat message: a string, or text parts (concatenated). */
-static bool message_text(const cJSON *content, struct sbuf *out, struct perr *e) {
+static bool message_text(const cJSON *content, struct dsi_strbuf *out, struct perr *e) {
     if (cJSON_IsString(content)) {
-        sb_puts(out, content->valuestring);
+        dsi_strbuf_puts(out, content->valuestring);
         return true;
     }
     if (!cJSON_IsArray(content)) return bad(e, "messages", "'%s' content must be a string or an array of parts%s", NULL);
@@ -209,7 +209,7 @@ static bool message_text(const cJSON *content, struct sbuf *out, struct perr *e)
         if (!cJSON_IsString(ty) || strcmp(ty->valuestring, "text"))
             return bad(e, "messages", "'%s': only text content parts are supported%s", NULL);
         if (!cJSON_IsString(tx)) return bad(e, "messages", "'%s': a text part needs a string 'text'%s", NULL);
-        sb_puts(out, tx->valuestring);
+        dsi_strbuf_puts(out, tx->valuestring);
     }
     return true;
 }
@@ -239,15 +239,15 @@ static cJSON *normalize_messages(const cJSON *msgs, struct perr *e) {
         cJSON *copy = cJSON_Duplicate(m, true);
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         if (copy && content && !cJSON_IsNull(content)) {
-            struct sbuf t = {0};
+            struct dsi_strbuf t = {0};
             if (!message_text(content, &t, e) || t.failed) {
-                sb_free(&t);
+                dsi_strbuf_free(&t);
                 cJSON_Delete(copy);
                 cJSON_Delete(out);
                 return NULL;
             }
             cJSON_ReplaceItemInObjectCaseSensitive(copy, "content", cJSON_CreateString(t.p ? t.p : ""));
-            sb_free(&t);
+            dsi_strbuf_free(&t);
         } else if (copy && !content && strcmp(rn, "assistant")) {
             cJSON_Delete(copy);
             bad(e, "messages", "each of '%s' needs a 'content'%s", NULL);
@@ -472,35 +472,35 @@ static void stream_free(void *cls) {
 }
 
 /* The final JSON of a non-streamed request (r->mu held, r->done). */
-static void final_json(const struct req *r, struct sbuf *b) {
+static void final_json(const struct req *r, struct dsi_strbuf *b) {
     bool chat = r->kind == REQ_CHAT;
-    sb_printf(b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%ld,\"model\":", r->id,
+    dsi_strbuf_printf(b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%ld,\"model\":", r->id,
               chat ? "chat.completion" : "text_completion", r->created);
     sb_json_str(b, r->model_id, strlen(r->model_id));
-    sb_puts(b, ",\"system_fingerprint\":\"dsinfer\",\"choices\":[{\"index\":0,");
+    dsi_strbuf_puts(b, ",\"system_fingerprint\":\"dsinfer\",\"choices\":[{\"index\":0,");
     const char *content = r->content.p ? r->content.p : "";
     if (chat) {
-        sb_puts(b, "\"message\":{\"role\":\"assistant\",\"content\":");
+        dsi_strbuf_puts(b, "\"message\":{\"role\":\"assistant\",\"content\":");
         sb_json_str(b, content, r->content.n);
         if (r->reasoning.n || r->think_seen) {
-            sb_puts(b, ",\"reasoning_content\":");
+            dsi_strbuf_puts(b, ",\"reasoning_content\":");
             sb_json_str(b, r->reasoning.p ? r->reasoning.p : "", r->reasoning.n);
         }
-        sb_puts(b, "},\"logprobs\":");
-        if (r->logprobs >= 0) sb_printf(b, "{\"content\":[%s]}", r->lp_json.p ? r->lp_json.p : "");
-        else sb_puts(b, "null");
+        dsi_strbuf_puts(b, "},\"logprobs\":");
+        if (r->logprobs >= 0) dsi_strbuf_printf(b, "{\"content\":[%s]}", r->lp_json.p ? r->lp_json.p : "");
+        else dsi_strbuf_puts(b, "null");
     } else {
-        sb_puts(b, "\"text\":");
+        dsi_strbuf_puts(b, "\"text\":");
         sb_json_str(b, content, r->content.n);
-        sb_puts(b, ",\"logprobs\":");
+        dsi_strbuf_puts(b, ",\"logprobs\":");
         if (r->logprobs >= 0)
-            sb_printf(b, "{\"tokens\":[%s],\"token_logprobs\":[%s],\"top_logprobs\":[%s]}",
+            dsi_strbuf_printf(b, "{\"tokens\":[%s],\"token_logprobs\":[%s],\"top_logprobs\":[%s]}",
                       r->lp_tokens.p ? r->lp_tokens.p : "", r->lp_values.p ? r->lp_values.p : "",
                       r->lp_top.p ? r->lp_top.p : "");
-        else sb_puts(b, "null");
+        else dsi_strbuf_puts(b, "null");
     }
-    sb_printf(b, ",\"finish_reason\":\"%s\"}],\"usage\":", r->finish ? r->finish : "stop");
-    sb_printf(b,
+    dsi_strbuf_printf(b, ",\"finish_reason\":\"%s\"}],\"usage\":", r->finish ? r->finish : "stop");
+    dsi_strbuf_printf(b,
               "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld,"
               "\"prompt_tokens_details\":{\"cached_tokens\":%lld}}}",
               (long long)r->n_prompt, (long long)r->n_gen, (long long)(r->n_prompt + r->n_gen),
@@ -593,14 +593,14 @@ static enum MHD_Result generate(struct conn *c, struct MHD_Connection *mc, enum 
         pthread_mutex_unlock(&r->mu);
         return MHD_NO; /* the client is gone: close */
     }
-    struct sbuf b = {0};
+    struct dsi_strbuf b = {0};
     int err = r->err_status;
     char msg[256];
     snprintf(msg, sizeof msg, "%s", r->err_msg);
     if (!err) final_json(r, &b);
     pthread_mutex_unlock(&r->mu);
     enum MHD_Result res = err ? respond_error(c, mc, err, msg, NULL, NULL) : respond_json(c, mc, 200, &b);
-    sb_free(&b);
+    dsi_strbuf_free(&b);
     return res;
 }
 
@@ -654,7 +654,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     if (*upload_size) {
         if (!c->answered) {
             if (c->body.n + *upload_size > s->p.max_body) c->too_big = true;
-            else sb_put(&c->body, upload, *upload_size);
+            else dsi_strbuf_put(&c->body, upload, *upload_size);
         }
         *upload_size = 0;
         return MHD_YES;
@@ -678,22 +678,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return respond(c, mc, draining ? 503 : 200, "application/json", b, strlen(b), 0);
     }
     if (!strcmp(ep, "/metrics")) {
-        struct sbuf b = {0};
+        struct dsi_strbuf b = {0};
         metrics_render(s, &b);
         enum MHD_Result ok = b.failed ? MHD_NO
                                       : respond(c, mc, 200, "text/plain; version=0.0.4", b.p, b.n, 0);
-        sb_free(&b);
+        dsi_strbuf_free(&b);
         return ok;
     }
     if (!strcmp(ep, "/v1/models")) {
-        struct sbuf b = {0};
+        struct dsi_strbuf b = {0};
         pthread_mutex_lock(&s->mu);
-        sb_puts(&b, "{\"object\":\"list\",\"data\":[{\"id\":");
+        dsi_strbuf_puts(&b, "{\"object\":\"list\",\"data\":[{\"id\":");
         sb_json_str(&b, s->model->id, strlen(s->model->id));
         pthread_mutex_unlock(&s->mu);
-        sb_puts(&b, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"dsinfer\"}]}");
+        dsi_strbuf_puts(&b, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"dsinfer\"}]}");
         enum MHD_Result ok = respond_json(c, mc, 200, &b);
-        sb_free(&b);
+        dsi_strbuf_free(&b);
         return ok;
     }
     if (!strcmp(ep, "/admin/reload")) {
@@ -725,7 +725,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
     }
     metrics_request(&s->met, c->endpoint, status);
     DSI_LOG_INF("serve: %s %d", c->endpoint, status);
-    sb_free(&c->body);
+    dsi_strbuf_free(&c->body);
     free(c);
     *con_cls = NULL;
     pthread_mutex_lock(&s->mu);

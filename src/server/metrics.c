@@ -43,31 +43,31 @@ void metrics_add(struct metrics *m, uint64_t *counter, uint64_t v) {
     pthread_mutex_unlock(&m->mu);
 }
 
-static void render_hist(struct sbuf *o, const char *name, const char *help, const struct hist *h) {
-    sb_printf(o, "# HELP dsinfer_%s %s\n# TYPE dsinfer_%s histogram\n", name, help, name);
+static void render_hist(struct dsi_strbuf *o, const char *name, const char *help, const struct hist *h) {
+    dsi_strbuf_printf(o, "# HELP dsinfer_%s %s\n# TYPE dsinfer_%s histogram\n", name, help, name);
     uint64_t cum = 0;
     for (int b = 0; b < HIST_BUCKETS; b++) {
         cum += h->count[b];
-        sb_printf(o, "dsinfer_%s_bucket{le=\"%g\"} %llu\n", name, bucket_le[b],
+        dsi_strbuf_printf(o, "dsinfer_%s_bucket{le=\"%g\"} %llu\n", name, bucket_le[b],
                   (unsigned long long)cum);
     }
     cum += h->count[HIST_BUCKETS];
-    sb_printf(o, "dsinfer_%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
-    sb_printf(o, "dsinfer_%s_sum %.6f\ndsinfer_%s_count %llu\n", name, h->sum, name,
+    dsi_strbuf_printf(o, "dsinfer_%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+    dsi_strbuf_printf(o, "dsinfer_%s_sum %.6f\ndsinfer_%s_count %llu\n", name, h->sum, name,
               (unsigned long long)h->n);
 }
 
-static void counter(struct sbuf *o, const char *name, const char *help, uint64_t v) {
-    sb_printf(o, "# HELP dsinfer_%s %s\n# TYPE dsinfer_%s counter\ndsinfer_%s %llu\n", name, help,
+static void counter(struct dsi_strbuf *o, const char *name, const char *help, uint64_t v) {
+    dsi_strbuf_printf(o, "# HELP dsinfer_%s %s\n# TYPE dsinfer_%s counter\ndsinfer_%s %llu\n", name, help,
               name, name, (unsigned long long)v);
 }
 
-static void gauge(struct sbuf *o, const char *name, const char *help, double v) {
-    sb_printf(o, "# HELP dsinfer_%s %s\n# TYPE dsinfer_%s gauge\ndsinfer_%s %.10g\n", name, help,
+static void gauge(struct dsi_strbuf *o, const char *name, const char *help, double v) {
+    dsi_strbuf_printf(o, "# HELP dsinfer_%s %s\n# TYPE dsinfer_%s gauge\ndsinfer_%s %.10g\n", name, help,
               name, name, v);
 }
 
-void metrics_render(struct dsi_server *s, struct sbuf *o) {
+void metrics_render(struct dsi_server *s, struct dsi_strbuf *o) {
     /* a consistent snapshot: the server's state first, then the counters */
     pthread_mutex_lock(&s->mu);
     int active = s->n_active, queued = s->n_queued, slots = s->n_slots;
@@ -78,10 +78,10 @@ void metrics_render(struct dsi_server *s, struct sbuf *o) {
 
     struct metrics *m = &s->met;
     pthread_mutex_lock(&m->mu);
-    sb_puts(o, "# HELP dsinfer_requests_total HTTP requests by endpoint and status code.\n"
+    dsi_strbuf_puts(o, "# HELP dsinfer_requests_total HTTP requests by endpoint and status code.\n"
                "# TYPE dsinfer_requests_total counter\n");
     for (int i = 0; i < m->n_req; i++)
-        sb_printf(o, "dsinfer_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n",
+        dsi_strbuf_printf(o, "dsinfer_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n",
                   m->req[i].endpoint, m->req[i].status, (unsigned long long)m->req[i].n);
     counter(o, "prompt_tokens_total", "Prompt tokens of finished requests.", m->prompt_tokens);
     counter(o, "prompt_tokens_cached_total", "Prompt tokens reused from a slot's cache.",

@@ -116,13 +116,13 @@ void req_release(struct req *r) {
     free(r->model_id);
     free(r->prompt_text);
     free(r->prompt);
-    sb_free(&r->sse);
-    sb_free(&r->content);
-    sb_free(&r->reasoning);
-    sb_free(&r->lp_json);
-    sb_free(&r->lp_tokens);
-    sb_free(&r->lp_values);
-    sb_free(&r->lp_top);
+    dsi_strbuf_free(&r->sse);
+    dsi_strbuf_free(&r->content);
+    dsi_strbuf_free(&r->reasoning);
+    dsi_strbuf_free(&r->lp_json);
+    dsi_strbuf_free(&r->lp_tokens);
+    dsi_strbuf_free(&r->lp_values);
+    dsi_strbuf_free(&r->lp_top);
     free(r);
 }
 
@@ -174,20 +174,20 @@ static int token_text(const struct dsi_tokenizer *tok, int32_t id, char buf[256]
 }
 
 /* the token as a JSON string */
-static void token_str(struct sbuf *b, const struct dsi_tokenizer *tok, int32_t id) {
+static void token_str(struct dsi_strbuf *b, const struct dsi_tokenizer *tok, int32_t id) {
     char buf[256];
     sb_json_str(b, buf, (size_t)token_text(tok, id, buf));
 }
 
 /* "token":"...","bytes":[...] of token id */
-static void token_fields(struct sbuf *b, const struct dsi_tokenizer *tok, int32_t id) {
+static void token_fields(struct dsi_strbuf *b, const struct dsi_tokenizer *tok, int32_t id) {
     char buf[256];
     int k = token_text(tok, id, buf);
-    sb_puts(b, "\"token\":");
+    dsi_strbuf_puts(b, "\"token\":");
     sb_json_str(b, buf, (size_t)k);
-    sb_puts(b, ",\"bytes\":[");
-    for (int i = 0; i < k; i++) sb_printf(b, i ? ",%u" : "%u", (unsigned char)buf[i]);
-    sb_puts(b, "]");
+    dsi_strbuf_puts(b, ",\"bytes\":[");
+    for (int i = 0; i < k; i++) dsi_strbuf_printf(b, i ? ",%u" : "%u", (unsigned char)buf[i]);
+    dsi_strbuf_puts(b, "]");
 }
 
 /* Log-probabilities of the chosen token and of the n most likely ones, from raw logits
@@ -214,8 +214,8 @@ static float logprobs(const float *l, int64_t V, int32_t chosen, int n, int32_t 
     return l[chosen] - lse;
 }
 
-static void usage_json(struct sbuf *b, const struct req *r) {
-    sb_printf(b,
+static void usage_json(struct dsi_strbuf *b, const struct req *r) {
+    dsi_strbuf_printf(b,
               "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld,"
               "\"prompt_tokens_details\":{\"cached_tokens\":%lld}}",
               (long long)r->n_prompt, (long long)r->n_gen, (long long)(r->n_prompt + r->n_gen),
@@ -225,57 +225,57 @@ static void usage_json(struct sbuf *b, const struct req *r) {
 /* One streamed event: delta text (reasoning, content), logprobs entry, finish reason. */
 static void sse_chunk(struct req *r, const char *reasoning, size_t nr, const char *content,
                       size_t nc, const char *lp, const char *finish) {
-    struct sbuf *b = &r->sse;
+    struct dsi_strbuf *b = &r->sse;
     bool chat = r->kind == REQ_CHAT;
-    sb_printf(b, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%ld,\"model\":", r->id,
+    dsi_strbuf_printf(b, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%ld,\"model\":", r->id,
               chat ? "chat.completion.chunk" : "text_completion", r->created);
     sb_json_str(b, r->model_id, strlen(r->model_id));
-    sb_puts(b, ",\"choices\":[{\"index\":0,");
+    dsi_strbuf_puts(b, ",\"choices\":[{\"index\":0,");
     if (chat) {
-        sb_puts(b, "\"delta\":{");
+        dsi_strbuf_puts(b, "\"delta\":{");
         bool comma = false;
         if (!r->sent_role) {
-            sb_puts(b, "\"role\":\"assistant\"");
+            dsi_strbuf_puts(b, "\"role\":\"assistant\"");
             r->sent_role = comma = true;
         }
         if (nr) {
-            sb_puts(b, comma ? ",\"reasoning_content\":" : "\"reasoning_content\":");
+            dsi_strbuf_puts(b, comma ? ",\"reasoning_content\":" : "\"reasoning_content\":");
             sb_json_str(b, reasoning, nr);
             comma = true;
         }
         if (nc || (!nr && !finish && comma)) {
-            sb_puts(b, comma ? ",\"content\":" : "\"content\":");
+            dsi_strbuf_puts(b, comma ? ",\"content\":" : "\"content\":");
             sb_json_str(b, content, nc);
         }
-        sb_puts(b, "},");
-        if (lp) sb_printf(b, "\"logprobs\":{\"content\":[%s]},", lp);
-        else sb_puts(b, "\"logprobs\":null,");
+        dsi_strbuf_puts(b, "},");
+        if (lp) dsi_strbuf_printf(b, "\"logprobs\":{\"content\":[%s]},", lp);
+        else dsi_strbuf_puts(b, "\"logprobs\":null,");
     } else {
-        sb_puts(b, "\"text\":");
+        dsi_strbuf_puts(b, "\"text\":");
         sb_json_str(b, content, nc);
-        sb_puts(b, ",");
-        if (lp) sb_printf(b, "\"logprobs\":%s,", lp);
-        else sb_puts(b, "\"logprobs\":null,");
+        dsi_strbuf_puts(b, ",");
+        if (lp) dsi_strbuf_printf(b, "\"logprobs\":%s,", lp);
+        else dsi_strbuf_puts(b, "\"logprobs\":null,");
     }
-    if (finish) sb_printf(b, "\"finish_reason\":\"%s\"}]}\n\n", finish);
-    else sb_puts(b, "\"finish_reason\":null}]}\n\n");
+    if (finish) dsi_strbuf_printf(b, "\"finish_reason\":\"%s\"}]}\n\n", finish);
+    else dsi_strbuf_puts(b, "\"finish_reason\":null}]}\n\n");
 }
 
 static void sse_end(struct req *r) {
     if (r->err_status) {
-        sb_printf(&r->sse, "data: {\"error\":{\"message\":");
+        dsi_strbuf_printf(&r->sse, "data: {\"error\":{\"message\":");
         sb_json_str(&r->sse, r->err_msg, strlen(r->err_msg));
-        sb_printf(&r->sse, ",\"type\":\"server_error\",\"param\":null,\"code\":%d}}\n\n",
+        dsi_strbuf_printf(&r->sse, ",\"type\":\"server_error\",\"param\":null,\"code\":%d}}\n\n",
                   r->err_status);
     } else if (r->include_usage) {
-        sb_printf(&r->sse, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%ld,\"model\":", r->id,
+        dsi_strbuf_printf(&r->sse, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%ld,\"model\":", r->id,
                   r->kind == REQ_CHAT ? "chat.completion.chunk" : "text_completion", r->created);
         sb_json_str(&r->sse, r->model_id, strlen(r->model_id));
-        sb_puts(&r->sse, ",\"choices\":[],\"usage\":");
+        dsi_strbuf_puts(&r->sse, ",\"choices\":[],\"usage\":");
         usage_json(&r->sse, r);
-        sb_puts(&r->sse, "}\n\n");
+        dsi_strbuf_puts(&r->sse, "}\n\n");
     }
-    sb_puts(&r->sse, "data: [DONE]\n\n");
+    dsi_strbuf_puts(&r->sse, "data: [DONE]\n\n");
 }
 
 /* Finish a request with an error (the scheduler found it: bad prompt after a reload, a
@@ -327,51 +327,51 @@ static void on_token(struct dsi_server *s, struct slot *sl, const float *logits,
     int64_t V = dsi_model_n_vocab(m);
     double now = dsi_time_now();
 
-    struct sbuf lp = {0};
+    struct dsi_strbuf lp = {0};
     if (r->logprobs >= 0) {
         int32_t top[MAX_TOP];
         float top_lp[MAX_TOP];
         int n = r->logprobs < MAX_TOP ? r->logprobs : MAX_TOP;
         float lpc = logprobs(logits, V, t, n, top, top_lp);
         if (r->kind == REQ_CHAT) {
-            sb_puts(&lp, "{");
+            dsi_strbuf_puts(&lp, "{");
             token_fields(&lp, tok, t);
-            sb_printf(&lp, ",\"logprob\":%.6g,\"top_logprobs\":[", lpc);
+            dsi_strbuf_printf(&lp, ",\"logprob\":%.6g,\"top_logprobs\":[", lpc);
             for (int j = 0; j < n; j++) {
-                sb_puts(&lp, j ? ",{" : "{");
+                dsi_strbuf_puts(&lp, j ? ",{" : "{");
                 token_fields(&lp, tok, top[j]);
-                sb_printf(&lp, ",\"logprob\":%.6g}", top_lp[j]);
+                dsi_strbuf_printf(&lp, ",\"logprob\":%.6g}", top_lp[j]);
             }
-            sb_puts(&lp, "]}");
+            dsi_strbuf_puts(&lp, "]}");
         } else {
-            struct sbuf tops = {0};
-            sb_puts(&tops, "{");
+            struct dsi_strbuf tops = {0};
+            dsi_strbuf_puts(&tops, "{");
             for (int j = 0; j < n; j++) {
-                if (j) sb_puts(&tops, ",");
+                if (j) dsi_strbuf_puts(&tops, ",");
                 token_str(&tops, tok, top[j]);
-                sb_printf(&tops, ":%.6g", top_lp[j]);
+                dsi_strbuf_printf(&tops, ":%.6g", top_lp[j]);
             }
-            sb_puts(&tops, "}");
-            struct sbuf ts = {0};
+            dsi_strbuf_puts(&tops, "}");
+            struct dsi_strbuf ts = {0};
             token_str(&ts, tok, t);
             if (r->stream) {
-                sb_printf(&lp, "{\"tokens\":[%s],\"token_logprobs\":[%.6g],\"top_logprobs\":[%s]}",
+                dsi_strbuf_printf(&lp, "{\"tokens\":[%s],\"token_logprobs\":[%.6g],\"top_logprobs\":[%s]}",
                           ts.p ? ts.p : "\"\"", lpc, tops.p ? tops.p : "{}");
             } else {
                 pthread_mutex_lock(&r->mu);
-                if (r->lp_tokens.n) sb_puts(&r->lp_tokens, ","), sb_puts(&r->lp_values, ","),
-                    sb_puts(&r->lp_top, ",");
-                sb_puts(&r->lp_tokens, ts.p ? ts.p : "\"\"");
-                sb_printf(&r->lp_values, "%.6g", lpc);
-                sb_puts(&r->lp_top, tops.p ? tops.p : "{}");
+                if (r->lp_tokens.n) dsi_strbuf_puts(&r->lp_tokens, ","), dsi_strbuf_puts(&r->lp_values, ","),
+                    dsi_strbuf_puts(&r->lp_top, ",");
+                dsi_strbuf_puts(&r->lp_tokens, ts.p ? ts.p : "\"\"");
+                dsi_strbuf_printf(&r->lp_values, "%.6g", lpc);
+                dsi_strbuf_puts(&r->lp_top, tops.p ? tops.p : "{}");
                 pthread_mutex_unlock(&r->mu);
             }
-            sb_free(&ts);
-            sb_free(&tops);
+            dsi_strbuf_free(&ts);
+            dsi_strbuf_free(&tops);
         }
     }
 
-    struct sbuf rs = {0}, cs = {0};
+    struct dsi_strbuf rs = {0}, cs = {0};
     const char *finish = NULL;
     if (!r->ignore_eos && dsi_tokenizer_is_eog(tok, t)) {
         finish = "stop";
@@ -410,11 +410,11 @@ static void on_token(struct dsi_server *s, struct slot *sl, const float *logits,
             sse_end(r);
         }
     } else {
-        sb_put(&r->reasoning, rs.p, rs.n);
-        sb_put(&r->content, cs.p, cs.n);
+        dsi_strbuf_put(&r->reasoning, rs.p, rs.n);
+        dsi_strbuf_put(&r->content, cs.p, cs.n);
         if (lp.n && r->kind == REQ_CHAT) {
-            if (r->lp_json.n) sb_puts(&r->lp_json, ",");
-            sb_put(&r->lp_json, lp.p, lp.n);
+            if (r->lp_json.n) dsi_strbuf_puts(&r->lp_json, ",");
+            dsi_strbuf_put(&r->lp_json, lp.p, lp.n);
         }
     }
     if (sl->th.seen) r->think_seen = true;
@@ -426,9 +426,9 @@ static void on_token(struct dsi_server *s, struct slot *sl, const float *logits,
     }
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
-    sb_free(&lp);
-    sb_free(&rs);
-    sb_free(&cs);
+    dsi_strbuf_free(&lp);
+    dsi_strbuf_free(&rs);
+    dsi_strbuf_free(&cs);
 
     metrics_add(&s->met, &s->met.gen_tokens, 1);
     if (first) metrics_observe(&s->met, &s->met.ttft, now - r->t_arrival);

@@ -5,6 +5,7 @@
 #ifndef DSI_SERVER_IMPL_H
 #define DSI_SERVER_IMPL_H
 
+#include "core/strbuf.h"
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -19,15 +20,6 @@ struct cJSON;
 
 /* ---- byte buffers and text helpers (text.c) -------------------------------------------- */
 
-struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool failed; /* an allocation failed: the contents are incomplete */
-};
-void sb_put(struct sbuf *b, const char *s, size_t n);
-void sb_puts(struct sbuf *b, const char *s);
-void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void sb_free(struct sbuf *b);
 
 /* Splits generated text into reasoning (<think> ... </think>) and content. mode: whether
  * the text starts inside a think section (the prompt opened it), may open one at its very
@@ -41,12 +33,12 @@ struct think {
     size_t n_hold;
 };
 void think_init(struct think *t, enum think_mode m);
-void think_feed(struct think *t, const char *s, size_t n, struct sbuf *reasoning,
-                struct sbuf *content);
-void think_flush(struct think *t, struct sbuf *reasoning, struct sbuf *content);
+void think_feed(struct think *t, const char *s, size_t n, struct dsi_strbuf *reasoning,
+                struct dsi_strbuf *content);
+void think_flush(struct think *t, struct dsi_strbuf *reasoning, struct dsi_strbuf *content);
 
 /* s[n] as a JSON string value (quoted, escaped); invalid UTF-8 becomes U+FFFD. */
-void sb_json_str(struct sbuf *b, const char *s, size_t n);
+void sb_json_str(struct dsi_strbuf *b, const char *s, size_t n);
 /* Whether s[n] is valid UTF-8. */
 bool utf8_valid(const char *s, size_t n);
 
@@ -103,10 +95,10 @@ struct req {
     /* shared state, under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct sbuf sse;            /* stream: events not yet sent */
-    struct sbuf content, reasoning; /* non-stream: the whole text */
-    struct sbuf lp_json;        /* non-stream: logprobs entries, comma-separated */
-    struct sbuf lp_tokens, lp_values, lp_top; /* completions' logprobs arrays (non-stream) */
+    struct dsi_strbuf sse;            /* stream: events not yet sent */
+    struct dsi_strbuf content, reasoning; /* non-stream: the whole text */
+    struct dsi_strbuf lp_json;        /* non-stream: logprobs entries, comma-separated */
+    struct dsi_strbuf lp_tokens, lp_values, lp_top; /* completions' logprobs arrays (non-stream) */
     bool done, cancelled, sent_role, think_seen;
     const char *finish;         /* "stop" or "length" */
     int err_status;             /* an error found by the scheduler (e.g. prompt too long) */
@@ -210,6 +202,6 @@ void http_quiesce(struct dsi_server *s);
 void http_stop(struct dsi_server *s);
 
 /* metrics.c: the Prometheus text */
-void metrics_render(struct dsi_server *s, struct sbuf *out);
+void metrics_render(struct dsi_server *s, struct dsi_strbuf *out);
 
 #endif

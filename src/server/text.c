@@ -6,59 +6,6 @@
 
 #include "src/server/server_impl.h"
 
-static bool sb_reserve(struct sbuf *b, size_t extra) {
-    if (b->failed) return false;
-    if (b->n + extra + 1 <= b->cap) return true;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->n + extra + 1) {
-        if (cap > SIZE_MAX / 2) {
-            b->failed = true;
-            return false;
-        }
-        cap *= 2;
-    }
-    char *q = realloc(b->p, cap);
-    if (!q) {
-        b->failed = true;
-        return false;
-    }
-    b->p = q;
-    b->cap = cap;
-    return true;
-}
-
-void sb_put(struct sbuf *b, const char *s, size_t n) {
-    if (!n || !sb_reserve(b, n)) return;
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-void sb_puts(struct sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-void sb_printf(struct sbuf *b, const char *fmt, ...) {
-    char small[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
-    if (k < 0) return;
-    if ((size_t)k < sizeof small) {
-        sb_put(b, small, (size_t)k);
-        return;
-    }
-    if (!sb_reserve(b, (size_t)k)) return;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->n, (size_t)k + 1, fmt, ap);
-    va_end(ap);
-    b->n += (size_t)k;
-}
-
-void sb_free(struct sbuf *b) {
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
 /* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
 static size_t utf8_seq(const unsigned char *s, size_t n) {
     unsigned c = s[0];
@@ -89,9 +36,9 @@ bool utf8_valid(const char *s, size_t n) {
     return true;
 }
 
-void sb_json_str(struct sbuf *b, const char *s, size_t n) {
+void sb_json_str(struct dsi_strbuf *b, const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s;
-    sb_put(b, "\"", 1);
+    dsi_strbuf_put(b, "\"", 1);
     size_t run = 0; /* bytes copied as they are, flushed in one go */
     for (size_t i = 0; i < n;) {
         unsigned c = u[i];
@@ -114,16 +61,16 @@ void sb_json_str(struct sbuf *b, const char *s, size_t n) {
             }
         }
         if (esc) {
-            sb_put(b, s + i - run, run);
+            dsi_strbuf_put(b, s + i - run, run);
             run = 0;
-            sb_puts(b, esc);
+            dsi_strbuf_puts(b, esc);
         } else {
             run += k;
         }
         i += k;
     }
-    sb_put(b, s + n - run, run);
-    sb_put(b, "\"", 1);
+    dsi_strbuf_put(b, s + n - run, run);
+    dsi_strbuf_put(b, "\"", 1);
 }
 
 /* ---- reasoning splitter -------------------------------------------------------------- */
@@ -135,16 +82,16 @@ void think_init(struct think *t, enum think_mode m) {
     t->seen = m == THINK_OPEN;
 }
 
-static void emit(struct think *t, const char *s, size_t n, struct sbuf *reasoning,
-                 struct sbuf *content) {
+static void emit(struct think *t, const char *s, size_t n, struct dsi_strbuf *reasoning,
+                 struct dsi_strbuf *content) {
     while (n && t->skip_ws && (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')) s++, n--;
     if (!n) return;
     t->skip_ws = false;
-    sb_put(t->state == 1 ? reasoning : content, s, n);
+    dsi_strbuf_put(t->state == 1 ? reasoning : content, s, n);
 }
 
-void think_feed(struct think *t, const char *s, size_t n, struct sbuf *reasoning,
-                struct sbuf *content) {
+void think_feed(struct think *t, const char *s, size_t n, struct dsi_strbuf *reasoning,
+                struct dsi_strbuf *content) {
     for (size_t i = 0; i < n; i++) {
         if (t->state == 2 && !t->n_hold) {
             /* content: no tag to look for any more; the rest of the piece goes out at once */
@@ -182,7 +129,7 @@ void think_feed(struct think *t, const char *s, size_t n, struct sbuf *reasoning
     }
 }
 
-void think_flush(struct think *t, struct sbuf *reasoning, struct sbuf *content) {
+void think_flush(struct think *t, struct dsi_strbuf *reasoning, struct dsi_strbuf *content) {
     if (t->state == 0) t->state = 2;
     emit(t, t->hold, t->n_hold, reasoning, content);
     t->n_hold = 0;
