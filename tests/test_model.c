@@ -15,6 +15,7 @@
 #include "src/convert.h"
 #include "src/model.h"
 #include "tests/util.h"
+#include "vulkan/vk.h"
 
 struct capture {
     float **h; /* [n_layer + 1] buffers of [T][n_embd] */
@@ -171,6 +172,9 @@ static bool write_legacy(const char *in, const char *out) {
 /* source: "hf-dir" (load the checkpoint directory), "gguf" (our converter's file),
  * "gguf-legacy" (deepseek2, rewritten to the legacy attention layout); a "+naive" suffix runs
  * deepseek2 with the naive (per-head K/V cache) form of latent attention. */
+/* Layers offloaded to the first Vulkan device (0: the CPU only). */
+static int g_ngl;
+
 static void run_model(const char *name, const char *source) {
     char dir[256], refp[300];
     fixture_paths(name, dir, refp);
@@ -193,12 +197,17 @@ static void run_model(const char *name, const char *source) {
         }
     }
     struct dsi_model *m;
-    if (dsi_model_load(path, &m) != DSI_OK) {
+    struct dsi_model_params mp = dsi_model_default_params();
+    mp.n_gpu_layers = g_ngl;
+    mp.gpu_device = 0;
+    if (dsi_model_load_ex(path, &mp, &m) != DSI_OK) {
         TU_CHECK(0, "%s: load from %s failed", name, source);
         dsi_st_free(ref);
         return;
     }
     int64_t T, V = dsi_model_n_vocab(m), E = dsi_model_n_embd(m), L = dsi_model_n_layer(m);
+    TU_CHECK(dsi_model_gpu_layers(m) == (g_ngl > L ? (int)L : g_ngl), "%s: %d layers offloaded",
+             name, dsi_model_gpu_layers(m));
     int32_t *ids = read_ids(ref, "input_ids", &T);
     float *logits = read_f32(ref, "logits", NULL);
 
@@ -230,7 +239,7 @@ static void run_model(const char *name, const char *source) {
         free(cap.h);
         dsi_context_set_layer_cb(c, NULL, NULL);
         char what[96];
-        snprintf(what, sizeof what, "%s (%s, f32 KV)", name, source);
+        snprintf(what, sizeof what, "%s (%s, f32 KV%s)", name, source, g_ngl ? ", vulkan" : "");
         check_logits(what, c, logits, T, V, true);
         dsi_context_free(c);
     }
@@ -241,7 +250,8 @@ static void run_model(const char *name, const char *source) {
     if (dsi_context_init(m, &cp, &c) == DSI_OK) {
         TU_CHECK(dsi_context_decode(c, ids, T, 0, true) == DSI_OK, "%s: decode f16", name);
         char what[96];
-        snprintf(what, sizeof what, "%s (%s, f16 KV, batches of 7)", name, source);
+        snprintf(what, sizeof what, "%s (%s, f16 KV, batches of 7%s)", name, source,
+                 g_ngl ? ", vulkan" : "");
         check_logits(what, c, logits, T, V, false);
         dsi_context_free(c);
     }
@@ -556,6 +566,22 @@ int main(int argc, char **argv) {
     run_model("tiny-qwen2", "hf-dir");
     run_model("shakespeare-qwen2", "gguf");
     run_model("tiny-llama3", "gguf");
+    /* the dense models on the Vulkan backend (every layer and the head; then one layer),
+     * against the same transformers references, when there is a device */
+    struct dsi_vk_device_info vi[4];
+    int nvk = 0;
+    if (dsi_vk_list(vi, 4, &nvk) == DSI_OK && nvk > 0) {
+        static const int ngl[] = {99, 1};
+        for (int i = 0; i < 2; i++) {
+            g_ngl = ngl[i];
+            run_model("tiny-qwen2", "gguf");
+            run_model("shakespeare-qwen2", "gguf");
+            run_model("tiny-llama3", "gguf");
+        }
+        g_ngl = 0;
+    } else {
+        TU_LOG("no Vulkan device: the GPU cases are skipped\n");
+    }
     run_model("tiny-deepseek2-lite", "gguf");
     run_model("tiny-deepseek2-lite", "gguf+naive");
     run_model("tiny-deepseek2-lite", "gguf-legacy");
