@@ -330,6 +330,15 @@ static void test_budget(void) {
     TU_CHECK(st == DSI_ERR_DEVICE && !b, "a backend larger than the budget: %s", dsi_status_str(st));
     TU_CHECK(dsi_vk_used(vk) == 0, "%llu bytes left allocated", (unsigned long long)dsi_vk_used(vk));
     TU_CHECK(dsi_vk_backend_bytes(&bp) > p.budget, "the estimate is below the budget");
+    /* a cache larger than any storage buffer can be: refused before allocating */
+    bp.n_seq = 1 << 14;
+    bp.n_ctx = 1 << 16;
+    bp.kv_type = DSI_TYPE_F32;
+    tu_capture_log(true);
+    st = dsi_vk_backend_new(vk, &bp, &b);
+    tu_capture_log(false);
+    TU_CHECK(st == DSI_ERR_UNSUPPORTED && !b, "a cache beyond the buffer range: %s", dsi_status_str(st));
+    TU_CHECK(dsi_vk_used(vk) == 0, "%llu bytes left allocated", (unsigned long long)dsi_vk_used(vk));
     dsi_vk_close(vk);
 }
 

@@ -315,6 +315,11 @@ static void dispatch(struct vkb *b, enum dsi_vk_shader s, struct bind *binds, in
                      const void *pc, uint32_t pc_size, uint32_t gx, uint32_t gy, uint32_t gz,
                      uint32_t rd, uint32_t wr) {
     if (!recording(b) || gx == 0 || gy == 0 || gz == 0) return;
+    if (gx > 65535 || gy > 65535 || gz > 65535) { /* the limits every device guarantees */
+        DSI_LOG_ERR("vulkan: %u x %u x %u workgroups exceed the guaranteed dispatch size", gx, gy, gz);
+        fail(b, DSI_ERR_UNSUPPORTED);
+        return;
+    }
     struct dsi_vk *vk = b->vk;
     struct bind k[DSI_VK_BINDINGS];
     for (int i = 0; i < DSI_VK_BINDINGS; i++) k[i] = i < nb && binds[i].buf ? binds[i] : buf_bind(&b->dummy);
@@ -629,6 +634,17 @@ enum dsi_status dsi_vk_backend_new(struct dsi_vk *vk, const struct dsi_vk_backen
         (uint64_t)p->n_seq * (uint64_t)p->n_ctx > UINT32_MAX / 2) {
         dsi_log(DSI_LOG_INFO, "vulkan: no shaders for this attention shape (head size %d/%d, "
                 "%d/%d heads)", p->head_dim, p->head_dim_v, p->n_head, p->n_head_kv);
+        return DSI_ERR_UNSUPPORTED;
+    }
+    /* every buffer is bound whole: none may exceed the device's storage-buffer range */
+    uint64_t range = vk->info.max_buffer_range, biggest = widest(p);
+    if (kv_layer_bytes(p, false) > biggest) biggest = kv_layer_bytes(p, false);
+    if (kv_layer_bytes(p, true) > biggest) biggest = kv_layer_bytes(p, true);
+    if (part_bytes(p) > biggest) biggest = part_bytes(p);
+    if (biggest > range) {
+        dsi_log(DSI_LOG_INFO, "vulkan: a buffer of %.0f MiB (KV cache of %d x %lld tokens, or "
+                "scratch) exceeds the device's storage-buffer range of %.0f MiB",
+                (double)biggest / 1048576.0, p->n_seq, (long long)p->n_ctx, (double)range / 1048576.0);
         return DSI_ERR_UNSUPPORTED;
     }
     struct vkb *b = calloc(1, sizeof *b);
