@@ -173,8 +173,6 @@ static inline struct dsi_kv_view *dsi_ctx_kv(struct dsi_context *c, int seq, int
  * c->segs), leaving the logits of rows s.out_rows[0..n_out) in c->out ([n_out][n_vocab]). */
 void dsi_forward_deepseek2(struct dsi_context *c, const int32_t *tokens, int64_t T);
 void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T);
-/* s.pos[t] for every token of the pass. */
-void dsi_block_positions(struct dsi_context *c);
 
 /* Shared blocks (src/models/blocks.c). */
 void dsi_block_embed(struct dsi_context *c, const int32_t *tokens, int64_t T);
@@ -193,7 +191,7 @@ void dsi_block_output(struct dsi_context *c, struct dsi_backend *be, int64_t T);
 void dsi_block_layer_done(struct dsi_context *c, struct dsi_backend *be, int il, int64_t T);
 /* Finish the pass on every backend (c->pass_err: the first failure). */
 void dsi_block_end(struct dsi_context *c);
-/* Start the pass on every backend the context uses. */
+/* Start the pass on every backend the context uses (and set s.pos for it). */
 void dsi_block_begin(struct dsi_context *c, int64_t T);
 
 #endif

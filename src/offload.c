@@ -101,8 +101,11 @@ enum dsi_status dsi_model_offload(struct dsi_model *m, const struct dsi_model_pa
         struct dsi_vk_backend_params none = backend_params(m, nl, false, 1, ctx, ns, DSI_TYPE_F16, false);
         uint64_t kv_layer = dsi_vk_backend_bytes(&one) - dsi_vk_backend_bytes(&none);
         int k = 0;
-        while (k < nl && need + layer_bytes(m, nl - 1 - k) + kv_layer <= budget)
-            need += layer_bytes(m, nl - 1 - k) + kv_layer, k++;
+        for (; k < nl; k++) {
+            uint64_t lb = layer_bytes(m, nl - 1 - k) + kv_layer;
+            if (need + lb > budget) break;
+            need += lb;
+        }
         want = k == nl && need + output_bytes(m) <= budget ? nl + 1 : k;
     }
     int from = nl;

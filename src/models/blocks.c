@@ -12,7 +12,7 @@ void dsi_block_embed(struct dsi_context *c, const int32_t *tokens, int64_t T) {
     dsi_block_layer_done(c, &c->cpu.base, -1, T);
 }
 
-void dsi_block_positions(struct dsi_context *c) {
+static void block_positions(struct dsi_context *c) {
     for (int i = 0; i < c->n_segs; i++) {
         const struct dsi_seg *g = &c->segs[i];
         for (int64_t t = 0; t < g->n; t++) c->s.pos[g->t0 + t] = (int32_t)(g->pos + t);
@@ -20,7 +20,7 @@ void dsi_block_positions(struct dsi_context *c) {
 }
 
 void dsi_block_begin(struct dsi_context *c, int64_t T) {
-    dsi_block_positions(c);
+    block_positions(c);
     c->cpu.base.ops->begin(&c->cpu.base, c->segs, c->n_segs, c->s.pos, T, c->pass_prompt);
     if (c->gpu) c->gpu->ops->begin(c->gpu, c->segs, c->n_segs, c->s.pos, T, c->pass_prompt);
 }

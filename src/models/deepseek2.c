@@ -53,7 +53,7 @@ static void attn_mla(struct dsi_context *c, const struct dsi_layer *l, int il, i
         float *row = s->kva + t * Rk;
         dsi_op_rmsnorm(row, row, l->kv_a_norm, 1, R, hp->eps, 1);
     }
-    dsi_block_positions(c);
+    /* s->pos: set once for the pass by dsi_block_begin */
     struct dsi_rope r = {hp->rope_mode, (int)P, c->m->rope_inv_freq, 1.0f};
     dsi_op_rope(s->q + N, T, (int)H, (int)Dq, s->pos, &r, nt); /* each head's q_pe */
     dsi_op_rope(s->kva + R, T, 1, (int)Rk, s->pos, &r, nt);    /* k_pe */
