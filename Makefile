@@ -13,7 +13,7 @@
 CC      ?= cc
 BUILD   ?= build
 CFLAGS  ?= -O2 -g
-DEPS    := libpcre2-8 libutf8proc libcjson libmicrohttpd
+DEPS    := libpcre2-8 libutf8proc libcjson libmicrohttpd stb
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(DEPS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(DEPS) 2>/dev/null)
@@ -52,7 +52,7 @@ endif
 
 # ---- sources --------------------------------------------------------------------------------
 ARCH      := $(shell $(CC) -dumpmachine 2>/dev/null)
-LIB_SRC   := $(wildcard core/*.c quant/*.c src/*.c src/models/*.c src/server/*.c vulkan/*.c)
+LIB_SRC   := $(wildcard core/*.c quant/*.c src/*.c src/models/*.c src/server/*.c src/vision/*.c vulkan/*.c)
 ifneq ($(findstring x86_64,$(ARCH)),)
 LIB_SRC   += $(wildcard quant/x86/*.c)
 endif
@@ -85,7 +85,7 @@ $(error missing the Vulkan headers or glslc; install them with: apt-get install 
 endif
 ifeq ($(PKG_LIBS),)
 $(error missing libraries ($(DEPS)); install them with: apt-get install -y pkg-config \
-libpcre2-dev libutf8proc-dev libcjson-dev libmicrohttpd-dev libvulkan-dev glslc  (or run tools/deps.sh))
+libpcre2-dev libutf8proc-dev libcjson-dev libmicrohttpd-dev libstb-dev libvulkan-dev glslc  (or run tools/deps.sh))
 endif
 endif
 

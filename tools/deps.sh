@@ -3,7 +3,7 @@
 # (as root, or through sudo), saying what it does. Usage: tools/deps.sh build|test|check
 set -e
 profile=${1:-build}
-pkgs="gcc make pkg-config libpcre2-dev libutf8proc-dev libcjson-dev libmicrohttpd-dev libopenblas-dev xz-utils libvulkan-dev glslc"
+pkgs="gcc make pkg-config libpcre2-dev libutf8proc-dev libcjson-dev libmicrohttpd-dev libstb-dev libopenblas-dev xz-utils libvulkan-dev glslc"
 case "$profile" in
   # the AArch64 kernel tests (make test-arm): cross compiler, and qemu-aarch64 to run them
   # the Vulkan tests run on lavapipe (a CPU Vulkan driver) under the validation layer
