@@ -54,12 +54,20 @@ static size_t carve(struct dsi_context *c, struct dsi_arena *a) {
     int64_t kmax = hp->n_embd > ff ? hp->n_embd : ff;
     if (o > kmax) kmax = o;
     if (hp->arch == DSI_ARCH_DEEPSEEK2) {
-        int64_t H = hp->n_head, R = hp->kv_lora_rank, Rk = R + hp->rope_dims, X = hp->n_expert;
-        int64_t k = hp->n_expert_used;
+        int64_t H = hp->n_head, R = hp->kv_lora_rank, Rk = R + hp->rope_dims;
         TAKE(s->qa, B * (hp->q_lora_rank ? hp->q_lora_rank : 1), float);
         TAKE(s->kva, B * Rk, float);
         TAKE(s->qfull, B * H * Rk, float);
         TAKE(s->lat, B * H * R, float);
+        struct dsi_attn_params al = {hp->n_head, 1, (int)Rk, (int)R, 1.0f};
+        size_t a2 = dsi_op_attention_scratch(c->p.n_threads, c->p.n_ctx, &al);
+        if (a2 > att) att = a2;
+        /* per-head products quantize T * H rows of qk_nope or kv_lora */
+        int64_t kh = H * (R > hp->qk_nope ? R : hp->qk_nope);
+        if (kh > kmax) kmax = kh;
+    }
+    if (hp->n_expert) {
+        int64_t X = hp->n_expert, k = hp->n_expert_used;
         TAKE(s->router, B * (X ? X : 1), float);
         TAKE(s->sel, B * (k ? k : 1), int32_t);
         TAKE(s->sel_w, B * (k ? k : 1), float);
@@ -76,16 +84,11 @@ static size_t carve(struct dsi_context *c, struct dsi_arena *a) {
         TAKE(s->ex_xqn, (size_t)B * rbe, uint8_t);
         TAKE(s->ex_xq, (size_t)(B * kk) * (rbe > rbf ? rbe : rbf), uint8_t);
         TAKE(s->ex_xqs, (size_t)B * dsi_xq_row_bytes(S), uint8_t);
-        struct dsi_attn_params al = {hp->n_head, 1, (int)Rk, (int)R, 1.0f};
-        size_t a2 = dsi_op_attention_scratch(c->p.n_threads, c->p.n_ctx, &al);
-        if (a2 > att) att = a2;
-        /* per-head products quantize T * H rows of qk_nope or kv_lora */
-        int64_t kh = H * (R > hp->qk_nope ? R : hp->qk_nope);
-        if (kh > kmax) kmax = kh;
     }
     TAKE(s->att_scratch, (int64_t)att, float);
     TAKE(s->pos, B, int32_t);
     TAKE(s->tok, B, int32_t);
+    TAKE(s->embd, B, const float *);
     TAKE(s->out_rows, B, int64_t);
     TAKE(c->segs, B, struct dsi_seg);
     TAKE(c->att_segs, B, struct dsi_attn_seg);
@@ -257,11 +260,16 @@ static enum dsi_status decode(struct dsi_context *c, const struct dsi_seq_run *r
         int64_t T = 0;
         c->n_segs = 0;
         c->n_out = 0;
+        c->s.has_embd = false;
         while (ri < n_runs && T < B) {
             const struct dsi_seq_run *r = &runs[ri];
             int64_t take = r->n - off < B - T ? r->n - off : B - T;
             c->segs[c->n_segs++] = (struct dsi_seg){r->seq, T, take, r->pos + off};
             memcpy(c->s.tok + T, r->tokens + off, (size_t)take * sizeof(int32_t));
+            for (int64_t k = 0; k < take; k++) {
+                c->s.embd[T + k] = r->embd ? r->embd[off + k] : NULL;
+                c->s.has_embd |= c->s.embd[T + k] != NULL;
+            }
             if (all_logits)
                 for (int64_t k = 0; k < take; k++) c->s.out_rows[c->n_out++] = T + k;
             else if (r->logits && off + take == r->n)
@@ -276,7 +284,8 @@ static enum dsi_status decode(struct dsi_context *c, const struct dsi_seq_run *r
         c->pass_err = DSI_OK;
         switch (hp->arch) {
         case DSI_ARCH_QWEN2:
-        case DSI_ARCH_LLAMA: dsi_forward_dense(c, c->s.tok, T); break;
+        case DSI_ARCH_LLAMA:
+        case DSI_ARCH_DEEPSEEK: dsi_forward_dense(c, c->s.tok, T); break;
         case DSI_ARCH_DEEPSEEK2: dsi_forward_deepseek2(c, c->s.tok, T); break;
         }
         if (c->pass_err) {
@@ -298,7 +307,14 @@ static enum dsi_status decode(struct dsi_context *c, const struct dsi_seq_run *r
 
 enum dsi_status dsi_context_decode(struct dsi_context *c, const int32_t *tokens, int64_t n,
                                    int64_t pos, bool all_logits) {
-    struct dsi_seq_run r = {0, pos, tokens, n, true};
+    struct dsi_seq_run r = {0, pos, tokens, n, true, NULL};
+    return decode(c, &r, 1, true, all_logits);
+}
+
+enum dsi_status dsi_context_decode_embd(struct dsi_context *c, const int32_t *tokens,
+                                        const float *const *embd, int64_t n, int64_t pos,
+                                        bool all_logits) {
+    struct dsi_seq_run r = {0, pos, tokens, n, true, embd};
     return decode(c, &r, 1, true, all_logits);
 }
 

@@ -74,6 +74,83 @@ static void read_rope(const cJSON *cfg, struct dsi_hf_hparams *h) {
     h->has_mscale_all_dim = jnum(src, "mscale_all_dim", &h->mscale_all_dim);
 }
 
+/* DeepSeek-VL2's vision_config, projector_config and candidate_resolutions (models.md C.2). */
+static enum dsi_status read_config_vl2(const cJSON *root, struct dsi_hf_hparams *h) {
+    const cJSON *vc = jget(root, "vision_config"), *pc = jget(root, "projector_config");
+    if (!cJSON_IsObject(vc) || !cJSON_IsObject(pc)) {
+        DSI_LOG_ERR("convert: config.json has no vision_config or projector_config");
+        return DSI_ERR_FORMAT;
+    }
+    const cJSON *mn = jget(vc, "model_name"), *pt = jget(pc, "projector_type");
+    if (cJSON_IsString(mn) && strncmp(mn->valuestring, "siglip", 6) != 0) {
+        DSI_LOG_ERR("convert: vision model '%.60s' is not supported (SigLIP)", mn->valuestring);
+        return DSI_ERR_UNSUPPORTED;
+    }
+    if (!cJSON_IsString(pt) || strcmp(pt->valuestring, "downsample_mlp_gelu") != 0) {
+        DSI_LOG_ERR("convert: projector_type '%.60s' is not supported (downsample_mlp_gelu)",
+                    cJSON_IsString(pt) ? pt->valuestring : "(none)");
+        return DSI_ERR_UNSUPPORTED;
+    }
+    const cJSON *cls = jget(vc, "class_token"), *tag = jget(root, "tile_tag"),
+                *gpos = jget(root, "global_view_pos");
+    if (cJSON_IsTrue(cls) || (cJSON_IsString(tag) && strcmp(tag->valuestring, "2D")) ||
+        (cJSON_IsString(gpos) && strcmp(gpos->valuestring, "head"))) {
+        DSI_LOG_ERR("convert: only the DeepSeek-VL2 layout is supported (no class token, "
+                    "tile_tag 2D, global_view_pos head)");
+        return DSI_ERR_UNSUPPORTED;
+    }
+    const int64_t big = (int64_t)1 << 20;
+    enum dsi_status st = need_int(vc, "image_size", &h->v_image_size, 14, 4096);
+    if (!st) st = need_int(vc, "patch_size", &h->v_patch, 1, 1024);
+    if (!st) st = need_int(vc, "width", &h->v_width, 1, big);
+    if (!st) st = need_int(vc, "layers", &h->v_layers, 1, 1000);
+    if (!st) st = need_int(vc, "heads", &h->v_heads, 1, 1024);
+    double ratio = 0;
+    if (!st && (!jnum(vc, "mlp_ratio", &ratio) || !(ratio > 0) || ratio > 64)) {
+        DSI_LOG_ERR("convert: vision_config.mlp_ratio is missing or out of range");
+        st = DSI_ERR_FORMAT;
+    }
+    h->v_ff = (int64_t)(h->v_width * ratio); /* timm: int(width * mlp_ratio) */
+    if (!st) st = need_int(pc, "input_dim", &h->mm_in, 1, big);
+    if (!st) st = need_int(pc, "n_embed", &h->mm_embd, 1, big);
+    if (!st && !jint(pc, "downsample_ratio", &h->mm_downsample)) h->mm_downsample = 2;
+    int64_t depth = 2, mratio = 1;
+    jint(pc, "depth", &depth);
+    jint(pc, "mlp_ratio", &mratio);
+    if (!st && (depth != 2 || mratio != 1 || h->mm_downsample < 1 || h->mm_downsample > 8 ||
+                h->mm_in != h->v_width || h->mm_embd != h->n_embd || h->v_width % h->v_heads)) {
+        DSI_LOG_ERR("convert: projector (depth %lld, mlp_ratio %lld, downsample %lld, input %lld, "
+                    "n_embed %lld) does not fit the vision width %lld and the language model's "
+                    "hidden size %lld", (long long)depth, (long long)mratio,
+                    (long long)h->mm_downsample, (long long)h->mm_in, (long long)h->mm_embd,
+                    (long long)h->v_width, (long long)h->n_embd);
+        st = DSI_ERR_FORMAT;
+    }
+    const cJSON *cr = jget(root, "candidate_resolutions");
+    int n = cJSON_GetArraySize(cr);
+    if (!st && (!cJSON_IsArray(cr) || n < 1 || n > 64)) {
+        DSI_LOG_ERR("convert: candidate_resolutions is missing or has more than 64 entries");
+        st = DSI_ERR_FORMAT;
+    }
+    for (int i = 0; i < n && !st; i++) {
+        const cJSON *e = cJSON_GetArrayItem(cr, i);
+        const cJSON *w = cJSON_GetArrayItem(e, 0), *hh = cJSON_GetArrayItem(e, 1);
+        if (cJSON_GetArraySize(e) != 2 || !cJSON_IsNumber(w) || !cJSON_IsNumber(hh) ||
+            w->valuedouble < 1 || hh->valuedouble < 1 || w->valuedouble > 65536 ||
+            hh->valuedouble > 65536 || fmod(w->valuedouble, (double)h->v_image_size) != 0 ||
+            fmod(hh->valuedouble, (double)h->v_image_size) != 0) {
+            DSI_LOG_ERR("convert: candidate_resolutions[%d] is not a pair of multiples of %lld",
+                        i, (long long)h->v_image_size);
+            st = DSI_ERR_FORMAT;
+            break;
+        }
+        h->cand[i][0] = (int32_t)w->valuedouble;
+        h->cand[i][1] = (int32_t)hh->valuedouble;
+    }
+    h->n_cand = n;
+    return st;
+}
+
 static enum dsi_status read_config(const char *dir, struct dsi_hf_hparams *h) {
     memset(h, 0, sizeof *h);
     char *path = dsi_path_join(dir, "config.json");
@@ -85,12 +162,13 @@ static enum dsi_status read_config(const char *dir, struct dsi_hf_hparams *h) {
         free(path);
         return st;
     }
-    cJSON *cfg = cJSON_ParseWithLength(text, len);
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    const cJSON *cfg = root;
     free(text);
     if (!cJSON_IsObject(cfg)) {
         DSI_LOG_ERR("convert: '%s' is not a JSON object", path);
         free(path);
-        cJSON_Delete(cfg);
+        cJSON_Delete(root);
         return DSI_ERR_FORMAT;
     }
     free(path);
@@ -100,10 +178,23 @@ static enum dsi_status read_config(const char *dir, struct dsi_hf_hparams *h) {
     if (!strcmp(an, "Qwen2ForCausalLM")) h->arch = DSI_HF_QWEN2, h->name = "qwen2";
     else if (!strcmp(an, "LlamaForCausalLM")) h->arch = DSI_HF_LLAMA, h->name = "llama";
     else if (!strcmp(an, "DeepseekV2ForCausalLM")) h->arch = DSI_HF_DEEPSEEK2, h->name = "deepseek2";
-    else {
+    else if (!strcmp(an, "DeepseekVLV2ForCausalLM")) {
+        /* the language model is MLA (deepseek2) unless use_mla is false (VL2-Tiny: plain
+         * multi-head attention, llama.cpp's "deepseek") */
+        h->vl2 = true;
+        cfg = jget(root, "language_config");
+        if (!cJSON_IsObject(cfg)) {
+            DSI_LOG_ERR("convert: config.json of DeepseekVLV2ForCausalLM has no language_config");
+            cJSON_Delete(root);
+            return DSI_ERR_FORMAT;
+        }
+        const cJSON *mla = jget(cfg, "use_mla");
+        if (cJSON_IsFalse(mla)) h->arch = DSI_HF_DEEPSEEK, h->name = "deepseek";
+        else h->arch = DSI_HF_DEEPSEEK2, h->name = "deepseek2";
+    } else {
         DSI_LOG_ERR("convert: architecture '%.60s' is not supported (Qwen2ForCausalLM, "
-                    "LlamaForCausalLM, DeepseekV2ForCausalLM)", an);
-        cJSON_Delete(cfg);
+                    "LlamaForCausalLM, DeepseekV2ForCausalLM, DeepseekVLV2ForCausalLM)", an);
+        cJSON_Delete(root);
         return DSI_ERR_UNSUPPORTED;
     }
     const int64_t big = (int64_t)1 << 32;
@@ -132,7 +223,9 @@ static enum dsi_status read_config(const char *dir, struct dsi_hf_hparams *h) {
         if (!st) st = need_int(cfg, "qk_nope_head_dim", &h->qk_nope, 0, big);
         if (!st) st = need_int(cfg, "qk_rope_head_dim", &h->qk_rope, 1, big);
         if (!st) st = need_int(cfg, "v_head_dim", &h->v_head, 1, big);
-        if (!st && !jint(cfg, "moe_intermediate_size", &h->n_ff_exp)) h->n_ff_exp = h->n_ff;
+    }
+    if (!st && (h->arch == DSI_HF_DEEPSEEK2 || h->arch == DSI_HF_DEEPSEEK)) {
+        if (!jint(cfg, "moe_intermediate_size", &h->n_ff_exp)) h->n_ff_exp = h->n_ff;
         h->has_n_expert = jint(cfg, "n_routed_experts", &h->n_expert);
         h->has_n_expert_used = jint(cfg, "num_experts_per_tok", &h->n_expert_used);
         if (!jint(cfg, "n_shared_experts", &h->n_shared)) h->n_shared = 0;
@@ -153,7 +246,8 @@ static enum dsi_status read_config(const char *dir, struct dsi_hf_hparams *h) {
             st = DSI_ERR_UNSUPPORTED;
         }
     }
-    cJSON_Delete(cfg);
+    if (!st && h->vl2) st = read_config_vl2(root, h);
+    cJSON_Delete(root);
     return st;
 }
 
@@ -190,12 +284,22 @@ struct conv {
     int n, cap;
     enum dsi_type outtype;
     struct dsi_progress prog;
+    const char *lm_prefix; /* of the language model's tensors ("language." in VL2) */
 };
 
-static const struct dsi_st_tensor *find_src(struct conv *c, const char *name) {
+/* The source tensor `name`, marked used. */
+static const struct dsi_st_tensor *find_raw(struct conv *c, const char *name) {
     const struct dsi_st_tensor *t = dsi_st_find(c->st, name);
     if (t) c->used[t - dsi_st_get(c->st, 0)] = 1;
     return t;
+}
+
+/* A language-model tensor by its name in a text-only checkpoint. */
+static const struct dsi_st_tensor *find_src(struct conv *c, const char *name) {
+    if (!c->lm_prefix[0]) return find_raw(c, name);
+    char full[200];
+    snprintf(full, sizeof full, "%s%s", c->lm_prefix, name);
+    return find_raw(c, full);
 }
 
 enum dsi_type dsi_convert_tensor_type(const char *name, uint32_t n_dims, int64_t ne0,
@@ -244,9 +348,15 @@ static bool is_float_src(const struct dsi_st_tensor *t) {
 }
 
 /* Map one HF tensor to a GGUF name; `required` false tolerates absence. */
+static enum dsi_status map_src(struct conv *c, const struct dsi_st_tensor *s, const char *hf,
+                               const char *gg, bool required, enum src_kind kind, int64_t heads);
 static enum dsi_status map1(struct conv *c, const char *hf, const char *gg, bool required,
                             enum src_kind kind, int64_t heads) {
-    const struct dsi_st_tensor *s = find_src(c, hf);
+    return map_src(c, find_src(c, hf), hf, gg, required, kind, heads);
+}
+
+static enum dsi_status map_src(struct conv *c, const struct dsi_st_tensor *s, const char *hf,
+                               const char *gg, bool required, enum src_kind kind, int64_t heads) {
     if (!s) return required ? missing(hf) : DSI_OK;
     if (!is_float_src(s)) {
         DSI_LOG_ERR("convert: tensor '%s' has dtype %s (F32, F16 or BF16 expected)", hf,
@@ -347,7 +457,8 @@ static enum dsi_status add_rope_freqs(struct conv *c) {
 
 static enum dsi_status plan_layer_attn_mha(struct conv *c, int64_t i) {
     const struct dsi_hf_hparams *h = &c->h;
-    bool perm = h->arch == DSI_HF_LLAMA;
+    /* llama.cpp permutes q/k for the rope on interleaved pairs (llama, deepseek) */
+    bool perm = h->arch == DSI_HF_LLAMA || h->arch == DSI_HF_DEEPSEEK;
     char hf[160], gg[64];
     static const struct {
         const char *hf, *gg;
@@ -445,7 +556,8 @@ static enum dsi_status plan_layer(struct conv *c, int64_t i) {
     snprintf(hf, sizeof hf, "model.layers.%lld.post_attention_layernorm.weight", (long long)i);
     snprintf(gg, sizeof gg, "blk.%lld.ffn_norm.weight", (long long)i);
     if ((st = map1(c, hf, gg, true, SRC_PLAIN, 0))) return st;
-    if (h->arch != DSI_HF_DEEPSEEK2 || i < h->first_dense || !h->has_n_expert)
+    if ((h->arch != DSI_HF_DEEPSEEK2 && h->arch != DSI_HF_DEEPSEEK) || i < h->first_dense ||
+        !h->has_n_expert)
         return plan_ffn(c, i, "mlp", "", true);
 
     snprintf(hf, sizeof hf, "model.layers.%lld.mlp.gate.weight", (long long)i);
@@ -467,10 +579,84 @@ static enum dsi_status plan_layer(struct conv *c, int64_t i) {
 /* A source tensor nothing maps: fine if it is a buffer HF stores or an MTP layer. */
 static bool ignorable(const struct conv *c, const char *name) {
     if (strstr(name, "rotary_emb.inv_freq")) return true;
+    /* VL2: the SigLIP attention-pool head is constructed but unused (models.md C.2) */
+    if (c->h.vl2 && !strncmp(name, "vision.attn_pool.", 17)) return true;
+    size_t pl = strlen(c->lm_prefix);
+    if (pl && !strncmp(name, c->lm_prefix, pl)) name += pl;
     long long layer;
     if (sscanf(name, "model.layers.%lld.", &layer) == 1 && layer >= c->h.n_layer) return true;
     if (c->h.tie && !strcmp(name, "lm_head.weight")) return true;
     return false;
+}
+
+/* DeepSeek-VL2's vision tower, projector and the two learned separators, under llama.cpp's
+ * mmproj names (models.md C.9; docs/VISION.md). */
+static enum dsi_status plan_vision(struct conv *c) {
+    const struct dsi_hf_hparams *h = &c->h;
+    static const struct {
+        const char *hf, *gg;
+    } top[] = {
+        {"vision.patch_embed.proj.weight", "v.patch_embd.weight"},
+        {"vision.patch_embed.proj.bias", "v.patch_embd.bias"},
+        {"vision.pos_embed", "v.position_embd.weight"},
+        {"vision.norm.weight", "v.post_ln.weight"},
+        {"vision.norm.bias", "v.post_ln.bias"},
+        {"projector.layers.0.weight", "mm.0.weight"},
+        {"projector.layers.0.bias", "mm.0.bias"},
+        {"projector.layers.2.weight", "mm.2.weight"},
+        {"projector.layers.2.bias", "mm.2.bias"},
+        {"image_newline", "v.image_newline"},
+        {"view_seperator", "v.view_seperator"},
+    }, blk[] = {
+        {"norm1.weight", "ln1.weight"},         {"norm1.bias", "ln1.bias"},
+        {"attn.qkv.weight", "attn_qkv.weight"}, {"attn.qkv.bias", "attn_qkv.bias"},
+        {"attn.proj.weight", "attn_out.weight"}, {"attn.proj.bias", "attn_out.bias"},
+        {"norm2.weight", "ln2.weight"},         {"norm2.bias", "ln2.bias"},
+        {"mlp.fc1.weight", "ffn_up.weight"},    {"mlp.fc1.bias", "ffn_up.bias"},
+        {"mlp.fc2.weight", "ffn_down.weight"},  {"mlp.fc2.bias", "ffn_down.bias"},
+    };
+    enum dsi_status st;
+    for (size_t k = 0; k < sizeof top / sizeof top[0]; k++)
+        if ((st = map_src(c, find_raw(c, top[k].hf), top[k].hf, top[k].gg, true, SRC_PLAIN, 0)))
+            return st;
+    char hf[160], gg[64];
+    for (int64_t i = 0; i < h->v_layers; i++)
+        for (size_t k = 0; k < sizeof blk / sizeof blk[0]; k++) {
+            snprintf(hf, sizeof hf, "vision.blocks.%lld.%s", (long long)i, blk[k].hf);
+            snprintf(gg, sizeof gg, "v.blk.%lld.%s", (long long)i, blk[k].gg);
+            if ((st = map_src(c, find_raw(c, hf), hf, gg, true, SRC_PLAIN, 0))) return st;
+        }
+    /* shapes (GGUF order) */
+    int64_t W = h->v_width, P = h->v_patch, G = h->v_image_size / h->v_patch, D = h->mm_embd;
+    int64_t Kp = h->mm_in * h->mm_downsample * h->mm_downsample;
+    for (int k = 0; k < c->n; k++) {
+        struct otensor *o = &c->t[k];
+        if (strncmp(o->name, "v.", 2) && strncmp(o->name, "mm.", 3)) continue;
+        int64_t want[4] = {1, 1, 1, 1};
+        const char *n = o->name;
+        if (!strcmp(n, "v.patch_embd.weight")) want[0] = P, want[1] = P, want[2] = 3, want[3] = W;
+        else if (!strcmp(n, "v.position_embd.weight")) want[0] = W, want[1] = G * G;
+        else if (!strcmp(n, "mm.0.weight")) want[0] = Kp, want[1] = D;
+        else if (!strcmp(n, "mm.2.weight")) want[0] = D, want[1] = D;
+        else if (!strncmp(n, "mm.", 3) || !strcmp(n, "v.image_newline") ||
+                 !strcmp(n, "v.view_seperator")) want[0] = D;
+        else if (strstr(n, "attn_qkv.weight")) want[0] = W, want[1] = 3 * W;
+        else if (strstr(n, "attn_qkv.bias")) want[0] = 3 * W;
+        else if (strstr(n, "attn_out.weight")) want[0] = W, want[1] = W;
+        else if (strstr(n, "ffn_up.weight")) want[0] = W, want[1] = h->v_ff;
+        else if (strstr(n, "ffn_up.bias")) want[0] = h->v_ff;
+        else if (strstr(n, "ffn_down.weight")) want[0] = h->v_ff, want[1] = W;
+        else want[0] = W; /* norms, patch/out/down biases */
+        if (memcmp(o->ne, want, sizeof want) != 0) {
+            DSI_LOG_ERR("convert: '%s' has shape [%lld, %lld, %lld, %lld] (GGUF order), expected "
+                        "[%lld, %lld, %lld, %lld]", o->name, (long long)o->ne[0],
+                        (long long)o->ne[1], (long long)o->ne[2], (long long)o->ne[3],
+                        (long long)want[0], (long long)want[1], (long long)want[2],
+                        (long long)want[3]);
+            return DSI_ERR_FORMAT;
+        }
+    }
+    return DSI_OK;
 }
 
 static enum dsi_status build_plan(struct conv *c) {
@@ -494,6 +680,7 @@ static enum dsi_status build_plan(struct conv *c) {
                     (long long)emb->ne[1], (long long)h->n_vocab);
         return DSI_ERR_FORMAT;
     }
+    if (h->vl2 && (st = plan_vision(c))) return st;
     for (int64_t k = 0; k < dsi_st_count(c->st); k++) {
         const struct dsi_st_tensor *t = dsi_st_get(c->st, k);
         if (!c->used[k] && !ignorable(c, t->name)) {
@@ -502,11 +689,42 @@ static enum dsi_status build_plan(struct conv *c) {
             return DSI_ERR_UNSUPPORTED;
         }
     }
-    for (int k = 0; k < c->n; k++) c->t[k].type = dsi_convert_tensor_type(c->t[k].name, c->t[k].n_dims, c->t[k].ne[0], c->outtype);
+    for (int k = 0; k < c->n; k++) {
+        struct otensor *o = &c->t[k];
+        o->type = dsi_convert_tensor_type(o->name, o->n_dims, o->ne[0], c->outtype);
+        /* the patch and position embeddings stay f32 (models.md C.9) */
+        if (!strcmp(o->name, "v.patch_embd.weight") || !strcmp(o->name, "v.position_embd.weight"))
+            o->type = DSI_TYPE_F32;
+    }
     return DSI_OK;
 }
 
 /* ---- key/values ------------------------------------------------------------------------ */
+
+/* The vision tower's keys (llama.cpp's clip.* names) and the image layout of DeepSeek-VL2
+ * (our deepseekvl2.* keys; docs/VISION.md). */
+static enum dsi_status write_kv_vl2(const struct dsi_hf_hparams *h, struct dsi_gguf_writer *w) {
+    enum dsi_status st = dsi_gguf_writer_set_bool(w, "clip.has_vision_encoder", true);
+#define U32(key, v) if (!st) st = dsi_gguf_writer_set_u32(w, key, (uint32_t)(v))
+    if (!st) st = dsi_gguf_writer_set_str(w, "clip.projector_type", "deepseekvl2");
+    U32("clip.vision.image_size", h->v_image_size);
+    U32("clip.vision.patch_size", h->v_patch);
+    U32("clip.vision.embedding_length", h->v_width);
+    U32("clip.vision.feed_forward_length", h->v_ff);
+    U32("clip.vision.block_count", h->v_layers);
+    U32("clip.vision.attention.head_count", h->v_heads);
+    if (!st) st = dsi_gguf_writer_set_f32(w, "clip.vision.attention.layer_norm_epsilon", 1e-6f);
+    const float half[3] = {0.5f, 0.5f, 0.5f};
+    if (!st) st = dsi_gguf_writer_set_arr(w, "clip.vision.image_mean", DSI_GGUF_FLOAT32, half, 3);
+    if (!st) st = dsi_gguf_writer_set_arr(w, "clip.vision.image_std", DSI_GGUF_FLOAT32, half, 3);
+    U32("clip.vision.projection_dim", h->mm_embd);
+    U32("clip.vision.projector.scale_factor", h->mm_downsample);
+    if (!st)
+        st = dsi_gguf_writer_set_arr(w, "deepseekvl2.candidate_resolutions", DSI_GGUF_INT32,
+                                     h->cand, (uint64_t)h->n_cand * 2);
+#undef U32
+    return st;
+}
 
 enum dsi_status dsi_convert_write_kv(const struct dsi_hf_hparams *h, const char *name,
                                      enum dsi_type outtype, const struct dsi_tokenizer *tok,
@@ -589,6 +807,7 @@ enum dsi_status dsi_convert_write_kv(const struct dsi_hf_hparams *h, const char 
         U32(KEY("rope.dimension_count"), h->has_head_dim ? h->head_dim : h->n_embd / h->n_head);
     }
     U32("general.quantization_version", 2);
+    if (h->vl2 && !st) st = write_kv_vl2(h, w);
 #undef KEY
 #undef U32
 #undef F32
@@ -724,6 +943,7 @@ static enum dsi_status run(const struct dsi_convert_params *p, void **mem, size_
         return DSI_ERR_IO;
     }
     enum dsi_status st = read_config(p->in_dir, &c.h);
+    c.lm_prefix = c.h.vl2 ? "language." : "";
     if (!st) st = dsi_st_open(p->in_dir, &c.st);
     if (!st) {
         c.used = calloc((size_t)(dsi_st_count(c.st) + 1), 1);
@@ -732,7 +952,7 @@ static enum dsi_status run(const struct dsi_convert_params *p, void **mem, size_
     if (!st) {
         c.outtype = p->outtype >= 0 ? (enum dsi_type)p->outtype : DSI_TYPE_F16;
         if (p->outtype < 0) {
-            const struct dsi_st_tensor *e = dsi_st_find(c.st, "model.embed_tokens.weight");
+            const struct dsi_st_tensor *e = find_src(&c, "model.embed_tokens.weight");
             if (e && e->dtype == DSI_ST_BF16) c.outtype = DSI_TYPE_BF16;
         }
         if (c.outtype != DSI_TYPE_F32 && c.outtype != DSI_TYPE_F16 && c.outtype != DSI_TYPE_BF16 &&

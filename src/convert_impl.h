@@ -30,6 +30,12 @@ struct dsi_hf_hparams {
     bool has_n_expert, has_n_expert_used, has_n_group, has_topk_group, has_scale, norm_topk;
     double routed_scale;
     char scoring[16];
+    /* DeepSeek-VL2 (DeepseekVLV2ForCausalLM): the language model above comes from
+     * language_config; the vision tower, projector and image layout from the rest. */
+    bool vl2;
+    int64_t v_image_size, v_patch, v_width, v_layers, v_heads, v_ff, mm_in, mm_embd,
+        mm_downsample, n_cand;
+    int32_t cand[64][2]; /* candidate resolutions (w, h) */
 };
 
 /* Write general.*, the architecture's keys (llama.cpp's names and order) and, when tok is

@@ -192,7 +192,7 @@ enum dsi_status dsi_generate(struct dsi_context *c, struct dsi_sampler *smp,
             st.stop = DSI_STOP_CONTEXT;
             break;
         }
-        struct dsi_seq_run run = {0, pos++, &t, 1, true};
+        struct dsi_seq_run run = {0, pos++, &t, 1, true, NULL};
         s = dsi_context_decode_runs(c, &run, 1, false);
         if (s) break;
     }

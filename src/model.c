@@ -113,9 +113,9 @@ static void read_hparams(struct loader *L) {
  * current layout says head_count_kv 1, key_length kv_lora + rope and value_length kv_lora
  * (the absorbed view) with the per-head sizes in key_length_mla / value_length_mla; the
  * legacy one says the per-head sizes in key_length / value_length. */
+static void read_hparams_moe(struct loader *L);
 static void read_hparams_deepseek2(struct loader *L) {
     struct dsi_hparams *hp = &L->m->hp;
-    const int64_t big = (int64_t)1 << 31;
     hp->q_lora_rank = (int)key_int(L, "attention.q_lora_rank", 0, 0, 65536);
     hp->kv_lora_rank = (int)key_int(L, "attention.kv_lora_rank", -1, 1, 65536);
     int64_t klen = key_int(L, "attention.key_length_mla", 0, 0, 65536);
@@ -139,6 +139,22 @@ static void read_hparams_deepseek2(struct loader *L) {
         L->st = DSI_ERR_FORMAT;
         return;
     }
+    read_hparams_moe(L);
+    if (L->st) return;
+    /* softmax scale 1/sqrt(qk head) times YaRN's mscale(s, mscale_all_dim)^2; the file stores
+     * 0.1 * mscale_all_dim as yarn_log_multiplier (models.md D.3) */
+    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+    if (hp->yarn_factor > 1.0f && hp->yarn_log_mul != 0.0f) {
+        float ms = 1.0f + hp->yarn_log_mul * logf(hp->yarn_factor);
+        hp->attn_scale *= ms * ms;
+    }
+}
+
+/* DeepSeekMoE (models.md 0.6; deepseek and deepseek2): the first leading_dense_block_count
+ * layers are dense, the others route to experts. */
+static void read_hparams_moe(struct loader *L) {
+    struct dsi_hparams *hp = &L->m->hp;
+    const int64_t big = (int64_t)1 << 31;
     hp->n_layer_dense = (int)key_int(L, "leading_dense_block_count", 0, 0, hp->n_layer);
     hp->n_expert = (int)key_int(L, "expert_count", 0, 0, 4096);
     if (hp->n_layer_dense < hp->n_layer) {
@@ -159,13 +175,6 @@ static void read_hparams_deepseek2(struct loader *L) {
             DSI_LOG_ERR("model: %d experts do not split into %d groups", hp->n_expert, hp->n_group);
             L->st = DSI_ERR_FORMAT;
         }
-    }
-    /* softmax scale 1/sqrt(qk head) times YaRN's mscale(s, mscale_all_dim)^2; the file stores
-     * 0.1 * mscale_all_dim as yarn_log_multiplier (models.md D.3) */
-    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
-    if (hp->yarn_factor > 1.0f && hp->yarn_log_mul != 0.0f) {
-        float ms = 1.0f + hp->yarn_log_mul * logf(hp->yarn_factor);
-        hp->attn_scale *= ms * ms;
     }
 }
 
@@ -245,6 +254,7 @@ static const float *bind_vec(struct loader *L, const char *name, int64_t n, bool
     return v;
 }
 
+static void bind_ffn(struct loader *L, struct dsi_layer *l, int64_t i);
 static void bind_layer_deepseek2(struct loader *L, struct dsi_layer *l, int64_t i) {
     struct dsi_model *m = L->m;
     struct dsi_hparams *hp = &m->hp;
@@ -271,8 +281,19 @@ static void bind_layer_deepseek2(struct loader *L, struct dsi_layer *l, int64_t 
         l->wv_b = bind3(L, NAME("attn_v_b.weight"), R, v, H, true);
     }
     l->wo = bind(L, NAME("attn_output.weight"), H * v, E, true);
+#undef NAME
+    bind_ffn(L, l, i);
+}
+
+/* The feed-forward of layer i: dense SwiGLU, or (from leading_dense_block_count on, when the
+ * model has experts) DeepSeekMoE. */
+static void bind_ffn(struct loader *L, struct dsi_layer *l, int64_t i) {
+    const struct dsi_hparams *hp = &L->m->hp;
+    int64_t E = hp->n_embd;
+    char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%lld." s, (long long)i), n)
     l->ffn_norm = bind_vec(L, NAME("ffn_norm.weight"), E, true);
-    l->moe = i >= hp->n_layer_dense;
+    l->moe = hp->n_expert > 0 && i >= hp->n_layer_dense;
     if (!l->moe) {
         l->w_gate = bind(L, NAME("ffn_gate.weight"), E, hp->n_ff, true);
         l->w_up = bind(L, NAME("ffn_up.weight"), E, hp->n_ff, true);
@@ -297,7 +318,7 @@ static void bind_layer_deepseek2(struct loader *L, struct dsi_layer *l, int64_t 
 static void bind_layers(struct loader *L) {
     struct dsi_model *m = L->m;
     const struct dsi_hparams *hp = &m->hp;
-    int64_t E = hp->n_embd, F = hp->n_ff;
+    int64_t E = hp->n_embd;
     int64_t q = (int64_t)hp->n_head * hp->head_dim, kv = (int64_t)hp->n_head_kv * hp->head_dim;
     int64_t vv = (int64_t)hp->n_head_kv * hp->head_dim_v, o = (int64_t)hp->n_head * hp->head_dim_v;
     char n[96];
@@ -322,11 +343,8 @@ static void bind_layers(struct loader *L) {
         l->bk = bind_vec(L, NAME("attn_k.bias"), kv, false);
         l->bv = bind_vec(L, NAME("attn_v.bias"), vv, false);
         l->wo = bind(L, NAME("attn_output.weight"), o, E, true);
-        l->ffn_norm = bind_vec(L, NAME("ffn_norm.weight"), E, true);
-        l->w_gate = bind(L, NAME("ffn_gate.weight"), E, F, true);
-        l->w_up = bind(L, NAME("ffn_up.weight"), E, F, true);
-        l->w_down = bind(L, NAME("ffn_down.weight"), F, E, true);
 #undef NAME
+        bind_ffn(L, l, i);
     }
 }
 
@@ -339,9 +357,13 @@ static void bind_layers(struct loader *L) {
  * f32 afterwards). The reference fixtures show it: with exact frequencies the hidden states
  * drift from transformers' by ~1e-3 relative, growing with position; with bf16-rounded ones
  * they agree to 1e-6. Quantized files carry no trace of the source dtype: exact there, as
- * llama.cpp does. */
+ * llama.cpp does. DeepSeek-VL2's own code (its rotary classes, not transformers') keeps them
+ * in f32 whatever the weights: exact for models with its vision encoder (the VL2 fixtures
+ * agree to 1e-6 that way, to 1e-2 with rounding). */
 static void build_rope(struct loader *L) {
     struct dsi_model *m = L->m;
+    bool exact = false;
+    dsi_gguf_get_bool(L->g, "clip.has_vision_encoder", &exact);
     int half = m->hp.rope_dims / 2;
     m->rope_inv_freq = malloc((size_t)half * sizeof(float));
     if (!m->rope_inv_freq) {
@@ -372,7 +394,8 @@ static void build_rope(struct loader *L) {
             float interp = 1.0f / (hp->yarn_factor * powf(hp->rope_theta, (float)(2 * i) / (float)hp->rope_dims));
             f = interp * (1.0f - keep) + f * keep;
         }
-        if (m->tok_embd.type == DSI_TYPE_BF16) f = dsi_bf16_to_f32(dsi_f32_to_bf16(f));
+        if (exact) {
+        } else if (m->tok_embd.type == DSI_TYPE_BF16) f = dsi_bf16_to_f32(dsi_f32_to_bf16(f));
         else if (m->tok_embd.type == DSI_TYPE_F16) f = dsi_f16_to_f32(dsi_f32_to_f16(f));
         m->rope_inv_freq[i] = f;
     }
@@ -404,8 +427,12 @@ static enum dsi_status load_gguf(struct dsi_gguf *g, const char *label, struct d
     } else if (!strcmp(L.arch, "deepseek2")) {
         m->hp.arch = DSI_ARCH_DEEPSEEK2;
         m->hp.rope_mode = DSI_ROPE_NORM; /* interleaved pairs (models.md 0.4) */
+    } else if (!strcmp(L.arch, "deepseek")) {
+        m->hp.arch = DSI_ARCH_DEEPSEEK; /* DeepSeekMoE v1: MHA + experts (VL2-Tiny) */
+        m->hp.rope_mode = DSI_ROPE_NORM; /* q/k permuted by the converter, as for llama */
     } else {
-        DSI_LOG_ERR("model '%s': architecture '%s' is not supported (qwen2, llama, deepseek2)",
+        DSI_LOG_ERR("model '%s': architecture '%s' is not supported (qwen2, llama, deepseek, "
+                    "deepseek2)",
                     label, L.arch);
         dsi_model_free(m);
         return DSI_ERR_UNSUPPORTED;
@@ -418,6 +445,7 @@ static enum dsi_status load_gguf(struct dsi_gguf *g, const char *label, struct d
     }
     read_hparams(&L);
     if (!L.st && m->hp.arch == DSI_ARCH_DEEPSEEK2) read_hparams_deepseek2(&L);
+    if (!L.st && m->hp.arch == DSI_ARCH_DEEPSEEK) read_hparams_moe(&L);
     if (!L.st) {
         const struct dsi_gguf_tensor *te = dsi_gguf_find_tensor(g, "token_embd.weight");
         if (!te) {
@@ -587,6 +615,7 @@ const char *dsi_model_arch(const struct dsi_model *m) {
     switch (m->hp.arch) {
     case DSI_ARCH_QWEN2: return "qwen2";
     case DSI_ARCH_LLAMA: return "llama";
+    case DSI_ARCH_DEEPSEEK: return "deepseek";
     case DSI_ARCH_DEEPSEEK2: return "deepseek2";
     }
     return "?";

@@ -109,6 +109,12 @@ void dsi_context_free(struct dsi_context *c);
 enum dsi_status dsi_context_decode(struct dsi_context *c, const int32_t *tokens, int64_t n,
                                    int64_t pos, bool all_logits);
 
+/* dsi_context_decode with input embeddings: embd[i] != NULL replaces token i's embedding
+ * row (n_embd floats; e.g. image features, src/vision/vl2.h). */
+enum dsi_status dsi_context_decode_embd(struct dsi_context *c, const int32_t *tokens,
+                                        const float *const *embd, int64_t n, int64_t pos,
+                                        bool all_logits);
+
 /* Several sequences in one pass (continuous batching): run i evaluates tokens[n] of
  * sequence seq at positions [pos, pos + n) (pos <= that sequence's n_past; a sequence
  * appears at most once). The weights are read once for all of the runs' tokens; each token
@@ -123,6 +129,9 @@ struct dsi_seq_run {
     const int32_t *tokens;
     int64_t n;
     bool logits;
+    /* optional: embd[i] != NULL is a row of n_embd floats that replaces token i's embedding
+     * (image features woven into the prompt; the token itself is still checked) */
+    const float *const *embd;
 };
 enum dsi_status dsi_context_decode_runs(struct dsi_context *c, const struct dsi_seq_run *runs,
                                         int n_runs, bool prompt);

@@ -11,7 +11,7 @@
 #include "src/ops.h"
 #include "vulkan/vk.h"
 
-enum dsi_arch { DSI_ARCH_QWEN2, DSI_ARCH_LLAMA, DSI_ARCH_DEEPSEEK2 };
+enum dsi_arch { DSI_ARCH_QWEN2, DSI_ARCH_LLAMA, DSI_ARCH_DEEPSEEK, DSI_ARCH_DEEPSEEK2 };
 
 /* Mixture-of-experts routing (models.md 0.6). */
 enum dsi_gating { DSI_GATING_SOFTMAX = 1, DSI_GATING_SIGMOID = 2 };
@@ -100,6 +100,8 @@ struct dsi_scratch {
     float *att_scratch;     /* n_threads * (n_ctx + hd_v) */
     int32_t *pos;           /* [B] */
     int32_t *tok;           /* [B] the tokens of the current pass */
+    const float **embd;     /* [B] rows replacing their token's embedding (NULL: none) */
+    bool has_embd;          /* some embd[t] of the current pass is set */
     int64_t *out_rows;      /* [B] tokens of the pass whose logits are wanted */
     /* deepseek2 */
     float *qa;              /* [B][q_lora_rank] */

@@ -60,7 +60,7 @@ enum dsi_status dsi_model_offload(struct dsi_model *m, const struct dsi_model_pa
         DSI_LOG_ERR("offload: %d GPU layers", p->n_gpu_layers);
         return DSI_ERR_ARG;
     }
-    if (hp->arch == DSI_ARCH_DEEPSEEK2) {
+    if (hp->arch == DSI_ARCH_DEEPSEEK2 || hp->n_expert > 0) {
         DSI_LOG_WRN("offload: %s layers (latent attention, experts) have no Vulkan path yet; "
                     "running on the CPU", dsi_model_arch(m));
         return DSI_OK;

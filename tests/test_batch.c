@@ -98,7 +98,7 @@ static void check_model(const char *label, const char *path) {
             for (int k = 0; k < STEPS; k++) {
                 int32_t t = argmax(ref[inv][s] + (size_t)k * (size_t)V, V);
                 gen[inv][s][k] = t;
-                struct dsi_seq_run run = {0, prompt_len[s] + k, &t, 1, true};
+                struct dsi_seq_run run = {0, prompt_len[s] + k, &t, 1, true, NULL};
                 dsi_context_decode_runs(c, &run, 1, false);
                 memcpy(ref[inv][s] + (size_t)(k + 1) * (size_t)V, dsi_context_logits(c, -1), row);
             }
@@ -115,7 +115,7 @@ static void check_model(const char *label, const char *path) {
         double worst = 0;
         struct dsi_seq_run runs[NSEQ];
         for (int s = 0; s < NSEQ; s++)
-            runs[s] = (struct dsi_seq_run){s, 0, prompt[s], prompt_len[s], true};
+            runs[s] = (struct dsi_seq_run){s, 0, prompt[s], prompt_len[s], true, NULL};
         enum dsi_status st = dsi_context_decode_runs(c, runs, NSEQ, true);
         TU_CHECK(st == DSI_OK, "%s: decode_runs prompts: %d", label, st);
         for (int s = 0; s < NSEQ && st == DSI_OK; s++)
@@ -126,7 +126,7 @@ static void check_model(const char *label, const char *path) {
             for (int i = 0; i < NSEQ; i++) {
                 int s = k % 2 ? NSEQ - 1 - i : i;
                 tok[i] = gen[inv][s][k];
-                runs[i] = (struct dsi_seq_run){s, prompt_len[s] + k, &tok[i], 1, true};
+                runs[i] = (struct dsi_seq_run){s, prompt_len[s] + k, &tok[i], 1, true, NULL};
             }
             st = dsi_context_decode_runs(c, runs, NSEQ, false);
             TU_CHECK(st == DSI_OK, "%s: decode step %d", label, k);
@@ -142,21 +142,21 @@ static void check_model(const char *label, const char *path) {
         if (st == DSI_OK) {
             int32_t t1 = gen[inv][1][0];
             int64_t back = prompt_len[2] - 3;
-            runs[0] = (struct dsi_seq_run){2, back, prompt[2] + back, 3, true};
+            runs[0] = (struct dsi_seq_run){2, back, prompt[2] + back, 3, true, NULL};
             st = dsi_context_decode_runs(c, runs, 1, true);
             TU_CHECK(st == DSI_OK, "%s: rewind", label);
             if (st == DSI_OK) worst = fmax(worst, rel_diff(dsi_context_logits(c, 0), ref[inv][2], V));
             dsi_context_seq_clear(c, 1);
             TU_CHECK(dsi_context_seq_past(c, 1) == 0, "%s: clear", label);
-            runs[0] = (struct dsi_seq_run){1, 0, prompt[1], prompt_len[1], true};
-            runs[1] = (struct dsi_seq_run){0, 0, prompt[0], prompt_len[0], true};
+            runs[0] = (struct dsi_seq_run){1, 0, prompt[1], prompt_len[1], true, NULL};
+            runs[1] = (struct dsi_seq_run){0, 0, prompt[0], prompt_len[0], true, NULL};
             st = dsi_context_decode_runs(c, runs, 2, true);
             TU_CHECK(st == DSI_OK, "%s: after clear", label);
             if (st == DSI_OK) {
                 worst = fmax(worst, rel_diff(dsi_context_logits(c, 0), ref[inv][1], V));
                 worst = fmax(worst, rel_diff(dsi_context_logits(c, 1), ref[inv][0], V));
             }
-            runs[0] = (struct dsi_seq_run){1, prompt_len[1], &t1, 1, true};
+            runs[0] = (struct dsi_seq_run){1, prompt_len[1], &t1, 1, true, NULL};
             st = dsi_context_decode_runs(c, runs, 1, false);
             if (st == DSI_OK) worst = fmax(worst, rel_diff(dsi_context_logits(c, 0), ref[inv][1] + V, V));
         }
@@ -174,15 +174,15 @@ static void check_model(const char *label, const char *path) {
         int64_t past[NSEQ];
         for (int s = 0; s < NSEQ; s++) past[s] = dsi_context_seq_past(c, s);
         int32_t t = 1, bad = (int32_t)V;
-        struct dsi_seq_run dup[2] = {{0, past[0], &t, 1, true}, {0, past[0], &t, 1, true}};
+        struct dsi_seq_run dup[2] = {{0, past[0], &t, 1, true, NULL}, {0, past[0], &t, 1, true, NULL}};
         TU_CHECK(dsi_context_decode_runs(c, dup, 2, false) == DSI_ERR_ARG, "%s: duplicate sequence", label);
-        struct dsi_seq_run far = {1, past[1] + 1, &t, 1, true};
+        struct dsi_seq_run far = {1, past[1] + 1, &t, 1, true, NULL};
         TU_CHECK(dsi_context_decode_runs(c, &far, 1, false) == DSI_ERR_ARG, "%s: position gap", label);
-        struct dsi_seq_run out = {NSEQ, 0, &t, 1, true};
+        struct dsi_seq_run out = {NSEQ, 0, &t, 1, true, NULL};
         TU_CHECK(dsi_context_decode_runs(c, &out, 1, false) == DSI_ERR_ARG, "%s: sequence range", label);
-        struct dsi_seq_run full[2] = {{0, past[0], &t, 1, true}, {2, 120, prompt[2], 20, true}};
+        struct dsi_seq_run full[2] = {{0, past[0], &t, 1, true, NULL}, {2, 120, prompt[2], 20, true, NULL}};
         TU_CHECK(dsi_context_decode_runs(c, full, 2, false) != DSI_OK, "%s: past the context", label);
-        struct dsi_seq_run badtok[2] = {{0, past[0], &t, 1, true}, {1, past[1], &bad, 1, true}};
+        struct dsi_seq_run badtok[2] = {{0, past[0], &t, 1, true, NULL}, {1, past[1], &bad, 1, true, NULL}};
         TU_CHECK(dsi_context_decode_runs(c, badtok, 2, false) == DSI_ERR_ARG, "%s: token id", label);
         for (int s = 0; s < NSEQ; s++)
             TU_CHECK(dsi_context_seq_past(c, s) == past[s], "%s: sequence %d moved on error", label, s);
@@ -227,7 +227,7 @@ static void check_repack(const char *label, const char *path) {
         worst = fmax(worst, rel_diff(dsi_context_logits(cr, -1), dsi_context_logits(cp, -1), V));
         for (int k = 0; k < 3; k++) {
             int32_t t = argmax(dsi_context_logits(cp, -1), V);
-            struct dsi_seq_run run = {0, prompt_len[s] + k, &t, 1, true};
+            struct dsi_seq_run run = {0, prompt_len[s] + k, &t, 1, true, NULL};
             dsi_context_decode_runs(cr, &run, 1, false);
             dsi_context_decode_runs(cp, &run, 1, false);
             worst = fmax(worst, rel_diff(dsi_context_logits(cr, -1), dsi_context_logits(cp, -1), V));

@@ -29,38 +29,6 @@ static void on_layer(void *user, int layer, const float *h, int64_t T, int64_t n
     memcpy(c->h[layer], h, (size_t)(T * n_embd) * sizeof(float));
 }
 
-static int32_t argmax(const float *v, int64_t n) {
-    int32_t b = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (v[i] > v[b]) b = (int32_t)i;
-    return b;
-}
-
-static int32_t *read_ids(const struct dsi_st *ref, const char *name, int64_t *n) {
-    const struct dsi_st_tensor *t = dsi_st_find(ref, name);
-    if (!t || (t->dtype != DSI_ST_I32 && t->dtype != DSI_ST_I64)) return NULL;
-    int32_t *v = malloc((size_t)t->n_elements * sizeof *v);
-    for (int64_t i = 0; i < t->n_elements; i++) {
-        if (t->dtype == DSI_ST_I32) memcpy(&v[i], (const char *)t->data + 4 * i, 4);
-        else {
-            int64_t x;
-            memcpy(&x, (const char *)t->data + 8 * i, 8);
-            v[i] = (int32_t)x;
-        }
-    }
-    *n = t->n_elements;
-    return v;
-}
-
-static float *read_f32(const struct dsi_st *ref, const char *name, int64_t *n) {
-    const struct dsi_st_tensor *t = dsi_st_find(ref, name);
-    if (!t) return NULL;
-    float *v = malloc((size_t)t->n_elements * sizeof *v);
-    dsi_st_read_f32(t, 0, t->n_elements, v);
-    if (n) *n = t->n_elements;
-    return v;
-}
-
 /* The fixture directory of model `name` and its reference file. */
 static void fixture_paths(const char *name, char dir[256], char refp[300]) {
     snprintf(dir, 256, "%s/models/%s", tu_fixture(0, ""), name);
@@ -93,10 +61,10 @@ static int check_logits(const char *what, struct dsi_context *c, const float *re
         if (tight && md > 1e-3 * mx)
             TU_CHECK(0, "%s: position %lld: max |logit - ref| = %.3g > 1e-3 * %.3g", what,
                      (long long)t, md, mx);
-        if (argmax(got, V) != argmax(want, V)) {
+        if (tu_argmax(got, V) != tu_argmax(want, V)) {
             mism++;
             TU_CHECK(0, "%s: position %lld: argmax %d, reference %d", what, (long long)t,
-                     argmax(got, V), argmax(want, V));
+                     tu_argmax(got, V), tu_argmax(want, V));
         }
     }
     TU_LOG("%s: worst max|diff|/max|ref| = %.2e, argmax mismatches %d/%lld\n", what, worst, mism,
@@ -208,8 +176,8 @@ static void run_model(const char *name, const char *source) {
     int64_t T, V = dsi_model_n_vocab(m), E = dsi_model_n_embd(m), L = dsi_model_n_layer(m);
     TU_CHECK(dsi_model_gpu_layers(m) == (g_ngl > L ? (int)L : g_ngl), "%s: %d layers offloaded",
              name, dsi_model_gpu_layers(m));
-    int32_t *ids = read_ids(ref, "input_ids", &T);
-    float *logits = read_f32(ref, "logits", NULL);
+    int32_t *ids = tu_st_ids(ref, "input_ids", &T);
+    float *logits = tu_st_f32(ref, "logits", NULL);
 
     struct dsi_context_params cp = f32_params(1024);
     cp.n_batch = 512;
@@ -224,7 +192,7 @@ static void run_model(const char *name, const char *source) {
         for (int i = 0; i <= L; i++) {
             char hn[32];
             snprintf(hn, sizeof hn, "hidden.%d", i);
-            float *h = read_f32(ref, hn, NULL);
+            float *h = tu_st_f32(ref, hn, NULL);
             double mx = 0, md = 0;
             for (int64_t k = 0; h && k < T * E; k++) {
                 if (fabs(h[k]) > mx) mx = fabs(h[k]);
@@ -258,7 +226,7 @@ static void run_model(const char *name, const char *source) {
 
     /* greedy generation with the cache: prompt in one batch, then one token at a time */
     int64_t np, ng;
-    int32_t *prompt = read_ids(ref, "gen_prompt", &np), *gen = read_ids(ref, "gen_output", &ng);
+    int32_t *prompt = tu_st_ids(ref, "gen_prompt", &np), *gen = tu_st_ids(ref, "gen_output", &ng);
     cp.n_batch = 512;
     if (prompt && gen && dsi_context_init(m, &cp, &c) == DSI_OK) {
         int64_t pos = 0;
@@ -266,7 +234,7 @@ static void run_model(const char *name, const char *source) {
         dsi_context_decode(c, prompt, np, 0, false);
         pos = np;
         for (int64_t i = 0; i < ng; i++) {
-            tok = argmax(dsi_context_logits(c, -1), V);
+            tok = tu_argmax(dsi_context_logits(c, -1), V);
             if (tok != gen[i]) {
                 TU_CHECK(0, "%s (%s): greedy token %lld is %d, reference %d", name, source,
                          (long long)i, tok, gen[i]);
@@ -387,7 +355,7 @@ static void test_mla_forms(const char *name) {
     cp.mla_naive = true;
     dsi_context_init(m, &cp, &cn);
     int64_t np;
-    int32_t *prompt = read_ids(ref, "gen_prompt", &np);
+    int32_t *prompt = tu_st_ids(ref, "gen_prompt", &np);
     if (ca && cn && prompt) {
         dsi_context_decode(ca, prompt, np, 0, false);
         dsi_context_decode(cn, prompt, np, 0, false);
@@ -401,7 +369,7 @@ static void test_mla_forms(const char *name) {
                 md = fmax(md, fabs(la[k] - ln[k]));
             }
             worst = fmax(worst, md / mx);
-            int32_t ta = argmax(la, V), tn = argmax(ln, V);
+            int32_t ta = tu_argmax(la, V), tn = tu_argmax(ln, V);
             if (ta != tn) break;
             same++;
             dsi_context_decode(ca, &ta, 1, np + i, false);
@@ -442,8 +410,8 @@ static void test_quantized_moe(const char *name) {
         return;
     }
     int64_t T, V = dsi_model_n_vocab(m);
-    int32_t *ids = read_ids(ref, "input_ids", &T);
-    float *want = read_f32(ref, "logits", NULL);
+    int32_t *ids = tu_st_ids(ref, "input_ids", &T);
+    float *want = tu_st_f32(ref, "logits", NULL);
     struct dsi_context_params cp = f32_params(256);
     struct dsi_context *cb = NULL, *c1 = NULL;
     dsi_context_init(m, &cp, &cb);
@@ -463,7 +431,7 @@ static void test_quantized_moe(const char *name) {
             }
             worst = fmax(worst, md / mx);
             worst_b1 = fmax(worst_b1, mb / mx);
-            agree += argmax(lb, V) == argmax(w, V);
+            agree += tu_argmax(lb, V) == tu_argmax(w, V);
             close += md < 0.05 * mx;
         }
         TU_LOG("%s q8_0: top-1 agreement %d/%lld, logits within 5%% at %d, worst logit error %.3g, "

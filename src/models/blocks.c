@@ -9,6 +9,11 @@
 
 void dsi_block_embed(struct dsi_context *c, const int32_t *tokens, int64_t T) {
     dsi_op_get_rows(c->s.x, &c->m->tok_embd, tokens, T);
+    if (c->s.has_embd) {
+        size_t row = (size_t)c->m->hp.n_embd * sizeof(float);
+        for (int64_t t = 0; t < T; t++)
+            if (c->s.embd[t]) memcpy(c->s.x + (size_t)t * (size_t)c->m->hp.n_embd, c->s.embd[t], row);
+    }
     dsi_block_layer_done(c, &c->cpu.base, -1, T);
 }
 

@@ -6,7 +6,9 @@
  *     logits = output(rmsnorm(x))
  * What differs is data, set by the loader: Qwen2 has q/k/v biases and rotates halves (NEOX);
  * Llama GGUFs have q/k rows permuted by llama.cpp's converter, so they rotate interleaved pairs
- * (NORM), and llama3 frequency factors are folded into the inverse frequencies. */
+ * (NORM), and llama3 frequency factors are folded into the inverse frequencies. DeepSeekMoE v1
+ * ("deepseek", VL2-Tiny's language model) is Llama-shaped attention with expert FFNs from
+ * leading_dense_block_count on. */
 #include "src/model_impl.h"
 
 void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T) {
@@ -21,7 +23,8 @@ void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T) 
         if (il == (int)c->m->hp.n_layer) break;
         const struct dsi_layer *l = &c->m->layers[il];
         dsi_block_attn_gqa(c, be, l, il, T);
-        dsi_block_ffn_swiglu(c, be, l, T);
+        if (l->moe) dsi_block_ffn_moe(c, l, T); /* on the CPU (offload.c keeps it there) */
+        else dsi_block_ffn_swiglu(c, be, l, T);
         dsi_block_layer_done(c, be, il, T);
     }
     dsi_block_output(c, cur, T);

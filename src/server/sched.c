@@ -581,7 +581,7 @@ static void prompt_pass(struct dsi_server *s, struct dsi_seq_run *runs, int *who
         struct slot *sl = &s->slots[i];
         if (!sl->r || sl->state != SLOT_PREFILL) continue;
         int64_t rem = sl->r->n_prompt - sl->n_done, take = rem < budget ? rem : budget;
-        runs[nr] = (struct dsi_seq_run){i, sl->n_done, sl->r->prompt + sl->n_done, take, take == rem};
+        runs[nr] = (struct dsi_seq_run){i, sl->n_done, sl->r->prompt + sl->n_done, take, take == rem, NULL};
         who[nr++] = i;
         budget -= take;
     }
@@ -614,7 +614,7 @@ static void decode_pass(struct dsi_server *s, struct dsi_seq_run *runs, int *who
     for (int i = 0; i < s->n_slots; i++) {
         struct slot *sl = &s->slots[i];
         if (!sl->r || sl->state != SLOT_GEN) continue;
-        runs[nr] = (struct dsi_seq_run){i, sl->n_cache, &sl->next, 1, true};
+        runs[nr] = (struct dsi_seq_run){i, sl->n_cache, &sl->next, 1, true, NULL};
         who[nr++] = i;
     }
     if (!nr) return;

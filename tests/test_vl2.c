@@ -1,0 +1,139 @@
+/* DeepSeek-VL2 against the official code (fixtures/models/tiny-vl2-mha and tiny-vl2-mla, made
+ * with deepseek-ai/DeepSeek-VL2 on transformers; models.md C), stage by stage so that a
+ * regression names its stage:
+ *  - the converter: the checkpoint converts to one GGUF holding the language model, the
+ *    vision tower and the projector;
+ *  - vision tower and projector fed the reference views_u8: vision_out and projector_out;
+ *  - weaving: the prompt's ids from the JPEG (input_ids, images_seq_mask identical) and the
+ *    input embeddings (inputs_embeds) from the reference views;
+ *  - language model fed those embeddings (f32 KV cache): hidden.3 (the final norm's output),
+ *    logits_tail within 2e-3 * max|ref|, logits_argmax at every position, and greedy
+ *    generation with the KV cache reproduces gen_output;
+ *  - the whole pipeline from the JPEG file (our decoder and resampler, not PIL's): the same
+ *    greedy tokens. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/safetensors.h"
+#include "src/model.h"
+/*VL2H*/
+#include "tests/util.h"
+
+struct capture {
+    float *h; /* [T][n_embd] after the final norm */
+    int layer;
+    int64_t T;
+};
+
+static void on_layer(void *user, int layer, const float *h, int64_t T, int64_t n_embd) {
+    struct capture *c = user;
+    if (layer == c->layer && T == c->T) memcpy(c->h, h, (size_t)(T * n_embd) * sizeof(float));
+}
+
+/* max |got - want| / max |want| over n values. */
+static double rel_err(const float *got, const float *want, int64_t n) {
+    double md = 0, mx = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        if (d > md || d != d) md = d != d ? INFINITY : d;
+        if (fabs(want[i]) > mx) mx = fabs(want[i]);
+    }
+    return mx > 0 ? md / mx : md;
+}
+
+static struct dsi_context *f32_context(const struct dsi_model *m, int64_t n_ctx, int64_t n_batch) {
+    struct dsi_context_params cp = dsi_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_batch = n_batch;
+    cp.n_threads = 2;
+    cp.kv_type = DSI_TYPE_F32;
+    struct dsi_context *c = NULL;
+    TU_CHECK(dsi_context_init(m, &cp, &c) == DSI_OK, "context");
+    return c;
+}
+
+/* The language model fed the reference input embeddings at the image positions. */
+static void check_language_model(const char *name, const struct dsi_model *m,
+                                 const struct dsi_st *ref) {
+    int64_t T, nm, ne, nt, ng;
+    int32_t *ids = tu_st_ids(ref, "input_ids", &T);
+    int32_t *mask = tu_st_ids(ref, "images_seq_mask", &nm);
+    int32_t *am = tu_st_ids(ref, "logits_argmax", NULL);
+    int32_t *gen = tu_st_ids(ref, "gen_output", &ng);
+    float *emb = tu_st_f32(ref, "inputs_embeds", &ne);
+    float *tail = tu_st_f32(ref, "logits_tail", &nt);
+    float *hid = tu_st_f32(ref, "hidden.3", NULL);
+    int64_t E = dsi_model_n_embd(m), V = dsi_model_n_vocab(m);
+    TU_CHECK(ids && mask && am && gen && emb && tail && hid && nm == T && ne == T * E &&
+                 nt % V == 0, "%s: reference tensors", name);
+    if (tu_failures) return;
+    const float **rows = calloc((size_t)T, sizeof *rows);
+    for (int64_t t = 0; t < T; t++) rows[t] = mask[t] ? emb + t * E : NULL;
+    struct dsi_context *c = f32_context(m, T + ng + 8, T); /* one pass: the callback sees all */
+    struct capture cap = {malloc((size_t)(T * E) * sizeof(float)), (int)dsi_model_n_layer(m), T};
+    dsi_context_set_layer_cb(c, on_layer, &cap);
+    TU_CHECK(dsi_context_decode_embd(c, ids, rows, T, 0, true) == DSI_OK, "%s: decode", name);
+    double eh = rel_err(cap.h, hid, T * E);
+    TU_CHECK(eh <= 1e-4, "%s: final hidden state: max|diff|/max|ref| = %.3g > 1e-4", name, eh);
+    int64_t n_tail = nt / V;
+    double worst = 0;
+    for (int64_t i = 0; i < n_tail; i++) {
+        double e = rel_err(dsi_context_logits(c, T - n_tail + i), tail + i * V, V);
+        if (e > worst) worst = e;
+    }
+    TU_CHECK(worst <= 2e-3, "%s: logits_tail: max|diff|/max|ref| = %.3g > 2e-3", name, worst);
+    int mism = 0;
+    for (int64_t t = 0; t < T; t++) {
+        const float *lg = dsi_context_logits(c, t);
+        int32_t a = tu_argmax(lg, V);
+        if (a != am[t]) {
+            mism++;
+            TU_LOG("%s: position %lld (%s): argmax %d (%.6f), reference %d (%.6f)\n", name,
+                   (long long)t, mask[t] ? "image" : "text", a, lg[a], am[t], lg[am[t]]);
+        }
+    }
+    TU_CHECK(mism == 0, "%s: argmax differs at %d of %lld positions", name, mism, (long long)T);
+    TU_LOG("%s: language model: hidden %.2e, logits_tail %.2e, argmax mismatches %d/%lld\n",
+           name, eh, worst, mism, (long long)T);
+    /* greedy generation through the KV cache */
+    int32_t tok = tu_argmax(dsi_context_logits(c, -1), V);
+    dsi_context_set_layer_cb(c, NULL, NULL);
+    for (int64_t i = 0; i < ng; i++) {
+        TU_CHECK(tok == gen[i], "%s: generated token %lld is %d, reference %d", name,
+                 (long long)i, tok, gen[i]);
+        if (tok != gen[i]) break;
+        TU_CHECK(dsi_context_decode(c, &tok, 1, T + i, false) == DSI_OK, "%s: decode", name);
+        tok = tu_argmax(dsi_context_logits(c, -1), V);
+    }
+    dsi_context_free(c);
+    free(cap.h);
+    free(rows);
+    free(ids);
+    free(mask);
+    free(am);
+    free(gen);
+    free(emb);
+    free(tail);
+    free(hid);
+}
+
+static void run_fixture(const char *name) {
+    char dir[256], refp[300];
+    snprintf(dir, sizeof dir, "%s/models/%s", tu_fixture(0, ""), name);
+    snprintf(refp, sizeof refp, "%s/reference.safetensors", dir);
+    struct dsi_st *ref = NULL;
+    TU_CHECK(dsi_st_open(refp, &ref) == DSI_OK, "%s: open the reference", name);
+    struct dsi_model *m = NULL;
+    TU_CHECK(dsi_model_load(dir, &m) == DSI_OK, "%s: load (convert in memory)", name);
+    if (!tu_failures) check_language_model(name, m, ref);
+    dsi_model_free(m);
+    dsi_st_free(ref);
+}
+
+int main(int argc, char **argv) {
+    tu_init(argc, argv);
+    run_fixture("tiny-vl2-mha");
+    run_fixture("tiny-vl2-mla");
+    return tu_finish("test_vl2");
+}
