@@ -461,6 +461,7 @@ static enum dsi_status load_gguf(struct dsi_gguf *g, const char *label, struct d
     }
     if (!L.st) bind_layers(&L);
     if (!L.st) build_rope(&L);
+    if (!L.st) L.st = dsi_vl2_load(g, m->hp.n_embd, &m->vl2);
     if (!L.st) L.st = dsi_tokenizer_load_gguf(g, &m->tok);
     if (!L.st && dsi_tokenizer_n_vocab(m->tok) > m->hp.n_vocab) {
         DSI_LOG_ERR("model: the tokenizer has %d tokens but the embedding only %lld rows",
@@ -607,6 +608,7 @@ void dsi_model_free(struct dsi_model *m) {
     dsi_gguf_free(m->gguf);
     free(m->repacked);
     dsi_vk_close(m->vk);
+    dsi_vl2_free(m->vl2);
     free(m);
 }
 

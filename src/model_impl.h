@@ -9,6 +9,7 @@
 #include "core/tensor.h"
 #include "src/model.h"
 #include "src/ops.h"
+#include "src/vision/vl2.h"
 #include "vulkan/vk.h"
 
 enum dsi_arch { DSI_ARCH_QWEN2, DSI_ARCH_LLAMA, DSI_ARCH_DEEPSEEK, DSI_ARCH_DEEPSEEK2 };
@@ -81,6 +82,7 @@ struct dsi_model {
     struct dsi_vk *vk;
     int gpu_from;
     bool gpu_out;
+    struct dsi_vl2 *vl2; /* DeepSeek-VL2's vision tower and projector (NULL: text only) */
 };
 
 /* Offload to a Vulkan device as the parameters ask (src/offload.c); fails only for a bad

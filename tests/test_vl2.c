@@ -17,7 +17,7 @@
 
 #include "core/safetensors.h"
 #include "src/model.h"
-/*VL2H*/
+#include "src/vision/vl2.h"
 #include "tests/util.h"
 
 struct capture {
@@ -118,6 +118,71 @@ static void check_language_model(const char *name, const struct dsi_model *m,
     free(hid);
 }
 
+/* Tower, projector and weaving fed the reference views. */
+static void check_vision(const char *name, const struct dsi_model *m, const struct dsi_st *ref) {
+    const struct dsi_vl2 *v = dsi_model_vl2(m);
+    TU_CHECK(v != NULL, "%s: the model has no vision encoder", name);
+    if (!v) return;
+    struct dsi_vl2_info in = dsi_vl2_get_info(v);
+    const struct dsi_st_tensor *vt = dsi_st_find(ref, "views_u8");
+    int64_t nvo, npo, nc, T, ne;
+    float *vo = tu_st_f32(ref, "vision_out", &nvo), *po = tu_st_f32(ref, "projector_out", &npo);
+    float *emb = tu_st_f32(ref, "inputs_embeds", &ne);
+    int32_t *crop = tu_st_ids(ref, "images_spatial_crop", &nc);
+    int32_t *mask = tu_st_ids(ref, "images_seq_mask", &T);
+    int64_t F = (int64_t)in.grid * in.grid * in.width, Pn = (int64_t)in.tokens * in.tokens * in.n_embd;
+    TU_CHECK(vt && vt->dtype == DSI_ST_U8 && vo && po && emb && crop && mask && nc == 2 &&
+                 vt->n_dims == 4 && vt->shape[1] == in.image_size && nvo == vt->shape[0] * F &&
+                 npo == vt->shape[0] * Pn && vt->shape[0] == 1 + crop[0] * crop[1],
+             "%s: reference tensors and the model's vision sizes disagree", name);
+    if (tu_failures) goto out;
+    int64_t nv = vt->shape[0];
+    size_t vbytes = (size_t)in.image_size * in.image_size * 3;
+    float *feat = malloc((size_t)F * sizeof *feat), *proj = malloc((size_t)(nv * Pn) * sizeof *proj);
+    double ev = 0, ep = 0;
+    for (int64_t i = 0; i < nv; i++) {
+        const uint8_t *view = (const uint8_t *)vt->data + (size_t)i * vbytes;
+        TU_CHECK(dsi_vl2_vision(v, view, feat, 2) == DSI_OK, "%s: tower", name);
+        double e = rel_err(feat, vo + i * F, F);
+        ev = e > ev ? e : ev;
+        /* the projector is checked on the reference features, so its error is its own */
+        TU_CHECK(dsi_vl2_project(v, vo + i * F, proj + i * Pn, 2) == DSI_OK, "%s: projector", name);
+        e = rel_err(proj + i * Pn, po + i * Pn, Pn);
+        ep = e > ep ? e : ep;
+    }
+    TU_CHECK(ev <= 1e-4, "%s: vision_out: max|diff|/max|ref| = %.3g > 1e-4", name, ev);
+    TU_CHECK(ep <= 1e-5, "%s: projector_out: max|diff|/max|ref| = %.3g > 1e-5", name, ep);
+    /* weaving: the image rows of inputs_embeds in order */
+    int64_t N = dsi_vl2_n_tokens(v, crop[0], crop[1]), n_img = 0;
+    for (int64_t t = 0; t < T; t++) n_img += mask[t] != 0;
+    TU_CHECK(N == n_img, "%s: %lld image tokens, reference %lld", name, (long long)N,
+             (long long)n_img);
+    float *woven = malloc((size_t)(N * in.n_embd) * sizeof *woven);
+    dsi_vl2_weave(v, po, crop[0], crop[1], woven);
+    int64_t k = 0, bad = 0;
+    for (int64_t t = 0; t < T && k < N; t++)
+        if (mask[t]) bad += memcmp(woven + k++ * in.n_embd, emb + t * in.n_embd,
+                                   (size_t)in.n_embd * sizeof(float)) != 0;
+    TU_CHECK(bad == 0, "%s: %lld woven rows differ from inputs_embeds", name, (long long)bad);
+    /* all stages at once */
+    float *enc = malloc((size_t)(N * in.n_embd) * sizeof *enc);
+    TU_CHECK(dsi_vl2_encode(v, vt->data, crop[0], crop[1], enc, 2) == DSI_OK, "%s: encode", name);
+    double ee = rel_err(enc, woven, N * in.n_embd);
+    TU_CHECK(ee <= 1e-4, "%s: encoded image tokens: max|diff|/max|ref| = %.3g > 1e-4", name, ee);
+    TU_LOG("%s: vision_out %.2e, projector_out %.2e, %lld image tokens, encode %.2e\n", name, ev,
+           ep, (long long)N, ee);
+    free(enc);
+    free(woven);
+    free(feat);
+    free(proj);
+out:
+    free(vo);
+    free(po);
+    free(emb);
+    free(crop);
+    free(mask);
+}
+
 static void run_fixture(const char *name) {
     char dir[256], refp[300];
     snprintf(dir, sizeof dir, "%s/models/%s", tu_fixture(0, ""), name);
@@ -126,6 +191,7 @@ static void run_fixture(const char *name) {
     TU_CHECK(dsi_st_open(refp, &ref) == DSI_OK, "%s: open the reference", name);
     struct dsi_model *m = NULL;
     TU_CHECK(dsi_model_load(dir, &m) == DSI_OK, "%s: load (convert in memory)", name);
+    if (!tu_failures) check_vision(name, m, ref);
     if (!tu_failures) check_language_model(name, m, ref);
     dsi_model_free(m);
     dsi_st_free(ref);

@@ -1,0 +1,65 @@
+/* DeepSeek-VL2's vision side (models.md C.4-C.6): the SigLIP tower, the downsample-MLP
+ * projector, and the weaving of a picture's views into image-token embeddings for the language
+ * model. The weights live in the same GGUF as the language model (docs/VISION.md); they are
+ * views into the mapped file, small vectors widened to f32. */
+#ifndef DSI_VISION_VL2_H
+#define DSI_VISION_VL2_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/gguf.h"
+#include "core/log.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct dsi_vl2;
+struct dsi_model;
+
+/* The vision encoder of a GGUF with clip.has_vision_encoder (projector "deepseekvl2"): *out
+ * = NULL and DSI_OK when the file has none; a malformed one is an error naming the tensor or
+ * key. n_embd: the language model's width, which the projector must produce. */
+enum dsi_status dsi_vl2_load(const struct dsi_gguf *g, int64_t n_embd, struct dsi_vl2 **out);
+void dsi_vl2_free(struct dsi_vl2 *v);
+
+/* The model's vision encoder, or NULL (a text-only model). */
+const struct dsi_vl2 *dsi_model_vl2(const struct dsi_model *m);
+
+struct dsi_vl2_info {
+    int image_size;      /* side of a view (384) */
+    int grid;            /* patches per side (27) */
+    int width;           /* vision width (1152) */
+    int tokens;          /* projector tokens per side of a view (14) */
+    int64_t n_embd;      /* language-model width the image tokens have */
+    const int32_t *cand; /* candidate resolutions, (w, h) pairs */
+    int n_cand;
+    uint64_t n_params;
+};
+struct dsi_vl2_info dsi_vl2_get_info(const struct dsi_vl2 *v);
+
+/* Image tokens of one picture cut into nw x nh tiles: t*(t+1) + 1 + t*nh*(t*nw + 1) with t
+ * tokens per view side (models.md C.6). */
+int64_t dsi_vl2_n_tokens(const struct dsi_vl2 *v, int nw, int nh);
+
+/* The tower on one view of RGB bytes [size][size][3] (normalized to px/127.5 - 1 here):
+ * feat [grid*grid][width], after the final LayerNorm. */
+enum dsi_status dsi_vl2_vision(const struct dsi_vl2 *v, const uint8_t *view, float *feat,
+                               int n_threads);
+/* The projector: feat [grid*grid][width] -> out [tokens*tokens][n_embd]. */
+enum dsi_status dsi_vl2_project(const struct dsi_vl2 *v, const float *feat, float *out,
+                                int n_threads);
+/* Arrange the projector outputs of the global view and the nw*nh tiles, proj
+ * [1 + nw*nh][tokens*tokens][n_embd], into dsi_vl2_n_tokens(v, nw, nh) rows of out. */
+void dsi_vl2_weave(const struct dsi_vl2 *v, const float *proj, int nw, int nh, float *out);
+/* All three for the views [1 + nw*nh][size][size][3] of one picture: out holds
+ * dsi_vl2_n_tokens(v, nw, nh) rows of n_embd. */
+enum dsi_status dsi_vl2_encode(const struct dsi_vl2 *v, const uint8_t *views, int nw, int nh,
+                               float *out, int n_threads);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
