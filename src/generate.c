@@ -140,7 +140,7 @@ enum dsi_status dsi_generate(struct dsi_context *c, struct dsi_sampler *smp,
 
     double t0 = dsi_time_now();
     if (n_prompt > 0) {
-        s = dsi_context_decode(c, prompt, n_prompt, pos0, false);
+        s = dsi_context_decode_embd(c, prompt, p->prompt_embd, n_prompt, pos0, false);
         if (s) return s;
         for (int64_t i = 0; i < n_prompt; i++) dsi_sampler_accept(smp, prompt[i]);
     } else if (pos0 == 0) {

@@ -34,6 +34,8 @@ struct dsi_gen_params {
     int n_stop;
     bool ignore_eog;            /* keep going past end-of-generation tokens */
     bool render_special;        /* emit the text of control tokens */
+    const float *const *prompt_embd; /* optional: embedding rows replacing prompt tokens'
+                                        (dsi_context_decode_embd), e.g. image tokens */
 };
 
 struct dsi_gen_stats {

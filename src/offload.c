@@ -61,8 +61,9 @@ enum dsi_status dsi_model_offload(struct dsi_model *m, const struct dsi_model_pa
         return DSI_ERR_ARG;
     }
     if (hp->arch == DSI_ARCH_DEEPSEEK2 || hp->n_expert > 0) {
-        DSI_LOG_WRN("offload: %s layers (latent attention, experts) have no Vulkan path yet; "
-                    "running on the CPU", dsi_model_arch(m));
+        /* said as a warning only when layers were asked for explicitly */
+        dsi_log(autop ? DSI_LOG_INFO : DSI_LOG_WARN, "offload: %s layers (latent attention, "
+                "experts) have no Vulkan path yet; running on the CPU", dsi_model_arch(m));
         return DSI_OK;
     }
     struct dsi_vk_params vp = dsi_vk_default_params();

@@ -104,8 +104,12 @@ static int n_dims_of(const struct dsi_gguf_tensor *t) {
     return n;
 }
 
+/* DeepSeek-VL2's vision tower and projector in the same file (docs/VISION.md): kept at the
+ * precision they were converted in, and left out of the language model's rules. */
+static bool is_vision(const char *name) { return !strncmp(name, "v.", 2) || !strncmp(name, "mm.", 3); }
+
 static bool allows_quantization(const struct dsi_gguf_tensor *t) {
-    if (n_dims_of(t) < 2) return false;
+    if (n_dims_of(t) < 2 || is_vision(t->name)) return false;
     const char *name = t->name;
     size_t n = strlen(name);
     if (n < 6 || strcmp(name + n - 6, "weight") != 0) return false;
@@ -239,6 +243,7 @@ enum dsi_status dsi_quantize_plan(const struct dsi_gguf *g, const struct dsi_qua
     r.is_70b = !strcmp(arch, "llama") && r.n_layer == 80 && nh != nkv;
     for (int64_t i = 0; i < nt; i++) {
         const char *name = dsi_gguf_tensor(g, i)->name;
+        if (is_vision(name)) continue;
         if (category(name) == CAT_ATTN_V) r.n_attn_v++;
         if (category(name) == CAT_OUTPUT) r.tied = false;
     }

@@ -90,9 +90,42 @@ static bool arch_hparams(const char *arch, struct dsi_hf_hparams *h) {
         h->has_n_expert = true, h->n_expert = 64, h->has_n_expert_used = true, h->n_expert_used = 6;
         h->n_shared = 2, h->first_dense = 1;
         snprintf(h->scoring, sizeof h->scoring, "softmax");
+        /* SigLIP-So400m at 384 and the 2x2 downsample-MLP projector (models.md C.2) */
+        h->vl2 = true;
+        h->v_image_size = 384, h->v_patch = 14, h->v_width = 1152, h->v_layers = 27;
+        h->v_heads = 16, h->v_ff = 4304, h->mm_in = 1152, h->mm_embd = h->n_embd;
+        h->mm_downsample = 2;
+        for (int m = 1; m <= 9; m++)
+            for (int n = 1; m * n <= 9; n++)
+                if (h->n_cand < 64) h->cand[h->n_cand][0] = 384 * m, h->cand[h->n_cand++][1] = 384 * n;
         return true;
     }
     return false;
+}
+
+/* The vision tower's and projector's tensors (names of convert.c's plan_vision). */
+static bool build_vision(const struct dsi_hf_hparams *h, struct plan *p) {
+    int64_t W = h->v_width, P = h->v_patch, G = h->v_image_size / h->v_patch, D = h->mm_embd;
+    int64_t K = W * h->mm_downsample * h->mm_downsample;
+    char n[96];
+    bool ok = add(p, "v.patch_embd.weight", 4, P, P, 3) && (p->t[p->n - 1].ne[3] = W, true);
+    ok = ok && add(p, "v.patch_embd.bias", 1, W, 1, 1);
+    ok = ok && add(p, "v.position_embd.weight", 2, W, G * G, 1);
+    for (int64_t i = 0; ok && i < h->v_layers; i++) {
+#define ADD(s, nd, a, b) (snprintf(n, sizeof n, "v.blk.%lld." s, (long long)i), add(p, n, nd, a, b, 1))
+        ok = ADD("ln1.weight", 1, W, 1) && ADD("ln1.bias", 1, W, 1);
+        ok = ok && ADD("attn_qkv.weight", 2, W, 3 * W) && ADD("attn_qkv.bias", 1, 3 * W, 1);
+        ok = ok && ADD("attn_out.weight", 2, W, W) && ADD("attn_out.bias", 1, W, 1);
+        ok = ok && ADD("ln2.weight", 1, W, 1) && ADD("ln2.bias", 1, W, 1);
+        ok = ok && ADD("ffn_up.weight", 2, W, h->v_ff) && ADD("ffn_up.bias", 1, h->v_ff, 1);
+        ok = ok && ADD("ffn_down.weight", 2, h->v_ff, W) && ADD("ffn_down.bias", 1, W, 1);
+#undef ADD
+    }
+    ok = ok && add(p, "v.post_ln.weight", 1, W, 1, 1) && add(p, "v.post_ln.bias", 1, W, 1, 1);
+    ok = ok && add(p, "mm.0.weight", 2, K, D, 1) && add(p, "mm.0.bias", 1, D, 1, 1);
+    ok = ok && add(p, "mm.2.weight", 2, D, D, 1) && add(p, "mm.2.bias", 1, D, 1, 1);
+    ok = ok && add(p, "v.image_newline", 1, D, 1, 1) && add(p, "v.view_seperator", 1, D, 1, 1);
+    return ok;
 }
 
 const char *dsi_synth_archs(void) { return "r1-qwen-1.5b r1-qwen-7b r1-llama-8b v2-lite vl2-tiny"; }
@@ -143,7 +176,7 @@ static bool build(const struct dsi_hf_hparams *h, struct plan *p) {
     }
     ok = ok && add(p, "output_norm.weight", 1, E, 1, 1);
     ok = ok && add(p, "output.weight", 2, E, V, 1);
-    return ok;
+    return ok && (!h->vl2 || build_vision(h, p));
 }
 
 /* ---- a byte-level stand-in tokenizer --------------------------------------------------- */
@@ -165,6 +198,9 @@ static enum dsi_status standin_tokenizer(const struct dsi_hf_hparams *h, struct 
         } else if (i == 256 || i == 257) {
             snprintf(buf, sizeof buf, "%s", i == 256 ? bos : eos);
             types[i] = DSI_TOKEN_CONTROL;
+        } else if (i == 258 && h->vl2) {
+            snprintf(buf, sizeof buf, "<image>"); /* VL2's image placeholder */
+            types[i] = DSI_TOKEN_USER_DEFINED;
         } else {
             snprintf(buf, sizeof buf, "[PAD%lld]", (long long)i);
             types[i] = DSI_TOKEN_UNUSED;
@@ -254,6 +290,8 @@ enum dsi_status dsi_synth(const struct dsi_synth_params *p) {
         struct stensor *t = &plan.t[i];
         if (p->max_rows > 0 && t->n_dims >= 2 && t->ne[1] > p->max_rows) t->ne[1] = p->max_rows;
         t->type = dsi_convert_tensor_type(t->name, t->n_dims, t->ne[0], type);
+        if (!strcmp(t->name, "v.patch_embd.weight") || !strcmp(t->name, "v.position_embd.weight"))
+            t->type = DSI_TYPE_F32;
         st = dsi_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne);
     }
     if (!st) {
@@ -265,10 +303,12 @@ enum dsi_status dsi_synth(const struct dsi_synth_params *p) {
     struct dsi_progress prog = {"synth", w ? dsi_gguf_writer_data_size(w) : 0, 0, 0, p->progress};
     for (int i = 0; !st && i < plan.n; i++) {
         const struct stensor *t = &plan.t[i];
-        int64_t n = t->ne[0] * t->ne[1] * t->ne[2];
+        int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
         uint64_t s = name_seed(t->name, p->seed);
         size_t nl = strlen(t->name);
-        bool norm = nl > 12 && !strcmp(t->name + nl - 12, "_norm.weight");
+        bool norm = (nl > 12 && !strcmp(t->name + nl - 12, "_norm.weight")) ||
+                    strstr(t->name, "ln1.weight") || strstr(t->name, "ln2.weight") ||
+                    strstr(t->name, "post_ln.weight");
         bool bias = nl > 5 && !strcmp(t->name + nl - 5, ".bias");
         bool router = strstr(t->name, "ffn_gate_inp") != NULL;
         float *freqs = NULL;

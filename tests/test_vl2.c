@@ -11,12 +11,14 @@
  *    generation with the KV cache reproduces gen_output;
  *  - the whole pipeline from the JPEG file (our decoder and resampler, not PIL's): the same
  *    greedy tokens. */
+#include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/safetensors.h"
 #include "src/model.h"
+#include "src/vision/image.h"
 #include "src/vision/vl2.h"
 #include "tests/util.h"
 
@@ -183,6 +185,62 @@ out:
     free(mask);
 }
 
+/* From the JPEG through our decoder, resampler and prompt builder: the same ids and image
+ * positions as the official processor, embeddings close to the reference's. */
+static void check_from_jpeg(const char *name, const char *dir, const struct dsi_model *m,
+                            const struct dsi_st *ref) {
+    char path[400];
+    snprintf(path, sizeof path, "%s/reference.json", dir);
+    char *text = tu_read(path, NULL);
+    cJSON *js = cJSON_Parse(text);
+    free(text);
+    const cJSON *conv = cJSON_GetObjectItem(js, "conversation");
+    const cJSON *img = cJSON_GetArrayItem(cJSON_GetObjectItem(js, "images"), 0);
+    const cJSON *c0 = cJSON_GetObjectItem(cJSON_GetArrayItem(conv, 0), "content");
+    TU_CHECK(cJSON_IsString(img) && cJSON_IsString(c0), "%s: reference.json", name);
+    if (tu_failures) {
+        cJSON_Delete(js);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, img->valuestring);
+    struct dsi_image im = {0};
+    TU_CHECK(dsi_image_load(path, &im) == DSI_OK, "%s: load %s", name, path);
+    struct dsi_vl2_msg msg = {"user", c0->valuestring};
+    struct dsi_vl2_prompt p = {0};
+    TU_CHECK(dsi_vl2_prompt_chat(m, &msg, 1, &im, 1, 2, &p) == DSI_OK, "%s: prompt", name);
+    int64_t T, nm, ne;
+    int32_t *ids = tu_st_ids(ref, "input_ids", &T), *mask = tu_st_ids(ref, "images_seq_mask", &nm);
+    float *emb = tu_st_f32(ref, "inputs_embeds", &ne);
+    int64_t E = dsi_model_n_embd(m);
+    TU_CHECK(p.n == T, "%s: %lld prompt ids, reference %lld", name, (long long)p.n, (long long)T);
+    int64_t bad_ids = 0, bad_mask = 0;
+    double worst = 0, sum = 0;
+    for (int64_t t = 0; t < T && t < p.n; t++) {
+        bad_ids += p.ids[t] != ids[t];
+        bad_mask += (p.rows[t] != NULL) != (mask[t] != 0);
+        if (p.rows[t] && mask[t]) {
+            double e = rel_err(p.rows[t], emb + t * E, E);
+            worst = e > worst ? e : worst;
+            sum += e;
+        }
+    }
+    TU_CHECK(bad_ids == 0 && bad_mask == 0, "%s: %lld ids and %lld image positions differ", name,
+             (long long)bad_ids, (long long)bad_mask);
+    /* our JPEG decoder and resampler against PIL's (test_image bounds the pixels): the image
+     * rows stay within 5% of the largest reference value, and on average within 0.5% */
+    double mean = p.n_image_tokens ? sum / (double)p.n_image_tokens : 0;
+    TU_CHECK(worst <= 0.05 && mean <= 0.005, "%s: image embeddings from the JPEG: worst row "
+             "%.3g, mean %.3g of max|ref|", name, worst, mean);
+    TU_LOG("%s: from the JPEG: %lld ids identical, image rows worst %.2e mean %.2e, %d views "
+           "encoded in %.2f s\n", name, (long long)T, worst, mean, p.n_views, p.t_encode);
+    dsi_vl2_prompt_free(&p);
+    dsi_image_free(&im);
+    free(ids);
+    free(mask);
+    free(emb);
+    cJSON_Delete(js);
+}
+
 static void run_fixture(const char *name) {
     char dir[256], refp[300];
     snprintf(dir, sizeof dir, "%s/models/%s", tu_fixture(0, ""), name);
@@ -193,6 +251,7 @@ static void run_fixture(const char *name) {
     TU_CHECK(dsi_model_load(dir, &m) == DSI_OK, "%s: load (convert in memory)", name);
     if (!tu_failures) check_vision(name, m, ref);
     if (!tu_failures) check_language_model(name, m, ref);
+    if (!tu_failures) check_from_jpeg(name, dir, m, ref);
     dsi_model_free(m);
     dsi_st_free(ref);
 }

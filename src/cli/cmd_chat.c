@@ -185,7 +185,7 @@ int dsi_cmd_chat(int argc, char **argv) {
         size_t plen = strlen(prompt);
         if (plen >= 8 && !strcmp(prompt + plen - 8, "<think>\n")) set_think(&tf, true);
         else if (plen >= 7 && !strcmp(prompt + plen - 7, "<think>")) set_think(&tf, true);
-        struct dsi_gen_params gp = {o.n_predict, o.stop, o.n_stop, false, false};
+        struct dsi_gen_params gp = {o.n_predict, o.stop, o.n_stop, false, false, NULL};
         struct dsi_gen_stats st;
         int32_t *out = NULL;
         int64_t n_out = 0;

@@ -30,11 +30,12 @@ int dsi_cmd_logits(int argc, char **argv) {
     }
     struct dsi_model *m = cli_load_model(&o, NULL);
     if (!m) return 1;
-    int32_t *ids = NULL;
+    struct cli_prompt cp = {0};
     int64_t n = 0;
     struct dsi_context *c = NULL;
     int rc = 1;
-    if (!cli_prompt_tokens(&o, m, &ids, &n)) goto done;
+    if (!cli_prompt_tokens(&o, m, &cp)) goto done;
+    n = cp.n;
     if (n == 0) {
         fprintf(stderr, "dsinfer logits: no tokens\n");
         goto done;
@@ -46,7 +47,7 @@ int dsi_cmd_logits(int argc, char **argv) {
                 (long long)n, (long long)dsi_context_n_ctx(c));
         goto done;
     }
-    if (dsi_context_decode(c, ids, n, 0, true) != DSI_OK) goto done;
+    if (dsi_context_decode_embd(c, cp.ids, cp.rows, n, 0, true) != DSI_OK) goto done;
     FILE *f = fopen(o.out, "wb");
     if (!f) {
         fprintf(stderr, "dsinfer logits: cannot create '%s'\n", o.out);
@@ -63,7 +64,7 @@ int dsi_cmd_logits(int argc, char **argv) {
     }
 done:
     dsi_context_free(c);
-    free(ids);
+    cli_prompt_free(&cp);
     dsi_model_free(m);
     return rc;
 }

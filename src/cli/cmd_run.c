@@ -61,12 +61,15 @@ int dsi_cmd_run(int argc, char **argv) {
     double t_load;
     struct dsi_model *m = cli_load_model(&o, &t_load);
     if (!m) return 1;
-    int32_t *prompt = NULL;
+    struct cli_prompt cp = {0};
+    const int32_t *prompt = NULL;
     int64_t n_prompt = 0;
     struct dsi_context *c = NULL;
     struct dsi_sampler *smp = NULL;
     int rc = 1;
-    if (!cli_prompt_tokens(&o, m, &prompt, &n_prompt)) goto done;
+    if (!cli_prompt_tokens(&o, m, &cp)) goto done;
+    prompt = cp.ids;
+    n_prompt = cp.n;
     if (n_prompt == 0) {
         fprintf(stderr, "dsinfer run: the prompt is empty\n");
         goto done;
@@ -84,16 +87,22 @@ int dsi_cmd_run(int argc, char **argv) {
             dsi_model_name(m), dsi_model_arch(m), dsi_model_weight_bytes(m) / 1e9, t_load,
             dsi_cpu_describe(), (unsigned long long)o.sp.seed);
     if (!o.print_ids && !o.no_echo) {
-        /* echo the prompt as the model sees it (special tokens rendered) */
-        char *txt;
-        size_t len;
-        if (dsi_tokenizer_decode(dsi_model_tokenizer(m), prompt, (size_t)n_prompt,
-                                 DSI_TOK_RENDER_SPECIAL, &txt, &len) == DSI_OK) {
-            fwrite(txt, 1, len, stdout);
-            free(txt);
+        /* echo the prompt as the model sees it (special tokens rendered; a picture's image
+         * tokens as one "<image>") */
+        for (int64_t i = 0, j; i < n_prompt; i = j) {
+            bool img = cp.rows && cp.rows[i];
+            for (j = i + 1; j < n_prompt && (cp.rows && cp.rows[j]) == img; j++) {}
+            char *txt;
+            size_t len;
+            if (img) fputs("<image>", stdout);
+            else if (dsi_tokenizer_decode(dsi_model_tokenizer(m), prompt + i, (size_t)(j - i),
+                                          DSI_TOK_RENDER_SPECIAL, &txt, &len) == DSI_OK) {
+                fwrite(txt, 1, len, stdout);
+                free(txt);
+            }
         }
     }
-    struct dsi_gen_params gp = {o.n_predict, o.stop, o.n_stop, o.ignore_eos, false};
+    struct dsi_gen_params gp = {o.n_predict, o.stop, o.n_stop, o.ignore_eos, false, cp.rows};
     struct dsi_gen_stats st;
     int32_t *out = NULL;
     int64_t n_out = 0;
@@ -121,7 +130,7 @@ int dsi_cmd_run(int argc, char **argv) {
 done:
     dsi_sampler_free(smp);
     dsi_context_free(c);
-    free(prompt);
+    cli_prompt_free(&cp);
     dsi_model_free(m);
     return rc;
 }

@@ -9,6 +9,7 @@
 #include "core/file.h"
 #include "src/cli/cli.h"
 #include "src/generate.h"
+#include "src/vision/image.h"
 
 void cli_opts_init(struct cli_opts *o) {
     memset(o, 0, sizeof *o);
@@ -40,6 +41,14 @@ int cli_opts_parse(struct cli_opts *o, int argc, char **argv, int *i) {
     else if (IS("--prompt-ids")) { VAL(); o->prompt_ids = v; }
     else if (IS("-o") || IS("--output")) { VAL(); o->out = v; }
     else if (IS("--chat-template")) { VAL(); o->chat_template = v; }
+    else if (IS("--image")) {
+        VAL();
+        if (o->n_images == (int)(sizeof o->images / sizeof o->images[0])) {
+            fprintf(stderr, "dsinfer: at most %d --image options\n", o->n_images);
+            return -1;
+        }
+        o->images[o->n_images++] = v;
+    } else if (IS("--raw-prompt")) o->raw_prompt = true;
     else if (IS("-n") || IS("--n-predict")) {
         VAL();
         if (!cli_parse_i64(a, v, -1, (int64_t)1 << 40, &o->n_predict)) return -1;
@@ -133,7 +142,12 @@ void cli_opts_help(FILE *f, bool sampling) {
                "                         the latent (for comparison; more memory)\n"
                "  --mmap, --no-mmap      map the weights file / read it into huge-page memory\n"
                "  --no-repack            keep Q4_0 matrices in ggml's row layout (no 16-row panels)\n"
-               "                         (default: read when it fits in free memory)\n");
+               "                         (default: read when it fits in free memory)\n"
+               "  --image FILE           DeepSeek-VL2: a picture (JPEG, PNG, BMP, GIF) for the next\n"
+               "                         <image> in the prompt (repeatable; with no <image>, the\n"
+               "                         pictures go first); the prompt is the user's message\n"
+               "  --raw-prompt           DeepSeek-VL2: the prompt is already formatted\n"
+               "                         (\"<|User|>: ...\\n\\n<|Assistant|>:\"; BOS is added)\n");
     if (sampling)
         fprintf(f, "  -n, --n-predict N      tokens to generate (default: until EOS or full context)\n"
                    "  --temp T               temperature (default 0.8; 0 = greedy)\n"
@@ -215,13 +229,55 @@ bool cli_parse_ids(const char *s, int32_t **ids, int64_t *n) {
     return true;
 }
 
-bool cli_prompt_tokens(const struct cli_opts *o, const struct dsi_model *m, int32_t **ids,
-                       int64_t *n) {
-    *ids = NULL;
-    *n = 0;
+/* VL2: the text as the user's message (or raw), the pictures encoded into it. */
+static bool vl2_prompt(const struct cli_opts *o, const struct dsi_model *m, const char *text,
+                       struct cli_prompt *p) {
+    struct dsi_image ims[16];
+    enum dsi_status st = DSI_OK;
+    int n = 0;
+    for (; n < o->n_images && !st; n++) st = dsi_image_load(o->images[n], &ims[n]);
+    if (st) n--;
+    if (!st) {
+        struct dsi_vl2_msg msg = {"user", text};
+        st = o->raw_prompt ? dsi_vl2_prompt_raw(m, text, ims, n, o->n_threads, &p->vp)
+                           : dsi_vl2_prompt_chat(m, &msg, 1, ims, n, o->n_threads, &p->vp);
+    }
+    for (int i = 0; i < n; i++) dsi_image_free(&ims[i]);
+    if (st) {
+        fprintf(stderr, "dsinfer: cannot build the prompt with its images (above)\n");
+        return false;
+    }
+    if (n > 0)
+        fprintf(stderr, "dsinfer: %d image(s): %d views, %lld image tokens, encoded in %.2f s\n",
+                n, p->vp.n_views, (long long)p->vp.n_image_tokens, p->vp.t_encode);
+    p->ids = p->vp.ids;
+    p->n = p->vp.n;
+    p->rows = n > 0 ? p->vp.rows : NULL;
+    return true;
+}
+
+void cli_prompt_free(struct cli_prompt *p) {
+    if (p->ids != p->vp.ids) free(p->ids);
+    dsi_vl2_prompt_free(&p->vp);
+    memset(p, 0, sizeof *p);
+}
+
+bool cli_prompt_tokens(const struct cli_opts *o, const struct dsi_model *m, struct cli_prompt *p) {
+    memset(p, 0, sizeof *p);
+    int32_t **ids = &p->ids;
+    int64_t *n = &p->n;
     int given = !!o->prompt + !!o->file + !!o->prompt_ids;
     if (given != 1) {
         fprintf(stderr, "dsinfer: give exactly one of -p TEXT, -f FILE, --prompt-ids \"1 2 3\"\n");
+        return false;
+    }
+    if (o->n_images > 0 && !dsi_model_vl2(m)) {
+        fprintf(stderr, "dsinfer: --image needs a model with a vision encoder (DeepSeek-VL2); "
+                        "'%s' has none\n", dsi_model_name(m));
+        return false;
+    }
+    if (o->n_images > 0 && o->prompt_ids) {
+        fprintf(stderr, "dsinfer: --image takes a text prompt (-p or -f), not --prompt-ids\n");
         return false;
     }
     if (o->prompt_ids) {
@@ -244,6 +300,12 @@ bool cli_prompt_tokens(const struct cli_opts *o, const struct dsi_model *m, int3
         text = buf;
     } else {
         len = strlen(text);
+    }
+    if (dsi_model_vl2(m)) {
+        bool ok = strlen(text) == len && vl2_prompt(o, m, text, p);
+        if (strlen(text) != len) fprintf(stderr, "dsinfer: the prompt holds a NUL byte\n");
+        free(buf);
+        return ok;
     }
     size_t nn;
     enum dsi_status s = dsi_tokenizer_encode(dsi_model_tokenizer(m), text, len,

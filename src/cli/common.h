@@ -9,6 +9,7 @@
 
 #include "src/model.h"
 #include "src/sampler.h"
+#include "src/vision/vl2.h"
 
 /* GPU offload options (src/cli/gpu.c). */
 struct cli_gpu_opts {
@@ -36,6 +37,9 @@ struct cli_opts {
     bool seed_set, print_ids, ignore_eos, no_echo, verbose, no_think_display, mla_naive, no_repack;
     const char *stop[16];
     int n_stop;
+    const char *images[16]; /* --image FILE (DeepSeek-VL2 models) */
+    int n_images;
+    bool raw_prompt;        /* VL2: -p is already in the conversation format */
 };
 
 void cli_opts_init(struct cli_opts *o);
@@ -50,10 +54,20 @@ struct dsi_model *cli_load_model(const struct cli_opts *o, double *seconds);
 /* A context for the model with -c/-b/-t/--kv-type (n_ctx at least min_ctx). */
 struct dsi_context *cli_make_context(const struct cli_opts *o, const struct dsi_model *m,
                                      int64_t min_ctx);
-/* The prompt as token ids: --prompt-ids, or -p/-f text tokenized with BOS as configured and
- * special tokens parsed. *ids is malloc'd. Returns false with a message on failure. */
-bool cli_prompt_tokens(const struct cli_opts *o, const struct dsi_model *m, int32_t **ids,
-                       int64_t *n);
+/* A prompt: token ids, and for a DeepSeek-VL2 model the image-token embeddings (rows[i]
+ * NULL for text; rows NULL when there are none). */
+struct cli_prompt {
+    int32_t *ids;
+    int64_t n;
+    const float *const *rows;
+    struct dsi_vl2_prompt vp;
+};
+/* The prompt: --prompt-ids, or -p/-f text tokenized with BOS as configured and special
+ * tokens parsed; for a model with a vision encoder the text is the user's message in VL2's
+ * conversation format (unless --raw-prompt) and --image pictures go to its <image>
+ * placeholders. Returns false with a message on failure. */
+bool cli_prompt_tokens(const struct cli_opts *o, const struct dsi_model *m, struct cli_prompt *p);
+void cli_prompt_free(struct cli_prompt *p);
 /* Parse "1 2 3" into ids (malloc'd). */
 bool cli_parse_ids(const char *s, int32_t **ids, int64_t *n);
 

@@ -58,6 +58,46 @@ void dsi_vl2_weave(const struct dsi_vl2 *v, const float *proj, int nw, int nh, f
 enum dsi_status dsi_vl2_encode(const struct dsi_vl2 *v, const uint8_t *views, int nw, int nh,
                                float *out, int n_threads);
 
+/* ---- prompts (models.md C.7; src/vision/vl2_prompt.c) -------------------------------- */
+
+struct dsi_image;
+
+/* One turn of a conversation: role "system" (first only), "user" or "assistant". A user
+ * turn's content may hold "<image>" placeholders, taken by the images in document order. */
+struct dsi_vl2_msg {
+    const char *role;
+    const char *content;
+};
+
+/* A prompt ready for dsi_context_decode_embd: ids[n] (each picture's placeholder replaced by
+ * its image tokens) and rows[n], the image-token embeddings for those positions (NULL for
+ * text). */
+struct dsi_vl2_prompt {
+    int32_t *ids;
+    const float **rows;
+    int64_t n;
+    float *embd;       /* storage of the rows */
+    int64_t n_image_tokens;
+    int n_views;       /* views the tower encoded, all images */
+    double t_encode;   /* seconds in the tower and projector */
+};
+
+/* The official "deepseek" conversation format: BOS, then per user turn
+ * "<|User|>: " + content + "\n\n<|Assistant|>:", per assistant turn its text and EOS, a
+ * system turn's text first; contents stripped of surrounding white space. Pictures are
+ * tiled when the conversation has at most two, else one tile each. When no turn has a
+ * placeholder, the images go first in the first user turn ("<image>\n" each); otherwise
+ * their number must equal the images' (DSI_ERR_ARG, logged). A model without a vision
+ * encoder takes text-only conversations (n_images 0). */
+enum dsi_status dsi_vl2_prompt_chat(const struct dsi_model *m, const struct dsi_vl2_msg *msgs,
+                                    int n_msgs, const struct dsi_image *images, int n_images,
+                                    int n_threads, struct dsi_vl2_prompt *out);
+/* A pre-formatted prompt: BOS + text, its "<image>" placeholders replaced as above. */
+enum dsi_status dsi_vl2_prompt_raw(const struct dsi_model *m, const char *text,
+                                   const struct dsi_image *images, int n_images, int n_threads,
+                                   struct dsi_vl2_prompt *out);
+void dsi_vl2_prompt_free(struct dsi_vl2_prompt *p);
+
 #ifdef __cplusplus
 }
 #endif
