@@ -530,6 +530,23 @@ int main(int argc, char **argv) {
          "deepseek2.expert_count"},
     };
     test_bad_models("tiny-deepseek2-qlora", ds2, sizeof ds2 / sizeof ds2[0]);
+    /* DeepSeek-VL2: the language model (deepseek, MoE v1) and the vision tower in one file */
+    static const struct bad_case vl2[] = {
+        {"blk.2.ffn_up_exps.weight", NULL, NULL, "'blk.2.ffn_up_exps.weight' is missing",
+         DSI_ERR_FORMAT, NULL},
+        {"v.blk.1.attn_qkv.weight", NULL, NULL, "'v.blk.1.attn_qkv.weight' is missing",
+         DSI_ERR_FORMAT, NULL},
+        {"v.image_newline", NULL, NULL, "'v.image_newline' is missing", DSI_ERR_FORMAT, NULL},
+        {NULL, "mm.0.weight", NULL, "'mm.0.weight' has 64 x 256 elements, expected 128 x 128",
+         DSI_ERR_FORMAT, NULL},
+        {NULL, NULL, NULL, "'deepseekvl2.candidate_resolutions' is missing", DSI_ERR_FORMAT,
+         "deepseekvl2.candidate_resolutions"},
+        {NULL, NULL, NULL, "'clip.vision.block_count' is missing", DSI_ERR_FORMAT,
+         "clip.vision.block_count"},
+        {NULL, NULL, NULL, "clip.projector_type is not 'deepseekvl2'", DSI_ERR_UNSUPPORTED,
+         "clip.projector_type"},
+    };
+    test_bad_models("tiny-vl2-mha", vl2, sizeof vl2 / sizeof vl2[0]);
     run_model("tiny-qwen2", "gguf");
     run_model("tiny-qwen2", "hf-dir");
     run_model("shakespeare-qwen2", "gguf");

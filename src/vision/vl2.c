@@ -343,10 +343,22 @@ static void work_free(struct work *w) {
     free(w->mm.gemm);
 }
 
-static bool work_alloc(const struct dsi_vl2 *v, struct work *w) {
+/* BLAS takes the float matrix products when the scratch has room for a widened weight block
+ * per thread (src/ops.h): sized for the longest row, K = max(width, n_ff, 729 patches,
+ * 3*14*14, the projector's 4*width). */
+static bool blas_scratch(struct dsi_matmul_scratch *mm, int64_t K, int n_threads) {
+    if (!dsi_op_have_blas()) return true;
+    mm->wbuf_floats = (size_t)n_threads * DSI_BLAS_BLOCK * (size_t)K;
+    mm->wbuf = malloc(mm->wbuf_floats * sizeof(float));
+    return mm->wbuf != NULL;
+}
+
+static bool work_alloc(const struct dsi_vl2 *v, struct work *w, int n_threads) {
     int64_t T = (int64_t)v->grid * v->grid, W = v->width, hd = W / v->n_head;
     int64_t big = T > v->n_ff ? T : v->n_ff, in = 3 * (int64_t)v->patch * v->patch;
     memset(w, 0, sizeof *w);
+    int64_t K = big > W ? big : W;
+    if (!blas_scratch(&w->mm, K > in ? K : in, n_threads)) return false;
     w->x = malloc((size_t)(T * W) * sizeof(float));
     w->a = malloc((size_t)(T * (W > in ? W : in)) * sizeof(float));
     w->qkv = malloc((size_t)(T * 3 * W) * sizeof(float));
@@ -364,7 +376,7 @@ static bool work_alloc(const struct dsi_vl2 *v, struct work *w) {
 enum dsi_status dsi_vl2_vision(const struct dsi_vl2 *v, const uint8_t *view, float *feat,
                                int n_threads) {
     struct work w;
-    if (!work_alloc(v, &w)) {
+    if (!work_alloc(v, &w, n_threads)) {
         DSI_LOG_ERR("vision: out of memory for the tower's activations");
         return DSI_ERR_NOMEM;
     }
@@ -418,6 +430,7 @@ enum dsi_status dsi_vl2_project(const struct dsi_vl2 *v, const float *feat, floa
                 }
         }
     struct dsi_matmul_scratch mm = {0};
+    if (!blas_scratch(&mm, K, n_threads)) mm.wbuf_floats = 0; /* then the slower path */
     dsi_op_matmul(h, z, n, &v->mm0, v->mm0_b, n_threads, &mm);
     gelu_erf(h, n * D, n_threads);
     dsi_op_matmul(out, h, n, &v->mm2, v->mm2_b, n_threads, &mm);
