@@ -1,7 +1,8 @@
 /* The server's text pipeline pieces: the reasoning splitter (<think> ... </think> into
- * reasoning_content and content), the incremental text stream (UTF-8 holdback, stop strings)
- * and JSON string output. Every case is also fed one byte at a time and at every split
- * point: the result must not depend on how the text arrives in pieces. */
+ * reasoning_content and content), the incremental text stream (UTF-8 holdback, stop strings),
+ * JSON string output, and base64 (data: URLs). The splitter and stream cases are also fed one
+ * byte at a time and at every split point: the result must not depend on how the text
+ * arrives in pieces. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,10 +142,43 @@ static void test_json(void) {
     dsi_strbuf_free(&b);
 }
 
+/* srv_base64_decode (the payload of data: URLs): RFC 4648 vectors, padded and not; every
+ * malformed input refused; the size limit. */
+static void test_base64(void) {
+    static const struct {
+        const char *in, *want; /* want NULL: refused */
+    } cases[] = {
+        {"Zg==", "f"}, {"Zm8=", "fo"}, {"Zm9v", "foo"}, {"Zm9vYg==", "foob"}, {"Zm9vYmE=", "fooba"},
+        {"Zm9vYmFy", "foobar"}, {"Zg", "f"}, {"Zm8", "fo"}, {"+/+/", "\xfb\xff\xbf"},
+        {"", NULL}, {"=", NULL}, {"Z", NULL}, {"Zg=", NULL}, {"Zg===", NULL}, {"Zm9vY", NULL},
+        {"Zm9v\n", NULL}, {"Zm 9v", NULL}, {"Zm=v", NULL}, {"Zh==", NULL}, {"Zm9=", NULL},
+        {"Zm-_", NULL}, {"Zm9v====", NULL},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        uint8_t *out = (uint8_t *)"x";
+        size_t n = 99;
+        enum dsi_status st = srv_base64_decode(cases[k].in, strlen(cases[k].in), 1 << 20, &out, &n);
+        if (cases[k].want)
+            TU_CHECK(st == DSI_OK && n == strlen(cases[k].want) && !memcmp(out, cases[k].want, n),
+                     "base64 '%s': status %d, %zu bytes", cases[k].in, (int)st, n);
+        else
+            TU_CHECK(st == DSI_ERR_FORMAT && !out && n == 0, "base64 '%s' must be refused (%d)",
+                     cases[k].in, (int)st);
+        free(out);
+    }
+    uint8_t *out;
+    size_t n;
+    TU_CHECK(srv_base64_decode("Zm9vYmFy", 8, 5, &out, &n) == DSI_ERR_LIMIT && !out,
+             "base64: 6 bytes over a limit of 5");
+    TU_CHECK(srv_base64_decode("Zm9vYmFy", 8, 6, &out, &n) == DSI_OK && n == 6, "base64: at the limit");
+    free(out);
+}
+
 int main(int argc, char **argv) {
     tu_init(argc, argv);
     test_think();
     test_textstream();
     test_json();
+    test_base64();
     return tu_finish("test_server_text");
 }

@@ -29,6 +29,8 @@ static void usage(FILE *f) {
             "  --mmap, --no-mmap      map the weights file / read it into memory\n"
             "  --no-repack            keep Q4_0 matrices in ggml's row layout\n"
             "  --shutdown-grace S     seconds in-flight requests get on SIGTERM (default 30)\n"
+            "  --allow-local-images   image_url parts may name files on this machine (absolute\n"
+            "                         path or file:// URL; default: data: URLs only)\n"
             "  -ngl N|all|auto, --device N, --vram-budget SIZE   Vulkan offload (as for run)\n"
             "Signals: SIGINT/SIGTERM stop gracefully, SIGHUP reloads the model file.\n");
 }
@@ -103,6 +105,8 @@ int dsi_cmd_serve(int argc, char **argv) {
             p.load = DSI_LOAD_COPY;
         } else if (!strcmp(a, "--no-repack")) {
             p.no_repack = true;
+        } else if (!strcmp(a, "--allow-local-images")) {
+            p.allow_local_images = true;
         } else if (!strcmp(a, "--shutdown-grace")) {
             NUM(0, 3600);
             p.shutdown_grace = (double)v;

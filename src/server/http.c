@@ -19,6 +19,7 @@
 #include "src/chat.h"
 #include "src/server/server_impl.h"
 #include "src/tokenizer.h"
+#include "src/vision/vl2.h"
 
 #define EP_CHAT "/v1/chat/completions"
 #define EP_COMPL "/v1/completions"
@@ -206,6 +207,9 @@ static bool message_text(const cJSON *content, struct dsi_strbuf *out, struct pe
     cJSON_ArrayForEach(part, content) {
         const cJSON *ty = cJSON_GetObjectItemCaseSensitive(part, "type");
         const cJSON *tx = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (cJSON_IsString(ty) && !strcmp(ty->valuestring, "image_url"))
+            return bad(e, "messages", "'%s': image parts need a model with a vision encoder "
+                                      "(DeepSeek-VL2); this model is text-only%s", NULL);
         if (!cJSON_IsString(ty) || strcmp(ty->valuestring, "text"))
             return bad(e, "messages", "'%s': only text content parts are supported%s", NULL);
         if (!cJSON_IsString(tx)) return bad(e, "messages", "'%s': a text part needs a string 'text'%s", NULL);
@@ -304,28 +308,36 @@ static int build_request(struct dsi_server *s, const cJSON *o, struct req *r, st
         int64_t top = 0;
         if (!opt_bool(o, "logprobs", &lp, e) || !opt_int(o, "top_logprobs", 0, 20, &top, e)) goto out;
         if (lp) r->logprobs = (int)top;
-        if (!sm->tmpl) {
+        if (dsi_model_vl2(sm->m)) {
+            /* DeepSeek-VL2: its own conversation format, pictures encoded here */
+            status = srv_vl2_chat(s, sm->m, cJSON_GetObjectItemCaseSensitive(o, "messages"), r,
+                                  e->msg, sizeof e->msg, &e->param);
+            if (status != 200) goto out;
+            status = 400;
+            r->think = THINK_MAY_OPEN;
+        } else if (!sm->tmpl) {
             snprintf(e->msg, sizeof e->msg, "the model has no chat template; use /v1/completions "
                                             "or start the server with --chat-template");
             e->param = NULL;
             goto out;
+        } else {
+            if (!(msgs = normalize_messages(cJSON_GetObjectItemCaseSensitive(o, "messages"), e))) goto out;
+            const cJSON *kw = cJSON_GetObjectItemCaseSensitive(o, "chat_template_kwargs");
+            if (kw && !cJSON_IsNull(kw) && !cJSON_IsObject(kw)) {
+                bad(e, "chat_template_kwargs", "'%s' must be an object%s", NULL);
+                goto out;
+            }
+            struct dsi_chat_params cp = {true, cJSON_IsObject(kw) ? kw : NULL};
+            if (dsi_chat_render(sm->m, sm->tmpl, msgs, &cp, &text)) {
+                bad(e, "messages", "the chat template could not render '%s'%s", NULL);
+                goto out;
+            }
+            size_t tl = strlen(text);
+            r->think = (tl >= 8 && !strcmp(text + tl - 8, "<think>\n")) ||
+                               (tl >= 7 && !strcmp(text + tl - 7, "<think>"))
+                           ? THINK_OPEN
+                           : THINK_MAY_OPEN;
         }
-        if (!(msgs = normalize_messages(cJSON_GetObjectItemCaseSensitive(o, "messages"), e))) goto out;
-        const cJSON *kw = cJSON_GetObjectItemCaseSensitive(o, "chat_template_kwargs");
-        if (kw && !cJSON_IsNull(kw) && !cJSON_IsObject(kw)) {
-            bad(e, "chat_template_kwargs", "'%s' must be an object%s", NULL);
-            goto out;
-        }
-        struct dsi_chat_params cp = {true, cJSON_IsObject(kw) ? kw : NULL};
-        if (dsi_chat_render(sm->m, sm->tmpl, msgs, &cp, &text)) {
-            bad(e, "messages", "the chat template could not render '%s'%s", NULL);
-            goto out;
-        }
-        size_t tl = strlen(text);
-        r->think = (tl >= 8 && !strcmp(text + tl - 8, "<think>\n")) ||
-                           (tl >= 7 && !strcmp(text + tl - 7, "<think>"))
-                       ? THINK_OPEN
-                       : THINK_MAY_OPEN;
     } else {
         int64_t lpn = -1;
         bool echo = false;

@@ -16,6 +16,7 @@
 #include "src/chat.h"
 #include "src/server/server_impl.h"
 #include "src/tokenizer.h"
+#include "src/vision/vl2.h"
 
 /* ---- models ------------------------------------------------------------------------------ */
 
@@ -45,6 +46,9 @@ enum dsi_status srv_model_load(struct dsi_server *s, struct srv_model **out) {
             return st;
         }
     }
+    if (dsi_model_vl2(sm->m) && s->p.chat_template)
+        DSI_LOG_WRN("serve: %s has a vision encoder (DeepSeek-VL2): chats use its own "
+                    "conversation format, not --chat-template", s->p.model_path);
     const char *id = s->p.model_alias ? s->p.model_alias : dsi_model_name(sm->m);
     sm->id = strdup(id ? id : "dsinfer");
     pthread_mutex_lock(&s->mu);
@@ -116,6 +120,8 @@ void req_release(struct req *r) {
     free(r->model_id);
     free(r->prompt_text);
     free(r->prompt);
+    free(r->rows);
+    free(r->embd);
     dsi_strbuf_free(&r->sse);
     dsi_strbuf_free(&r->content);
     dsi_strbuf_free(&r->reasoning);
@@ -447,16 +453,26 @@ static void on_token(struct dsi_server *s, struct slot *sl, const float *logits,
     }
 }
 
-/* Tokens the prompt shares with the slot's cache. */
+/* Tokens the prompt shares with the slot's cache. Image tokens all have the same id, so the
+ * shared part ends before the first one of either side: a cache entry computed from one
+ * picture's embeddings is never reused for another's (nor for the plain <image> token). */
 static int64_t common_prefix(const struct slot *sl, const struct req *r) {
+    int64_t lim = sl->n_cache < r->n_prompt ? sl->n_cache : r->n_prompt;
+    if (lim > sl->n_plain) lim = sl->n_plain;
+    if (r->rows && lim > r->img_first) lim = r->img_first;
     int64_t n = 0;
-    while (n < sl->n_cache && n < r->n_prompt && sl->cache[n] == r->prompt[n]) n++;
+    while (n < lim && sl->cache[n] == r->prompt[n]) n++;
     return n;
 }
 
 /* Re-tokenize a request queued before a model reload (under s->mu). False: it was failed. */
 static bool retokenize(struct dsi_server *s, struct req *r) {
     const struct dsi_model *m = s->model->m;
+    if (r->rows) {
+        /* its pictures were encoded by the old model's vision tower */
+        req_fail(r, 503, "the model was reloaded while the request waited; send it again");
+        return false;
+    }
     if (r->prompt_text) {
         int32_t *ids = NULL;
         int64_t n = 0;
@@ -514,6 +530,7 @@ static void admit(struct dsi_server *s) {
         sl->state = SLOT_PREFILL;
         sl->n_cache = best_n;
         sl->n_done = best_n;
+        sl->n_plain = r->rows ? r->img_first : INT64_MAX;
         r->n_cached = best_n;
         s->n_active++;
         dsi_sampler_free(sl->smp);
@@ -581,7 +598,8 @@ static void prompt_pass(struct dsi_server *s, struct dsi_seq_run *runs, int *who
         struct slot *sl = &s->slots[i];
         if (!sl->r || sl->state != SLOT_PREFILL) continue;
         int64_t rem = sl->r->n_prompt - sl->n_done, take = rem < budget ? rem : budget;
-        runs[nr] = (struct dsi_seq_run){i, sl->n_done, sl->r->prompt + sl->n_done, take, take == rem, NULL};
+        const float *const *embd = sl->r->rows ? sl->r->rows + sl->n_done : NULL;
+        runs[nr] = (struct dsi_seq_run){i, sl->n_done, sl->r->prompt + sl->n_done, take, take == rem, embd};
         who[nr++] = i;
         budget -= take;
     }

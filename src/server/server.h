@@ -40,6 +40,8 @@ struct dsi_server_params {
     int n_gpu_layers, gpu_device; /* Vulkan offload (dsi_model_params; default 0: CPU only) */
     uint64_t vram_budget;
     double shutdown_grace;     /* seconds in-flight requests get to finish on shutdown (30) */
+    bool allow_local_images;   /* image_url parts may name files of the server's machine (an
+                                * absolute path or file:// URL); default: data: URLs only */
 };
 
 struct dsi_server_params dsi_server_default_params(void);

@@ -80,9 +80,16 @@ struct req {
     char id[48];
     long created;
     char *model_id;
-    char *prompt_text;          /* rendered prompt (NULL when given as token ids) */
+    char *prompt_text;          /* rendered prompt (NULL when given as token ids or built by
+                                 * dsi_vl2_prompt_chat) */
     int32_t *prompt;
     int64_t n_prompt;
+    /* DeepSeek-VL2 pictures: rows[n_prompt] (rows[i] != NULL: the image-token embedding that
+     * replaces prompt token i; NULL when the request has no picture), their storage, and the
+     * position of the first image token (the prefix before it may reuse a slot's cache) */
+    const float **rows;
+    float *embd;
+    int64_t img_first;
     unsigned model_gen;         /* the model generation that tokenized the prompt */
     struct dsi_sampler_params sp;
     int64_t max_tokens;         /* < 0: until the context is full */
@@ -110,6 +117,28 @@ struct req {
 };
 
 void req_release(struct req *r);  /* drop a reference; the last one frees */
+
+/* ---- DeepSeek-VL2 chat requests (vision.c) ------------------------------------------------ */
+
+/* Most pictures in one request, the most bytes of one encoded picture (a data: URL's
+ * payload), and the most pixels of a request's pictures together (each decoded picture is
+ * also held to DSI_IMAGE_MAX_PIXELS). */
+#define SRV_MAX_IMAGES 16
+#define SRV_MAX_IMAGE_BYTES ((size_t)32 << 20)
+#define SRV_MAX_IMAGE_PIXELS ((int64_t)64 << 20)
+
+/* Decode standard base64 (RFC 4648 alphabet, '=' padding optional, no other characters)
+ * into a malloc'd *out: DSI_ERR_FORMAT for a bad character or length, DSI_ERR_LIMIT when the
+ * result would exceed max bytes, DSI_ERR_NOMEM. */
+enum dsi_status srv_base64_decode(const char *s, size_t n, size_t max, uint8_t **out,
+                                  size_t *n_out);
+
+/* The messages of a chat request for a model with a vision encoder: OpenAI content (a
+ * string, or text and image_url parts), each picture an "<image>" placeholder where its part
+ * stands, built into r->prompt / r->rows / r->embd by dsi_vl2_prompt_chat. Returns 200, or
+ * the HTTP status with msg (and *param) saying why. */
+int srv_vl2_chat(struct dsi_server *s, const struct dsi_model *m, const struct cJSON *msgs,
+                 struct req *r, char *msg, size_t msg_n, const char **param);
 
 /* Token ids of a prompt text as the server evaluates it (on arrival, and again after a model
  * reload): special tokens parsed; completions get BOS when the model's tokenizer asks for it
@@ -151,6 +180,8 @@ struct slot {
     struct dsi_textstream ts;
     struct think th;
     uint64_t last_used;
+    int64_t n_plain;            /* leading cache tokens evaluated from their ids (before the
+                                 * first image token): only these may be reused */
 };
 
 struct MHD_Daemon;

@@ -177,6 +177,9 @@ async function main() {
     errorShape(await request(port, 'POST', '/v1/chat/completions', { body: JSON.stringify({ messages, n: 2 }) }), 400, 'n = 2');
     errorShape(await request(port, 'POST', '/v1/chat/completions', { body: JSON.stringify({ messages: [] }) }), 400, 'no messages');
     errorShape(await request(port, 'POST', '/v1/chat/completions', { body: JSON.stringify({ messages: [{ role: 'wizard', content: 'x' }] }) }), 400, 'unknown role');
+    const img = await request(port, 'POST', '/v1/chat/completions', { body: JSON.stringify({ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } }, { type: 'text', text: 'What is it?' }] }] }) });
+    errorShape(img, 400, 'an image part to a text-only model');
+    check(/vision encoder/.test(json(img.body)?.error?.message), 'the text-only model error names the reason', img.body);
     errorShape(await request(port, 'POST', '/v1/completions', { body: JSON.stringify({ prompt: 42 }) }), 400, 'prompt of the wrong type');
     errorShape(await request(port, 'POST', '/v1/completions', { body: JSON.stringify({ prompt: [1, 2, 99999999] }) }), 400, 'token id outside the vocabulary');
     errorShape(await request(port, 'POST', '/v1/completions', { body: Buffer.from([0x7b, 0x22, 0x70, 0x72, 0x6f, 0x6d, 0x70, 0x74, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d]) }), 400, 'invalid UTF-8');
