@@ -2,7 +2,10 @@
  *
  * Each turn renders the whole conversation, tokenizes it (special tokens parsed, no BOS of
  * our own: the template writes it), and evaluates only what differs from the tokens already
- * in the KV cache. An R1 model's reasoning (between <think> and </think>) is shown dimmed on
+ * in the KV cache. A DeepSeek-VL2 model (a vision encoder) takes pictures (/image PATH, for
+ * the next message) and its own conversation format instead of a template: each turn builds
+ * the prompt with every picture so far (dsi_vl2_prompt_chat), and the cache is reused as
+ * far as both the ids and the image-token embeddings agree. An R1 model's reasoning (between <think> and </think>) is shown dimmed on
  * a terminal, bracketed otherwise, or hidden with --no-think-display; it is kept out of the
  * history the template sees, as the template itself drops it. */
 #include <cJSON.h>
@@ -16,10 +19,14 @@
 #include "src/cli/cli.h"
 #include "src/cli/common.h"
 #include "src/generate.h"
+#include "src/vision/image.h"
+#include "src/vision/vl2.h"
 
 static void usage(FILE *f) {
     fprintf(f, "usage: dsinfer chat -m MODEL [options]\n"
                "  Type a message and press enter; /reset starts over, /exit or end of input quits.\n"
+               "  /image PATH            (DeepSeek-VL2) a picture for the next message; it goes\n"
+               "                         where that message says <image>, else at its start\n"
                "  --system TEXT          a system message\n"
                "  --chat-template NAME|FILE   override the model's template (built-in: chatml,\n"
                "                         deepseek-r1, deepseek-v2, llama3, plain)\n"
@@ -95,6 +102,83 @@ static void add_message(cJSON *msgs, const char *role, const char *content) {
     cJSON_AddItemToArray(msgs, m);
 }
 
+/* The pictures of a VL2 conversation: all of them so far; the last n_pending go with the next
+ * user message. */
+struct pictures {
+    struct dsi_image im[64];
+    int n, n_pending;
+};
+
+static void pictures_clear(struct pictures *p) {
+    for (int i = 0; i < p->n; i++) dsi_image_free(&p->im[i]);
+    p->n = p->n_pending = 0;
+}
+
+/* /image PATH */
+static void picture_add(struct pictures *p, const struct dsi_model *m, const char *path) {
+    while (*path == ' ') path++;
+    if (!dsi_model_vl2(m)) {
+        fprintf(stderr, "dsinfer chat: /image needs a model with a vision encoder (DeepSeek-VL2); "
+                        "'%s' has none\n", dsi_model_name(m));
+    } else if (!*path) {
+        fprintf(stderr, "dsinfer chat: /image PATH\n");
+    } else if (p->n == (int)(sizeof p->im / sizeof p->im[0])) {
+        fprintf(stderr, "dsinfer chat: at most %d pictures in a conversation; /reset\n", p->n);
+    } else if (dsi_image_load(path, &p->im[p->n])) {
+        fprintf(stderr, "dsinfer chat: cannot load the picture '%s' (above); nothing changed\n", path);
+    } else {
+        fprintf(stderr, "(picture %s, %dx%d: it goes with your next message)\n", path,
+                p->im[p->n].w, p->im[p->n].h);
+        p->n++;
+        p->n_pending++;
+    }
+}
+
+/* The user's message as it enters the conversation: the pending pictures' placeholders first
+ * unless it places them itself (malloc'd). */
+static char *vl2_user_text(const struct pictures *p, const char *line) {
+    int k = strstr(line, "<image>") ? 0 : p->n_pending;
+    size_t n = strlen(line);
+    char *t = malloc(n + 8 * (size_t)k + 1), *q = t;
+    if (!t) return NULL;
+    for (int i = 0; i < k; i++, q += 8) memcpy(q, "<image>\n", 8);
+    memcpy(q, line, n + 1);
+    return t;
+}
+
+/* The whole conversation in VL2's format with every picture; false (message printed) if the
+ * messages or pictures do not make a prompt. */
+static bool vl2_build(const struct dsi_model *m, const cJSON *msgs, const struct pictures *p,
+                      int n_threads, struct dsi_vl2_prompt *vp) {
+    int n = cJSON_GetArraySize(msgs), k = 0;
+    struct dsi_vl2_msg *vm = calloc((size_t)(n ? n : 1), sizeof *vm);
+    if (!vm) return false;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, msgs) {
+        vm[k].role = cJSON_GetObjectItemCaseSensitive(it, "role")->valuestring;
+        vm[k++].content = cJSON_GetObjectItemCaseSensitive(it, "content")->valuestring;
+    }
+    enum dsi_status st = dsi_vl2_prompt_chat(m, vm, n, p->im, p->n, n_threads, vp);
+    free(vm);
+    if (st) {
+        fprintf(stderr, "dsinfer chat: cannot build the prompt (above); the message is dropped%s\n",
+                p->n_pending ? ", the new pictures wait for the next one" : "");
+        return false;
+    }
+    if (p->n)
+        fprintf(stderr, "(%d picture(s): %d views, %lld image tokens, encoded in %.2f s)\n", p->n,
+                vp->n_views, (long long)vp->n_image_tokens, vp->t_encode);
+    return true;
+}
+
+/* Whether cache position i (made from prev, or generated when past it) holds what the new
+ * prompt has there: the same id, and the same image-token embedding or none. */
+static bool same_row(const struct dsi_vl2_prompt *prev, const struct dsi_vl2_prompt *vp,
+                     int64_t i, int64_t n_embd) {
+    const float *a = i < prev->n ? prev->rows[i] : NULL, *b = vp->rows[i];
+    return a == b || (a && b && !memcmp(a, b, (size_t)n_embd * sizeof *a));
+}
+
 int dsi_cmd_chat(int argc, char **argv) {
     struct cli_opts o;
     cli_opts_init(&o);
@@ -127,7 +211,13 @@ int dsi_cmd_chat(int argc, char **argv) {
     int32_t *cache = NULL; /* tokens in the KV cache */
     int64_t n_cache = 0;
     int rc = 1;
-    if (dsi_chat_template_for(m, o.chat_template, &tmpl, &tmpl_owned)) goto done;
+    bool vl2 = dsi_model_vl2(m) != NULL;
+    struct pictures pics = {0};
+    struct dsi_vl2_prompt prev = {0}; /* VL2: the prompt whose ids and rows begin the cache */
+    if (vl2 && o.chat_template)
+        fprintf(stderr, "dsinfer chat: %s is a DeepSeek-VL2 model: its own conversation format "
+                        "is used, not --chat-template\n", dsi_model_name(m));
+    if (!vl2 && dsi_chat_template_for(m, o.chat_template, &tmpl, &tmpl_owned)) goto done;
     c = cli_make_context(&o, m, 0);
     smp = c ? dsi_sampler_init(&o.sp, (int32_t)dsi_model_n_vocab(m)) : NULL;
     cache = malloc((size_t)(c ? dsi_context_n_ctx(c) : 1) * sizeof *cache);
@@ -153,39 +243,63 @@ int dsi_cmd_chat(int argc, char **argv) {
             msgs = cJSON_CreateArray();
             if (system) add_message(msgs, "system", system);
             n_cache = 0;
+            pictures_clear(&pics);
+            dsi_vl2_prompt_free(&prev);
             fprintf(stderr, "(conversation reset)\n");
             continue;
         }
-        add_message(msgs, "user", line);
-        char *prompt = NULL;
-        struct dsi_chat_params cp = {true, NULL};
-        if (dsi_chat_render(m, tmpl, msgs, &cp, &prompt)) goto done;
-        int32_t *ids;
-        size_t n;
-        if (dsi_tokenizer_encode(tok, prompt, strlen(prompt), DSI_TOK_PARSE_SPECIAL, &ids, &n)) {
-            free(prompt);
-            fprintf(stderr, "dsinfer chat: cannot tokenize the message (it must be UTF-8)\n");
-            cJSON_DeleteItemFromArray(msgs, cJSON_GetArraySize(msgs) - 1);
+        if (!strncmp(line, "/image", 6) && (line[6] == ' ' || !line[6])) {
+            picture_add(&pics, m, line + 6);
             continue;
+        }
+        char *prompt = NULL;
+        int32_t *ids = NULL;
+        size_t n = 0;
+        struct dsi_vl2_prompt vp = {0};
+        if (vl2) {
+            char *text = vl2_user_text(&pics, line);
+            if (!text) goto done;
+            add_message(msgs, "user", text);
+            free(text);
+            if (!vl2_build(m, msgs, &pics, cli_n_threads(&o), &vp)) {
+                cJSON_DeleteItemFromArray(msgs, cJSON_GetArraySize(msgs) - 1);
+                continue;
+            }
+            ids = vp.ids;
+            n = (size_t)vp.n;
+        } else {
+            add_message(msgs, "user", line);
+            struct dsi_chat_params cp = {true, NULL};
+            if (dsi_chat_render(m, tmpl, msgs, &cp, &prompt)) goto done;
+            if (dsi_tokenizer_encode(tok, prompt, strlen(prompt), DSI_TOK_PARSE_SPECIAL, &ids, &n)) {
+                free(prompt);
+                fprintf(stderr, "dsinfer chat: cannot tokenize the message (it must be UTF-8)\n");
+                cJSON_DeleteItemFromArray(msgs, cJSON_GetArraySize(msgs) - 1);
+                continue;
+            }
         }
         if ((int64_t)n >= dsi_context_n_ctx(c)) {
             fprintf(stderr, "dsinfer chat: the conversation (%zu tokens) no longer fits the context "
                             "of %lld; /reset or raise -c\n", n, (long long)dsi_context_n_ctx(c));
-            free(ids);
+            if (!vl2) free(ids);
+            dsi_vl2_prompt_free(&vp);
             free(prompt);
             cJSON_DeleteItemFromArray(msgs, cJSON_GetArraySize(msgs) - 1);
             continue;
         }
-        /* reuse the cached prefix */
-        int64_t keep = 0;
-        while (keep < n_cache && keep < (int64_t)n - 1 && cache[keep] == ids[keep]) keep++;
+        /* reuse the cached prefix (VL2: where the image-token embeddings agree too) */
+        int64_t keep = 0, n_embd = dsi_model_n_embd(m);
+        while (keep < n_cache && keep < (int64_t)n - 1 && cache[keep] == ids[keep] &&
+               (!vl2 || same_row(&prev, &vp, keep, n_embd)))
+            keep++;
         struct think_filter tf = {0};
         tf.tty = isatty(1);
         tf.hide = o.no_think_display;
-        size_t plen = strlen(prompt);
+        size_t plen = prompt ? strlen(prompt) : 0;
         if (plen >= 8 && !strcmp(prompt + plen - 8, "<think>\n")) set_think(&tf, true);
         else if (plen >= 7 && !strcmp(prompt + plen - 7, "<think>")) set_think(&tf, true);
         struct dsi_gen_params gp = {o.n_predict, o.stop, o.n_stop, false, false, NULL};
+        if (vp.n_image_tokens) gp.prompt_embd = vp.rows + keep;
         struct dsi_gen_stats st;
         int32_t *out = NULL;
         int64_t n_out = 0;
@@ -209,17 +323,25 @@ int dsi_cmd_chat(int argc, char **argv) {
                         st.n_gen / (st.t_gen + 1e-9), dsi_stop_reason_str(st.stop));
             if (st.stop == DSI_STOP_CONTEXT)
                 fprintf(stderr, "dsinfer chat: the context is full; /reset to continue\n");
+            /* the cache now begins with this prompt; its pictures are part of the history */
+            dsi_vl2_prompt_free(&prev);
+            prev = vp;
+            memset(&vp, 0, sizeof vp);
+            pics.n_pending = 0;
         } else {
             n_cache = 0;
             cJSON_DeleteItemFromArray(msgs, cJSON_GetArraySize(msgs) - 1);
         }
         free(out);
         free(tf.reply);
-        free(ids);
+        if (!vl2) free(ids);
+        dsi_vl2_prompt_free(&vp);
         free(prompt);
     }
     rc = 0;
 done:
+    pictures_clear(&pics);
+    dsi_vl2_prompt_free(&prev);
     free(cache);
     cJSON_Delete(msgs);
     dsi_sampler_free(smp);

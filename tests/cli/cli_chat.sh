@@ -1,7 +1,7 @@
 #!/bin/sh
 # dsinfer chat: multi-turn through the model's template with KV-cache reuse, /reset, the
-# R1 <think> display (bracketed when not a terminal, hidden with --no-think-display), and
-# template errors.
+# R1 <think> display (bracketed when not a terminal, hidden with --no-think-display),
+# template errors, and DeepSeek-VL2 pictures (/image).
 BIN=${DSI_BIN:-bin/dsinfer}; M=models/shakespeare-qwen2.gguf
 T=${TMPDIR:-/tmp}/dsi-chat-$$; mkdir -p "$T"; trap 'rm -rf "$T"' EXIT
 fail=0
@@ -29,4 +29,37 @@ grep -q "no system messages" "$T/err"; check $? 0 "raise_exception message"
 printf 'hi\n' | $BIN chat -m $M --chat-template nonexistent -n 4 >/dev/null 2>"$T/err"
 check $? 1 "unknown template name"
 grep -q "neither a built-in" "$T/err"; check $? 0 "unknown template message"
+
+# DeepSeek-VL2: /image PATH goes with the next message (placeholders first unless it places
+# them); each turn is the whole conversation in VL2's format with every picture so far, the
+# cache reused as far as ids and image embeddings agree. No -t: the encoder's default threads.
+FIX=${DSI_FIXTURES:-build/fixtures}; D=$FIX/models/tiny-vl2-mha; V=$T/vl2.gguf
+$BIN convert $D $V --no-progress >/dev/null 2>&1; check $? 0 "convert tiny-vl2-mha"
+want1=$($BIN run -m $V --image $D/monday.jpg -p "<image>
+Describe this image." -n 8 --temp 0 --no-echo 2>/dev/null)
+reply1=$(printf '%s' "$want1" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//')
+want2=$($BIN run -m $V --image $D/monday.jpg --raw-prompt -p "<|User|>: <image>
+Describe this image.
+
+<|Assistant|>:$reply1<｜end▁of▁sentence｜><|User|>: And now?
+
+<|Assistant|>:" -n 8 --temp 0 --no-echo 2>/dev/null)
+printf '/image %s\nDescribe this image.\nAnd now?\n/image %s\n/image %s\nTwo <image> <image>?\nWhat about <image> this one?\n' \
+  $D/monday.jpg "$T/none.jpg" $D/monday.jpg | $BIN chat -m $V --temp 0 -n 8 -v >"$T/out" 2>"$T/err"
+check $? 0 "vl2 chat exit"
+check "$(grep -c 'generated' "$T/err")" 3 "vl2 chat: three replies"
+check "$(sed -n 1p "$T/out")" "$want1" "vl2 chat: the first reply is run --image's"
+check "$(sed -n 2p "$T/out")" "$want2" "vl2 chat: the second reply is run --raw-prompt's of the conversation"
+grep -q "cannot load the picture '$T/none.jpg'" "$T/err"; check $? 0 "vl2 chat: a missing picture"
+grep -q "cannot build the prompt" "$T/err"; check $? 0 "vl2 chat: placeholders without pictures"
+toks() { sed -n 's/^(\([0-9]*\) prompt tokens.*/\1/p' "$T/err" | sed -n "$1p"; }
+check "$(toks 1)" 1430 "vl2 chat: first turn, one picture"
+[ "$(toks 2)" -lt 20 ] || { echo "FAIL: vl2 chat: no cache reuse through the picture ($(toks 2))"; fail=1; }
+# the second picture's 1415 tokens and the text are new; the first picture's are reused
+[ "$(toks 3)" -gt 1415 ] && [ "$(toks 3)" -lt 1500 ] ||
+  { echo "FAIL: vl2 chat: third turn evaluated $(toks 3) tokens"; fail=1; }
+grep -q "2 picture(s): 14 views" "$T/err"; check $? 0 "vl2 chat: every picture so far"
+printf '/image %s\nhi\n' $D/monday.jpg | $BIN chat -m $M -n 2 >/dev/null 2>"$T/err"
+check $? 0 "/image with a text-only model: exit"
+grep -q "/image needs a model with a vision encoder" "$T/err"; check $? 0 "/image with a text-only model"
 exit $fail
