@@ -89,6 +89,10 @@ async function main() {
     for await (const ch of await client.chat.completions.create({ model: 'x', messages: msgs(dataUrl), max_tokens: 16, temperature: 0, stream: true }))
       streamed += ch.choices[0]?.delta?.content ?? '';
     check(streamed === wantImage, 'data URL streamed: same text', streamed);
+    // two at once share the prompt passes (each prompt spans several -b 512 passes: the rows
+    // follow the tokens already done)
+    const two = await Promise.all([0, 1].map(() => client.chat.completions.create({ model: 'x', messages: msgs(dataUrl), max_tokens: 16, temperature: 0 })));
+    check(two.every((c) => c.choices[0].message.content === wantImage), 'two concurrent picture requests: same text', two.map((c) => c.choices[0].message.content));
     // a text-only chat uses the VL2 conversation format (the GGUF has no chat template)
     const t = await client.chat.completions.create({ model: 'x', messages: [{ role: 'user', content: 'hi' }], max_tokens: 16, temperature: 0 });
     check(t.choices[0].message.content === wantText, 'text-only chat: the text of `run -p`', { got: t.choices[0].message.content, want: wantText });
