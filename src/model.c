@@ -462,6 +462,11 @@ static enum dsi_status load_gguf(struct dsi_gguf *g, const char *label, struct d
     if (!L.st) bind_layers(&L);
     if (!L.st) build_rope(&L);
     if (!L.st) L.st = dsi_vl2_load(g, m->hp.n_embd, &m->vl2);
+    if (!L.st && m->vl2) {
+        struct dsi_vl2_info vi = dsi_vl2_get_info(m->vl2);
+        m->n_params += vi.n_params;
+        m->weight_bytes += vi.n_bytes;
+    }
     if (!L.st) L.st = dsi_tokenizer_load_gguf(g, &m->tok);
     if (!L.st && dsi_tokenizer_n_vocab(m->tok) > m->hp.n_vocab) {
         DSI_LOG_ERR("model: the tokenizer has %d tokens but the embedding only %lld rows",

@@ -35,7 +35,7 @@ struct dsi_vl2 {
     const float *mm0_b, *mm2_b, *newline, *sep;
     int32_t *cand;
     int n_cand;
-    uint64_t n_params;
+    uint64_t n_params, n_bytes;
     float **owned;
     int n_owned;
 };
@@ -76,6 +76,7 @@ static const struct dsi_gguf_tensor *find(struct vload *L, const char *name, int
         return NULL;
     }
     L->v->n_params += (uint64_t)n;
+    L->v->n_bytes += t->nbytes;
     return t;
 }
 
@@ -233,7 +234,7 @@ enum dsi_status dsi_vl2_load(const struct dsi_gguf *g, int64_t n_embd, struct ds
 
 struct dsi_vl2_info dsi_vl2_get_info(const struct dsi_vl2 *v) {
     struct dsi_vl2_info i = {v->size, v->grid, v->width, v->tokens, v->n_embd,
-                             v->cand, v->n_cand, v->n_params};
+                             v->cand, v->n_cand, v->n_params, v->n_bytes};
     return i;
 }
 

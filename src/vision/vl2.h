@@ -35,7 +35,7 @@ struct dsi_vl2_info {
     int64_t n_embd;      /* language-model width the image tokens have */
     const int32_t *cand; /* candidate resolutions, (w, h) pairs */
     int n_cand;
-    uint64_t n_params;
+    uint64_t n_params, n_bytes; /* of the tower and projector (in the model's totals too) */
 };
 struct dsi_vl2_info dsi_vl2_get_info(const struct dsi_vl2 *v);
 
