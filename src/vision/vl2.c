@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/tensor.h"
 #include "quant/kernels.h"
@@ -394,8 +395,15 @@ static bool work_alloc(const struct dsi_vl2 *v, struct work *w, int n_threads) {
     return false;
 }
 
+/* n_threads <= 0: every core, as contexts do. */
+static int threads(int n) {
+    long c = n > 0 ? n : sysconf(_SC_NPROCESSORS_ONLN);
+    return c > 0 ? (int)c : 1;
+}
+
 enum dsi_status dsi_vl2_vision(const struct dsi_vl2 *v, const uint8_t *view, float *feat,
                                int n_threads) {
+    n_threads = threads(n_threads);
     struct work w;
     if (!work_alloc(v, &w, n_threads)) {
         DSI_LOG_ERR("vision: out of memory for the tower's activations");
@@ -429,6 +437,7 @@ enum dsi_status dsi_vl2_vision(const struct dsi_vl2 *v, const uint8_t *view, flo
 
 enum dsi_status dsi_vl2_project(const struct dsi_vl2 *v, const float *feat, float *out,
                                 int n_threads) {
+    n_threads = threads(n_threads);
     int64_t G = v->grid, W = v->width, ds = v->ds, g = v->tokens, n = g * g, D = v->n_embd;
     int64_t K = W * ds * ds;
     float *z = malloc((size_t)(n * K) * sizeof *z), *h = malloc((size_t)(n * D) * sizeof *h);

@@ -44,7 +44,8 @@ struct dsi_vl2_info dsi_vl2_get_info(const struct dsi_vl2 *v);
 int64_t dsi_vl2_n_tokens(const struct dsi_vl2 *v, int nw, int nh);
 
 /* The tower on one view of RGB bytes [size][size][3] (normalized to px/127.5 - 1 here):
- * feat [grid*grid][width], after the final LayerNorm. */
+ * feat [grid*grid][width], after the final LayerNorm. n_threads <= 0 here and below: every
+ * core. */
 enum dsi_status dsi_vl2_vision(const struct dsi_vl2 *v, const uint8_t *view, float *feat,
                                int n_threads);
 /* The projector: feat [grid*grid][width] -> out [tokens*tokens][n_embd]. */
