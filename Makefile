@@ -113,7 +113,7 @@ $(BUILD)/%.o: %.c
 # Each variant: its source (default: the variant's name) and defines.
 VK_WTYPES  := f32 f16 q4_0 q8_0 q4_k q5_k q6_k
 VK_SHADERS := $(foreach t,$(VK_WTYPES),matvec_$(t) matvec_sg_$(t) matmul_$(t)) \
-              rmsnorm rope kv_store_f16 kv_store_f32 attention_f16 attention_f32 attn_combine eltwise \
+              rmsnorm layernorm rope kv_store_f16 kv_store_f32 attention_f16 attention_f32 attn_combine eltwise \
               gather
 # a weight type's WTYPE (vulkan/shaders/common.glsl) is its position in VK_WTYPES, from 0
 $(foreach t,$(VK_WTYPES),$(eval wt_$(t) := $(shell echo $(VK_WTYPES) | tr ' ' '\n' | grep -nx $(t) | cut -d: -f1)))
@@ -121,6 +121,8 @@ $(foreach t,$(VK_WTYPES),$(eval src_matvec_$(t) := matvec)$(eval src_matvec_sg_$
   $(eval src_matmul_$(t) := matmul)$(eval def_matvec_$(t) := -DWTYPE=$$$$(($(wt_$(t)) - 1))) \
   $(eval def_matvec_sg_$(t) := -DWTYPE=$$$$(($(wt_$(t)) - 1)) -DSUBGROUP=1) \
   $(eval def_matmul_$(t) := -DWTYPE=$$$$(($(wt_$(t)) - 1))))
+src_layernorm := rmsnorm
+def_layernorm := -DLAYERNORM=1
 src_kv_store_f16 := kv_store
 src_kv_store_f32 := kv_store
 def_kv_store_f16 := -DKV_F16=1

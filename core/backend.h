@@ -118,6 +118,18 @@ struct dsi_backend_ops {
     /* y row k = x row rows[k] (rows of width elements), k < n; y != x. */
     void (*gather)(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, const int64_t *rows,
                    int64_t n, int64_t width);
+    /* Vision encoders (src/vision/): */
+    /* y = (x - mean) / sqrt(var + eps) * w + bias per row (LayerNorm, biased variance), T rows
+     * of n; y may be x. */
+    void (*layernorm)(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, const float *w,
+                      const float *bias, int64_t T, int64_t n, float eps);
+    /* x = gelu(x) with the tanh approximation, n elements. */
+    void (*gelu)(struct dsi_backend *b, enum dsi_act x, int64_t n);
+    /* Every token of the pass attends to every token of the pass (no mask, no cache): out
+     * [T][n_head * head_dim_v] from q [T][n_head * head_dim], k, v [T][n_head_kv * ...]. */
+    void (*attention_full)(struct dsi_backend *b, enum dsi_act out, enum dsi_act q,
+                           enum dsi_act k, enum dsi_act v, int64_t T,
+                           const struct dsi_attn_params *p);
 };
 
 struct dsi_backend {

@@ -612,8 +612,8 @@ void dsi_model_free(struct dsi_model *m) {
     dsi_tokenizer_free(m->tok);
     dsi_gguf_free(m->gguf);
     free(m->repacked);
+    dsi_vl2_free(m->vl2); /* its GPU backend before the device */
     dsi_vk_close(m->vk);
-    dsi_vl2_free(m->vl2);
     free(m);
 }
 

@@ -126,12 +126,21 @@ struct dsi_scratch {
 };
 
 
-/* The CPU backend over a context's scratch and KV cache (src/backend_cpu.c). */
+/* The CPU backend (src/backend_cpu.c): host buffers, and for a context its KV cache,
+ * positions and runs (rope and cached attention need them). */
 struct dsi_backend_cpu {
     struct dsi_backend base;
-    struct dsi_context *c;
+    struct dsi_context *c;          /* NULL: a standalone backend (no rope, cached attention) */
+    float *buf[DSI_ACT_COUNT];      /* DSI_ACT_OUT of a context: its c->out */
+    int n_threads;
+    struct dsi_matmul_scratch *mm;
+    enum dsi_status err;            /* first failure of the pass */
 };
+/* Over a context's scratch and KV cache. */
 void dsi_backend_cpu_init(struct dsi_backend_cpu *b, struct dsi_context *c);
+/* Over the caller's buffers (NULL entries: absent). */
+void dsi_backend_cpu_init_host(struct dsi_backend_cpu *b, float *const buf[DSI_ACT_COUNT],
+                               int n_threads, struct dsi_matmul_scratch *mm);
 
 struct dsi_context {
     const struct dsi_model *m;

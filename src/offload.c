@@ -60,11 +60,14 @@ enum dsi_status dsi_model_offload(struct dsi_model *m, const struct dsi_model_pa
         DSI_LOG_ERR("offload: %d GPU layers", p->n_gpu_layers);
         return DSI_ERR_ARG;
     }
-    if (hp->arch == DSI_ARCH_DEEPSEEK2 || hp->n_expert > 0) {
+    /* latent attention and experts have no Vulkan path yet: such a model offloads only its
+     * vision tower, if it has one */
+    bool layers_ok = hp->arch != DSI_ARCH_DEEPSEEK2 && hp->n_expert == 0;
+    if (!layers_ok) {
         /* said as a warning only when layers were asked for explicitly */
         dsi_log(autop ? DSI_LOG_INFO : DSI_LOG_WARN, "offload: %s layers (latent attention, "
-                "experts) have no Vulkan path yet; running on the CPU", dsi_model_arch(m));
-        return DSI_OK;
+                "experts) have no Vulkan path yet; they run on the CPU", dsi_model_arch(m));
+        if (!m->vl2) return DSI_OK;
     }
     struct dsi_vk_params vp = dsi_vk_default_params();
     vp.device = p->gpu_device;
@@ -87,6 +90,15 @@ enum dsi_status dsi_model_offload(struct dsi_model *m, const struct dsi_model_pa
     if (st == DSI_ERR_ARG) return st;
     if (st) {
         DSI_LOG_WRN("offload: no usable Vulkan device; running on the CPU");
+        return DSI_OK;
+    }
+    /* the vision tower first: the most compute per byte */
+    bool tower = m->vl2 && dsi_vl2_offload(m->vl2, m->vk) == DSI_OK;
+    if (!layers_ok) {
+        if (!tower) {
+            dsi_vk_close(m->vk);
+            m->vk = NULL;
+        }
         return DSI_OK;
     }
     /* the plan: the most of the last layers (and the head when all fit) within the budget */
@@ -138,7 +150,7 @@ enum dsi_status dsi_model_offload(struct dsi_model *m, const struct dsi_model_pa
         else
             m->gpu_out = true, up += output_bytes(m);
     }
-    if (from == nl && !m->gpu_out) {
+    if (from == nl && !m->gpu_out && !tower) {
         DSI_LOG_WRN("offload: nothing fits on %s; running on the CPU", dsi_vk_info(m->vk)->name);
         dsi_vk_close(m->vk);
         m->vk = NULL;
@@ -152,7 +164,7 @@ enum dsi_status dsi_model_offload(struct dsi_model *m, const struct dsi_model_pa
 
 void dsi_context_offload(struct dsi_context *c) {
     const struct dsi_model *m = c->m;
-    if (!m->vk) return;
+    if (!m->vk || (m->gpu_from == (int)m->hp.n_layer && !m->gpu_out)) return;
     struct dsi_vk_backend_params bp =
         backend_params(m, m->gpu_from, m->gpu_out, c->p.n_batch, c->p.n_ctx, c->p.n_seq,
                        c->p.kv_type, c->p.batch_invariant);

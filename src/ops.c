@@ -700,3 +700,95 @@ void dsi_op_get_rows(float *y, const struct dsi_tensor *table, const int32_t *id
     for (int64_t i = 0; i < n; i++)
         kt->to_f32(dsi_tensor_row(table, ids[i]), y + i * K, K);
 }
+
+/* ---- vision encoders --------------------------------------------------------------------- */
+
+void dsi_op_layernorm(float *y, const float *x, const float *w, const float *b, int64_t T,
+                      int64_t n, float eps, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t t = 0; t < T; t++) {
+        const float *r = x + t * n;
+        float *o = y + t * n;
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < n; i++) mean += r[i];
+        mean /= (double)n;
+        for (int64_t i = 0; i < n; i++) var += (r[i] - mean) * (r[i] - mean);
+        float inv = (float)(1.0 / sqrt(var / (double)n + eps)), mu = (float)mean;
+        for (int64_t i = 0; i < n; i++) o[i] = (r[i] - mu) * inv * w[i] + b[i];
+    }
+}
+
+/* e^x for x <= 88 in straight-line float arithmetic that vectorizes (libm's expf does
+ * not): 2^n * p(r) with n = rint(x / ln 2), r = x - n ln 2 in two parts, p the degree-6
+ * Taylor polynomial (relative error < 2e-7 on |r| <= ln2/2); e^x underflows to 0 below -87. */
+static inline float exp_vec(float x) {
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    /* round to nearest by the 1.5 * 2^23 trick (roundf is a libm call without SSE4.1) */
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693145751953125f - n * 1.42860682030941723212e-6f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 +
+                                                                           r * (1.0f / 720))))));
+    union {
+        int32_t i;
+        float f;
+    } u = {((int32_t)n + 127) << 23};
+    return p * u.f;
+}
+
+void dsi_op_gelu_tanh(float *x, int64_t n, int n_threads) {
+    const float c = 0.7978845608028654f; /* sqrt(2/pi) */
+    /* tanh(u) = 1 - 2 / (e^(2u) + 1): the error is absolute (~1e-7), and gelu multiplies it
+     * by z / 2 */
+#pragma omp parallel for simd num_threads(n_threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float z = x[i], u = c * (z + 0.044715f * z * z * z);
+        x[i] = 0.5f * z * (2.0f - 2.0f / (exp_vec(2.0f * u) + 1.0f));
+    }
+}
+
+/* Softmax of each row of n (T rows), scaled by s first. */
+static void softmax_rows(float *x, int64_t T, int64_t n, float s, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t t = 0; t < T; t++) {
+        float *r = x + t * n, mx = -INFINITY, sum = 0;
+        for (int64_t i = 0; i < n; i++) mx = r[i] * s > mx ? r[i] * s : mx;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < n; i++) sum += r[i] = exp_vec(r[i] * s - mx);
+        float inv = 1.0f / sum;
+        for (int64_t i = 0; i < n; i++) r[i] *= inv;
+    }
+}
+
+
+enum dsi_status dsi_op_attention_full(float *out, const float *q, const float *k, const float *v,
+                                      int64_t T, const struct dsi_attn_params *p, int n_threads,
+                                      struct dsi_matmul_scratch *mm) {
+    int64_t H = p->n_head, G = p->n_head / p->n_head_kv, hd = p->head_dim, hv = p->head_dim_v;
+    int64_t qw = H * hd, kw = p->n_head_kv * hd, vw = p->n_head_kv * hv;
+    float *qh = malloc((size_t)(T * hd) * sizeof *qh), *kh = malloc((size_t)(T * hd) * sizeof *kh);
+    float *vt = malloc((size_t)(T * hv) * sizeof *vt), *oh = malloc((size_t)(T * hv) * sizeof *oh);
+    float *sc = malloc((size_t)(T * T) * sizeof *sc);
+    enum dsi_status st = qh && kh && vt && oh && sc ? DSI_OK : DSI_ERR_NOMEM;
+    for (int64_t h = 0; h < H && !st; h++) {
+        /* q, k as [T][hd]; v transposed to [hv][T] so that both products are x * W^T */
+        int64_t kvh = h / G;
+        for (int64_t t = 0; t < T; t++) {
+            memcpy(qh + t * hd, q + t * qw + h * hd, (size_t)hd * sizeof(float));
+            memcpy(kh + t * hd, k + t * kw + kvh * hd, (size_t)hd * sizeof(float));
+            for (int64_t d = 0; d < hv; d++) vt[d * T + t] = v[t * vw + kvh * hv + d];
+        }
+        struct dsi_tensor K = dsi_tensor_make(DSI_TYPE_F32, hd, T, 1, 1, kh);
+        struct dsi_tensor Vt = dsi_tensor_make(DSI_TYPE_F32, T, hv, 1, 1, vt);
+        dsi_op_matmul(sc, qh, T, &K, NULL, n_threads, mm);
+        softmax_rows(sc, T, T, p->scale, n_threads);
+        dsi_op_matmul(oh, sc, T, &Vt, NULL, n_threads, mm);
+        for (int64_t t = 0; t < T; t++)
+            memcpy(out + t * H * hv + h * hv, oh + t * hv, (size_t)hv * sizeof(float));
+    }
+    free(qh);
+    free(kh);
+    free(vt);
+    free(oh);
+    free(sc);
+    return st;
+}

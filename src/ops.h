@@ -132,6 +132,19 @@ struct dsi_attn_seg {
 void dsi_op_attention_segs(const struct dsi_attn_seg *segs, int nseg, const struct dsi_attn_params *p,
                            int n_threads, float *scratch, int64_t n_ctx);
 
+/* Vision encoders: y = LayerNorm(x) * w + b per row of n (biased variance), T rows; y may
+ * be x. */
+void dsi_op_layernorm(float *y, const float *x, const float *w, const float *b, int64_t T,
+                      int64_t n, float eps, int n_threads);
+/* x = gelu(x), tanh approximation, n elements (absolute error ~1e-7 * |x|). */
+void dsi_op_gelu_tanh(float *x, int64_t n, int n_threads);
+/* Attention of every token to every token (no mask): out [T][n_head * head_dim_v] from q
+ * [T][n_head * head_dim] and k, v [T][n_head_kv * ...]; per head, scores and the weighted sum
+ * are matrix products (BLAS when mm has room). DSI_ERR_NOMEM for its T*T scratch. */
+enum dsi_status dsi_op_attention_full(float *out, const float *q, const float *k, const float *v,
+                                      int64_t T, const struct dsi_attn_params *p, int n_threads,
+                                      struct dsi_matmul_scratch *mm);
+
 /* g = silu(g) * u, n elements. */
 void dsi_op_swiglu(float *g, const float *u, int64_t n, int n_threads);
 /* y += x, n elements. */

@@ -15,6 +15,7 @@
 #include "src/convert.h"
 #include "src/model.h"
 #include "tests/util.h"
+#include "tests/util_st.h"
 #include "vulkan/vk.h"
 
 struct capture {
@@ -173,7 +174,7 @@ static void run_model(const char *name, const char *source) {
         dsi_st_free(ref);
         return;
     }
-    int64_t T, V = dsi_model_n_vocab(m), E = dsi_model_n_embd(m), L = dsi_model_n_layer(m);
+    int64_t T = 0, V = dsi_model_n_vocab(m), E = dsi_model_n_embd(m), L = dsi_model_n_layer(m);
     TU_CHECK(dsi_model_gpu_layers(m) == (g_ngl > L ? (int)L : g_ngl), "%s: %d layers offloaded",
              name, dsi_model_gpu_layers(m));
     int32_t *ids = tu_st_ids(ref, "input_ids", &T);
@@ -225,7 +226,7 @@ static void run_model(const char *name, const char *source) {
     }
 
     /* greedy generation with the cache: prompt in one batch, then one token at a time */
-    int64_t np, ng;
+    int64_t np = 0, ng = 0;
     int32_t *prompt = tu_st_ids(ref, "gen_prompt", &np), *gen = tu_st_ids(ref, "gen_output", &ng);
     cp.n_batch = 512;
     if (prompt && gen && dsi_context_init(m, &cp, &c) == DSI_OK) {
@@ -354,7 +355,7 @@ static void test_mla_forms(const char *name) {
     dsi_context_init(m, &cp, &ca);
     cp.mla_naive = true;
     dsi_context_init(m, &cp, &cn);
-    int64_t np;
+    int64_t np = 0;
     int32_t *prompt = tu_st_ids(ref, "gen_prompt", &np);
     if (ca && cn && prompt) {
         dsi_context_decode(ca, prompt, np, 0, false);

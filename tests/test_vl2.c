@@ -10,7 +10,8 @@
  *    logits_tail within 2e-3 * max|ref|, logits_argmax at every position, and greedy
  *    generation with the KV cache reproduces gen_output;
  *  - the whole pipeline from the JPEG file (our decoder and resampler, not PIL's): the same
- *    greedy tokens. */
+ *    ids and image positions, embeddings within the decoders' difference;
+ *  - the tower on a Vulkan device when there is one (lavapipe in CI). */
 #include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -21,6 +22,8 @@
 #include "src/vision/image.h"
 #include "src/vision/vl2.h"
 #include "tests/util.h"
+#include "tests/util_st.h"
+#include "vulkan/vk.h"
 
 struct capture {
     float *h; /* [T][n_embd] after the final norm */
@@ -58,7 +61,7 @@ static struct dsi_context *f32_context(const struct dsi_model *m, int64_t n_ctx,
 /* The language model fed the reference input embeddings at the image positions. */
 static void check_language_model(const char *name, const struct dsi_model *m,
                                  const struct dsi_st *ref) {
-    int64_t T, nm, ne, nt, ng;
+    int64_t T = 0, nm = 0, ne = 0, nt = 0, ng = 0;
     int32_t *ids = tu_st_ids(ref, "input_ids", &T);
     int32_t *mask = tu_st_ids(ref, "images_seq_mask", &nm);
     int32_t *am = tu_st_ids(ref, "logits_argmax", NULL);
@@ -120,6 +123,45 @@ static void check_language_model(const char *name, const struct dsi_model *m,
     free(hid);
 }
 
+/* The tower on a Vulkan device (lavapipe in CI), fed the reference views: vision_out within
+ * tol (its weights are f16 there), and the model's greedy tokens from those features equal
+ * the CPU's. */
+static void check_vision_gpu(const char *name, const char *dir, const struct dsi_st *ref) {
+    struct dsi_model_params mp = dsi_model_default_params();
+    mp.n_gpu_layers = 99;
+    const char *val = getenv("DSI_VK_VALIDATION");
+    mp.gpu_validation = val && *val == '1';
+    struct dsi_model *m = NULL;
+    TU_CHECK(dsi_model_load_ex(dir, &mp, &m) == DSI_OK, "%s: load with -ngl 99", name);
+    const struct dsi_vl2 *v = m ? dsi_model_vl2(m) : NULL;
+    TU_CHECK(v && dsi_vl2_on_gpu(v), "%s: the vision tower is not on the GPU", name);
+    if (tu_failures) {
+        dsi_model_free(m);
+        return;
+    }
+    struct dsi_vl2_info in = dsi_vl2_get_info(v);
+    const struct dsi_st_tensor *vt = dsi_st_find(ref, "views_u8");
+    int64_t F = (int64_t)in.grid * in.grid * in.width, nvo;
+    float *vo = tu_st_f32(ref, "vision_out", &nvo), *feat = malloc((size_t)F * sizeof *feat);
+    size_t vbytes = (size_t)in.image_size * in.image_size * 3;
+    double ev = 0;
+    for (int64_t i = 0; i < vt->shape[0]; i++) {
+        TU_CHECK(dsi_vl2_vision(v, (const uint8_t *)vt->data + i * vbytes, feat, 2) == DSI_OK,
+                 "%s: tower on the GPU", name);
+        double e = rel_err(feat, vo + i * F, F);
+        ev = e > ev ? e : ev;
+    }
+    /* f16 weights (the bf16 checkpoint's values, exact unless below f16's normal range) and f32
+     * arithmetic in another order: measured 1e-6 on lavapipe */
+    TU_CHECK(ev <= 1e-5, "%s: vision_out on the GPU: max|diff|/max|ref| = %.3g > 1e-5", name, ev);
+    TU_CHECK(dsi_model_gpu_validation_errors(m) == 0, "%s: %d validation errors", name,
+             dsi_model_gpu_validation_errors(m));
+    TU_LOG("%s: vision_out on %s: %.2e\n", name, dsi_model_gpu_name(m), ev);
+    free(vo);
+    free(feat);
+    dsi_model_free(m);
+}
+
 /* Tower, projector and weaving fed the reference views. */
 static void check_vision(const char *name, const struct dsi_model *m, const struct dsi_st *ref) {
     const struct dsi_vl2 *v = dsi_model_vl2(m);
@@ -127,7 +169,7 @@ static void check_vision(const char *name, const struct dsi_model *m, const stru
     if (!v) return;
     struct dsi_vl2_info in = dsi_vl2_get_info(v);
     const struct dsi_st_tensor *vt = dsi_st_find(ref, "views_u8");
-    int64_t nvo, npo, nc, T, ne;
+    int64_t nvo = 0, npo = 0, nc = 0, T = 0, ne = 0;
     float *vo = tu_st_f32(ref, "vision_out", &nvo), *po = tu_st_f32(ref, "projector_out", &npo);
     float *emb = tu_st_f32(ref, "inputs_embeds", &ne);
     int32_t *crop = tu_st_ids(ref, "images_spatial_crop", &nc);
@@ -208,7 +250,7 @@ static void check_from_jpeg(const char *name, const char *dir, const struct dsi_
     struct dsi_vl2_msg msg = {"user", c0->valuestring};
     struct dsi_vl2_prompt p = {0};
     TU_CHECK(dsi_vl2_prompt_chat(m, &msg, 1, &im, 1, 2, &p) == DSI_OK, "%s: prompt", name);
-    int64_t T, nm, ne;
+    int64_t T = 0, nm = 0, ne = 0;
     int32_t *ids = tu_st_ids(ref, "input_ids", &T), *mask = tu_st_ids(ref, "images_seq_mask", &nm);
     float *emb = tu_st_f32(ref, "inputs_embeds", &ne);
     int64_t E = dsi_model_n_embd(m);
@@ -252,6 +294,11 @@ static void run_fixture(const char *name) {
     if (!tu_failures) check_vision(name, m, ref);
     if (!tu_failures) check_language_model(name, m, ref);
     if (!tu_failures) check_from_jpeg(name, dir, m, ref);
+    struct dsi_vk_device_info vi[4];
+    int nvk = 0;
+    const char *req = getenv("DSI_REQUIRE_VULKAN");
+    if (!tu_failures && ((dsi_vk_list(vi, 4, &nvk) == DSI_OK && nvk > 0) || (req && *req == '1')))
+        check_vision_gpu(name, dir, ref);
     dsi_model_free(m);
     dsi_st_free(ref);
 }

@@ -247,6 +247,91 @@ static void test_float_ops(struct dsi_vk *vk, struct dsi_backend *b) {
  * 3 tokens, then one token each; with `long_ctx`, first a prompt of 720 tokens for sequence
  * 0 in passes of NB, so that the decode pass attends over several splits of the cache. The
  * invariant backend splits every decode pass. */
+/* The vision encoders' operators (src/vision/vl2.c) against the CPU's: LayerNorm, GELU,
+ * attention of every token to every token, and float matrix products whose rows are not
+ * whole 32-element blocks (zero-padded at upload) read from rows that are not 16-byte
+ * aligned. */
+static void test_vision_ops(struct dsi_vk *vk, struct dsi_backend *b) {
+    const int64_t T = NB;
+    char label[64];
+    float *x = malloc(sizeof(float) * NB * FF), *want = malloc(sizeof(float) * NB * FF);
+    float *got = malloc(sizeof(float) * NB * FF), *w = malloc(sizeof(float) * E);
+    float *bias = malloc(sizeof(float) * E);
+    fill(w, E, 2.0f);
+    fill(bias, E, 1.0f);
+    {
+        const float *vp[2] = {w, bias};
+        int64_t vn[2] = {E, E};
+        struct dsi_vk_group *g;
+        TU_CHECK(dsi_vk_upload(vk, NULL, 0, vp, vn, 2, &g) == DSI_OK, "upload a norm weight and bias");
+    }
+    fill(x, T * E, 3.0f);
+    for (int64_t i = 0; i < T * E; i++) x[i] += 0.5f; /* a mean to remove */
+    dsi_op_layernorm(want, x, w, bias, T, E, 1e-6f, 1);
+    begin1(b, T);
+    b->ops->set(b, DSI_ACT_X, 0, x, T * E);
+    b->ops->layernorm(b, DSI_ACT_XN, DSI_ACT_X, w, bias, T, E, 1e-6f);
+    b->ops->get(b, DSI_ACT_XN, 0, got, T * E);
+    snprintf(label, sizeof label, "layernorm");
+    CHECK_NMSE(got, want, T * E, 1e-10, "%s", label);
+    fill(x, T * FF, 6.0f);
+    memcpy(want, x, sizeof(float) * T * FF);
+    dsi_op_gelu_tanh(want, T * FF, 1);
+    begin1(b, T);
+    b->ops->set(b, DSI_ACT_GATE, 0, x, T * FF);
+    b->ops->gelu(b, DSI_ACT_GATE, T * FF);
+    b->ops->get(b, DSI_ACT_GATE, 0, got, T * FF);
+    snprintf(label, sizeof label, "gelu");
+    CHECK_NMSE(got, want, T * FF, 1e-10, "%s", label);
+    /* full attention, grouped heads */
+    {
+        float *q = malloc(sizeof(float) * T * NH * HD), *k = malloc(sizeof(float) * T * NKV * HD);
+        float *v = malloc(sizeof(float) * T * NKV * HD);
+        fill(q, T * NH * HD, 1.0f);
+        fill(k, T * NKV * HD, 1.0f);
+        fill(v, T * NKV * HD, 1.0f);
+        struct dsi_attn_params ap = {NH, NKV, HD, HD, 0.125f};
+        struct dsi_matmul_scratch mm = {0};
+        TU_CHECK(dsi_op_attention_full(want, q, k, v, T, &ap, 1, &mm) == DSI_OK, "cpu attention");
+        free(mm.wbuf), free(mm.xq), free(mm.gemm);
+        begin1(b, T);
+        b->ops->set(b, DSI_ACT_Q, 0, q, T * NH * HD);
+        b->ops->set(b, DSI_ACT_K, 0, k, T * NKV * HD);
+        b->ops->set(b, DSI_ACT_V, 0, v, T * NKV * HD);
+        b->ops->attention_full(b, DSI_ACT_ATTN, DSI_ACT_Q, DSI_ACT_K, DSI_ACT_V, T, &ap);
+        b->ops->get(b, DSI_ACT_ATTN, 0, got, T * NH * HD);
+        snprintf(label, sizeof label, "attention, every token to every token");
+        CHECK_NMSE(got, want, T * NH * HD, 1e-10, "%s", label);
+        free(q), free(k), free(v);
+    }
+    /* rows of 45 (f32) and 119 (bf16, widened to f16): padded blocks, unaligned inputs */
+    static const enum dsi_type types[2] = {DSI_TYPE_F32, DSI_TYPE_BF16};
+    static const int64_t Ks[2] = {45, 119};
+    for (int i = 0; i < 2; i++) {
+        int64_t K = Ks[i], N = 37;
+        float *src = malloc(sizeof(float) * K * N);
+        fill(src, K * N, 1.0f);
+        void *mem;
+        struct dsi_tensor W = make_weight(types[i], src, K, N, &mem);
+        const struct dsi_tensor *tp[1] = {&W};
+        struct dsi_vk_group *g;
+        TU_CHECK(dsi_vk_upload(vk, tp, 1, NULL, NULL, 0, &g) == DSI_OK, "upload K=%lld", (long long)K);
+        fill(x, T * K, 1.0f);
+        dsi_op_matmul_ref(want, x, T, &W, NULL);
+        begin1(b, T);
+        b->ops->set(b, DSI_ACT_GATE, 0, x, T * K);
+        const enum dsi_act y = DSI_ACT_TMP;
+        b->ops->matmul(b, 1, &y, DSI_ACT_GATE, T, tp, NULL);
+        b->ops->get(b, DSI_ACT_TMP, 0, got, T * N);
+        snprintf(label, sizeof label, "matmul %s, rows of %lld", dsi_type_name(types[i]), (long long)K);
+        /* bf16 values are exact in f16 here; f32 arithmetic against the double reference */
+        CHECK_NMSE(got, want, T * N, 1e-10, "%s", label);
+        free(src);
+        free(mem);
+    }
+    free(x), free(want), free(got), free(w), free(bias);
+}
+
 static void test_attention(struct dsi_vk *vk, enum dsi_type kv_type, bool invariant, bool long_ctx) {
     struct dsi_vk_backend_params bp = bparams(kv_type);
     const int64_t n_ctx = long_ctx ? 1024 : NCTX;
@@ -370,6 +455,7 @@ int main(int argc, char **argv) {
         return tu_finish("test_vulkan");
     }
     test_matmul(vk, b, "");
+    test_vision_ops(vk, b);
     {   /* the decode shaders without subgroup operations */
         struct dsi_vk_backend_params np = bp;
         struct dsi_backend *nb;

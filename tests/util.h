@@ -33,14 +33,6 @@ const char *tu_last_log(void);
 void *tu_guarded_alloc(size_t size);
 void tu_guarded_free(void *p, size_t size);
 
-/* A reference tensor of a safetensors file (struct dsi_st *), as a malloc'd int32 (I32/I64
- * sources) or float array, *n its element count; NULL when absent or of another type. */
-struct dsi_st;
-int32_t *tu_st_ids(const struct dsi_st *st, const char *name, int64_t *n);
-float *tu_st_f32(const struct dsi_st *st, const char *name, int64_t *n);
-/* Index of the largest of v[0..n) (the first on ties). */
-int32_t tu_argmax(const float *v, int64_t n);
-
 #define TU_CHECK(cond, ...)                                                                        \
     do {                                                                                           \
         if (!(cond)) tu_fail(__FILE__, __LINE__, __VA_ARGS__);                                     \

@@ -27,7 +27,8 @@ struct vkb {
     struct dsi_vk_buf info, up, down, dummy;
     struct dsi_vk_buf part; /* split attention partials: split_rows x n_head x MAX_SPLITS */
     int64_t max_keys;       /* the most keys a token of this pass attends to */
-    uint32_t tab_word, rows_word; /* info layout: tokens (2 words each), rope table, rows */
+    uint32_t tab_word, rows_word, full_word; /* info layout: tokens (2 words each), rope
+                                                 table, rows, full attention's (0, T-1) */
     VkCommandPool pool;
     VkCommandBuffer cb;
     VkFence fence;
@@ -130,7 +131,7 @@ static uint64_t kv_layer_bytes(const struct dsi_vk_backend_params *p, bool value
 }
 
 static uint32_t info_words(const struct dsi_vk_backend_params *p) {
-    return (uint32_t)(p->n_batch * (3 + p->rope_dims));
+    return (uint32_t)(p->n_batch * (5 + p->rope_dims));
 }
 
 uint64_t dsi_vk_backend_bytes(const struct dsi_vk_backend_params *p) {
@@ -451,7 +452,8 @@ static enum dsi_vk_shader mm_shader(const struct vkb *b, enum dsi_vk_wtype t, bo
 /* One matrix: y (+)= x W^T (+ bias). */
 static void matmul1(struct vkb *b, enum dsi_act y, enum dsi_act x, int64_t T,
                     const struct dsi_tensor *W, const float *bias, bool acc) {
-    bool tiled = b->p.batch_invariant ? b->prompt : T >= 8;
+    /* rows that are not whole blocks (float weights) have only the tiled shader */
+    bool tiled = (b->p.batch_invariant ? b->prompt : T >= 8) || W->ne[0] % 32 != 0;
     const struct dsi_vk_weight *dw = dsi_vk_weight_find(b->vk, W->data);
     const struct dsi_vk_weight *db = bias ? dsi_vk_weight_find(b->vk, bias) : NULL;
     if (!dw || !dw->buf || (bias && (!db || !db->buf))) {
@@ -584,9 +586,53 @@ static void vkb_gather(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, c
              BIT(x), BIT(y));
 }
 
+static void vkb_layernorm(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, const float *w,
+                          const float *bias, int64_t T, int64_t n, float eps) {
+    struct vkb *b = (struct vkb *)be;
+    const struct dsi_vk_weight *dw = dsi_vk_weight_find(b->vk, w), *db = dsi_vk_weight_find(b->vk, bias);
+    if (!dw || !dw->buf || !db || !db->buf) {
+        DSI_LOG_ERR("vulkan: a norm weight or bias is not on the device");
+        fail(b, DSI_ERR_DEVICE);
+        return;
+    }
+    struct bind bs[4] = {act_bind(b, x), {dw->buf, dw->off, dw->size}, act_bind(b, y),
+                         {db->buf, db->off, db->size}};
+    struct dsi_vk_pc_norm pc = {(uint32_t)n, (uint32_t)T, eps, 0};
+    dispatch(b, DSI_VK_LAYERNORM, bs, 4, &pc, sizeof pc, (uint32_t)T, 1, 1, BIT(x), BIT(y));
+}
+
+static void vkb_gelu(struct dsi_backend *be, enum dsi_act x, int64_t n) {
+    eltwise((struct vkb *)be, x, x, n, 2);
+}
+
+/* The cached attention's shader with K and V of the pass as an f32 "cache" and every token
+ * at base 0, position T - 1 (info words at full_word). */
+static void vkb_attention_full(struct dsi_backend *be, enum dsi_act out, enum dsi_act q,
+                               enum dsi_act k, enum dsi_act v, int64_t T,
+                               const struct dsi_attn_params *p) {
+    struct vkb *b = (struct vkb *)be;
+    if (T > b->p.n_batch || p->head_dim % 4 || p->head_dim > 256 || p->head_dim_v > 256) {
+        DSI_LOG_ERR("vulkan: full attention of %lld tokens, head size %d", (long long)T, p->head_dim);
+        fail(b, DSI_ERR_ARG);
+        return;
+    }
+    uint32_t *info = b->info.map;
+    for (int64_t t = 0; t < T; t++) {
+        info[b->full_word + 2 * t] = 0;
+        info[b->full_word + 2 * t + 1] = (uint32_t)(T - 1);
+    }
+    struct dsi_vk_pc_attn pc = {(uint32_t)T, (uint32_t)p->n_head, (uint32_t)p->n_head_kv,
+                                (uint32_t)p->head_dim, (uint32_t)p->head_dim_v, b->full_word,
+                                p->scale, 0};
+    struct bind at[5] = {act_bind(b, q), act_bind(b, k), act_bind(b, v), act_bind(b, out),
+                         buf_bind(&b->info)};
+    dispatch(b, DSI_VK_ATTENTION_F32, at, 5, &pc, sizeof pc, (uint32_t)p->n_head, (uint32_t)T, 1,
+             BIT(q) | BIT(k) | BIT(v), BIT(out));
+}
+
 static const struct dsi_backend_ops vk_ops = {
     "vulkan", vkb_begin, vkb_end, vkb_host, vkb_set, vkb_get, vkb_rmsnorm, vkb_matmul, vkb_matmul_add, vkb_rope,
-    vkb_attention, vkb_swiglu, vkb_add, vkb_gather,
+    vkb_attention, vkb_swiglu, vkb_add, vkb_gather, vkb_layernorm, vkb_gelu, vkb_attention_full,
 };
 
 /* ---- lifetime -------------------------------------------------------------------------------- */
@@ -655,6 +701,7 @@ enum dsi_status dsi_vk_backend_new(struct dsi_vk *vk, const struct dsi_vk_backen
     b->p = *p;
     b->tab_word = (uint32_t)(2 * p->n_batch);
     b->rows_word = b->tab_word + (uint32_t)(p->n_batch * p->rope_dims);
+    b->full_word = b->rows_word + (uint32_t)p->n_batch;
     enum dsi_status st = DSI_OK;
     for (int a = 0; a < DSI_ACT_COUNT && !st; a++) {
         uint64_t bytes = (uint64_t)act_rows(p, a) * (uint64_t)act_width(p, a) * 4;

@@ -97,6 +97,9 @@ SPV(attn_combine)
 SPV(eltwise)
 #include "spv/eltwise.inc"
     ;
+SPV(layernorm)
+#include "spv/layernorm.inc"
+    ;
 SPV(gather)
 #include "spv/gather.inc"
     ;
@@ -138,6 +141,7 @@ static const struct {
     S(DSI_VK_ATTN_COMBINE, attn_combine),
     S(DSI_VK_ELTWISE, eltwise),
     S(DSI_VK_GATHER, gather),
+    S(DSI_VK_LAYERNORM, layernorm),
 #undef S
 };
 

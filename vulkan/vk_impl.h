@@ -114,6 +114,7 @@ enum dsi_vk_shader {
     DSI_VK_RMSNORM = DSI_VK_MATMUL + DSI_VK_WTYPE_COUNT,
     DSI_VK_ROPE, DSI_VK_KV_STORE_F16, DSI_VK_KV_STORE_F32,
     DSI_VK_ATTENTION_F16, DSI_VK_ATTENTION_F32, DSI_VK_ATTN_COMBINE, DSI_VK_ELTWISE, DSI_VK_GATHER,
+    DSI_VK_LAYERNORM, /* rmsnorm.comp with LAYERNORM: mean removed, bias added */
     DSI_VK_SHADER_COUNT
 };
 
@@ -188,7 +189,8 @@ struct dsi_vk_pc_matmul {
 };
 _Static_assert(sizeof(struct dsi_vk_pc_matmul) == 48, "mirrored in matvec.comp/matmul.comp");
 
-/* shaders/rmsnorm.comp: y row t = x row t * w / rms, T rows of n. */
+/* shaders/rmsnorm.comp: y row t = x row t * w / rms, T rows of n; the LAYERNORM variant:
+ * (x - mean) / std * w + bias. */
 struct dsi_vk_pc_norm {
     uint32_t n, T;
     float eps;
@@ -213,7 +215,7 @@ struct dsi_vk_pc_attn {
 _Static_assert(sizeof(struct dsi_vk_pc_attn) == 32,
                "mirrored in kv_store.comp, attention.comp, attn_combine.comp");
 
-/* shaders/eltwise.comp: op 0: y += x; op 1: y = silu(y) * x, n elements. */
+/* shaders/eltwise.comp: op 0: y += x; op 1: y = silu(y) * x; op 2: y = gelu_tanh(y), n elements. */
 struct dsi_vk_pc_eltwise {
     uint32_t n, op;
 };

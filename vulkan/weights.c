@@ -5,7 +5,8 @@
  * the blocks' quants (16 or 32 bytes per block, word-aligned for the shaders) followed by the
  * blocks' f16 scales; Q4_K and Q5_K as they are, Q6_K padded to 212 bytes a block. Other types
  * (BF16, Q4_1, Q5_0/1, Q2_K, Q3_K, IQ4) are widened to F16 once at upload, which costs memory
- * but no accuracy beyond f16 rounding (BF16 exactly, when in f16's range). */
+ * but no accuracy beyond f16 rounding (BF16 exactly, when in f16's range). Float rows that are
+ * not whole 32-element blocks are zero-padded to whole blocks. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,19 +40,38 @@ static uint64_t layout_bytes(enum dsi_type t, int64_t n, uint64_t *scale_off) {
     }
 }
 
+/* Float weights (f32, and the types widened to f16) may have rows that are not whole 32-element
+ * blocks: each row is zero-padded to whole blocks (the shaders' unit); quantized rows are
+ * whole blocks by construction. */
+static bool is_float_layout(enum dsi_type t) {
+    enum dsi_vk_wtype d = device_type(t);
+    return d == DSI_VK_W_F32 || d == DSI_VK_W_F16;
+}
+
+/* Elements of the device copy: rows padded to whole blocks. */
+static int64_t device_elems(const struct dsi_tensor *t) {
+    int64_t n = dsi_tensor_nelements(t), row = t->ne[0];
+    if (!is_float_layout(t->type) || row % 32 == 0) return n;
+    return n / row * ((row + 31) / 32 * 32);
+}
+
 uint64_t dsi_vk_weight_bytes(const struct dsi_tensor *t) {
     uint64_t so;
-    return layout_bytes(t->type, dsi_tensor_nelements(t), &so);
+    return layout_bytes(t->type, device_elems(t), &so);
 }
 
 /* Write the device image of t into dst (layout_bytes bytes). */
 static bool convert(const struct dsi_tensor *t, uint8_t *dst) {
     int64_t n = dsi_tensor_nelements(t);
-    uint64_t so, bytes = layout_bytes(t->type, n, &so);
+    uint64_t so, bytes = layout_bytes(t->type, device_elems(t), &so);
     const uint8_t *src = t->data;
+    int64_t row = t->ne[0], rows = n / row, prow = (row + 31) / 32 * 32; /* prow: float rows */
     memset(dst, 0, bytes);
     switch (device_type(t->type)) {
-    case DSI_VK_W_F32: memcpy(dst, src, (size_t)n * 4); return true;
+    case DSI_VK_W_F32:
+        for (int64_t r = 0; r < rows; r++)
+            memcpy(dst + (size_t)(r * prow) * 4, src + (size_t)r * t->nb[1], (size_t)row * 4);
+        return true;
     case DSI_VK_W_Q4_0:
     case DSI_VK_W_Q8_0: {
         size_t qb = t->type == DSI_TYPE_Q4_0 ? 16 : 32, bs = qb + 2;
@@ -70,17 +90,17 @@ static bool convert(const struct dsi_tensor *t, uint8_t *dst) {
     default: break;
     }
     if (t->type == DSI_TYPE_F16) {
-        memcpy(dst, src, (size_t)n * 2);
+        for (int64_t r = 0; r < rows; r++)
+            memcpy(dst + (size_t)(r * prow) * 2, src + (size_t)r * t->nb[1], (size_t)row * 2);
         return true;
     }
     const struct dsi_type_kernels *k = dsi_kernels(t->type);
-    int64_t row = t->ne[0], rows = n / row;
     float *tmp = k && k->to_f32 ? malloc((size_t)row * sizeof(float)) : NULL;
     if (!tmp) return false;
     uint16_t *h = (uint16_t *)dst;
     for (int64_t r = 0; r < rows; r++) {
         k->to_f32(src + (size_t)r * t->nb[1], tmp, row);
-        for (int64_t i = 0; i < row; i++) h[r * row + i] = dsi_f32_to_f16(tmp[i]);
+        for (int64_t i = 0; i < row; i++) h[r * prow + i] = dsi_f32_to_f16(tmp[i]);
     }
     free(tmp);
     return true;
@@ -144,7 +164,8 @@ enum dsi_status dsi_vk_upload(struct dsi_vk *vk, const struct dsi_tensor *const 
         uint64_t so, bytes;
         if (i < nt) {
             if (!t[i] || !t[i]->data) continue;
-            if (t[i]->layout != DSI_LAYOUT_ROWS || t[i]->ne[0] % 32 != 0) {
+            if (t[i]->layout != DSI_LAYOUT_ROWS ||
+                (t[i]->ne[0] % 32 != 0 && !is_float_layout(t[i]->type))) {
                 dsi_log(DSI_LOG_INFO, "vulkan: tensor %s has no device layout",
                         t[i]->name ? t[i]->name : "?");
                 free(w);
@@ -152,7 +173,7 @@ enum dsi_status dsi_vk_upload(struct dsi_vk *vk, const struct dsi_tensor *const 
                 return DSI_ERR_UNSUPPORTED;
             }
             srcs[k] = t[i];
-            bytes = layout_bytes(t[i]->type, dsi_tensor_nelements(t[i]), &so);
+            bytes = layout_bytes(t[i]->type, device_elems(t[i]), &so);
             w[k] = (struct dsi_vk_weight){t[i]->data, VK_NULL_HANDLE, 0, bytes,
                                           device_type(t[i]->type), (uint32_t)(so / 4)};
         } else {

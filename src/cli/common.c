@@ -181,9 +181,9 @@ struct dsi_model *cli_load_model(const struct cli_opts *o, double *seconds) {
     }
     if (seconds) *seconds = dsi_time_now() - t0;
     if (dsi_model_gpu_name(m))
-        fprintf(stderr, "dsinfer: %d of %lld layers%s on %s\n", dsi_model_gpu_layers(m),
+        fprintf(stderr, "dsinfer: %d of %lld layers%s%s on %s\n", dsi_model_gpu_layers(m),
                 (long long)dsi_model_n_layer(m), dsi_model_gpu_output(m) ? " and the output head" : "",
-                dsi_model_gpu_name(m));
+                dsi_vl2_on_gpu(dsi_model_vl2(m)) ? " and the vision tower" : "", dsi_model_gpu_name(m));
     return m;
 }
 

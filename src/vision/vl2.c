@@ -8,6 +8,7 @@
 #include "src/vision/vl2.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,15 @@
 struct vl2_block {
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
     struct dsi_tensor qkv, out, up, down;
+    struct dsi_tensor wq, wk, wv; /* the q, k, v rows of qkv */
     const float *qkv_b, *out_b, *up_b, *down_b;
+};
+
+/* The tower on a Vulkan device (dsi_vl2_offload): its weights there and one backend,
+ * used by one picture at a time. */
+struct vl2_gpu {
+    pthread_mutex_t lock;
+    struct dsi_backend *be; /* NULL after a device failure: the CPU */
 };
 
 struct dsi_vl2 {
@@ -37,6 +46,7 @@ struct dsi_vl2 {
     int32_t *cand;
     int n_cand;
     uint64_t n_params, n_bytes;
+    struct vl2_gpu *gpu;
     float **owned;
     int n_owned;
 };
@@ -124,6 +134,11 @@ static int64_t key_u32(struct vload *L, const char *key, int64_t lo, int64_t hi)
 
 void dsi_vl2_free(struct dsi_vl2 *v) {
     if (!v) return;
+    if (v->gpu) {
+        dsi_vk_backend_free(v->gpu->be);
+        pthread_mutex_destroy(&v->gpu->lock);
+        free(v->gpu);
+    }
     for (int i = 0; i < v->n_owned; i++) free(v->owned[i]);
     free(v->owned);
     free(v->blk);
@@ -214,6 +229,13 @@ enum dsi_status dsi_vl2_load(const struct dsi_gguf *g, int64_t n_embd, struct ds
         b->ln1_w = vec(&L, NAME("ln1.weight"), W, 1);
         b->ln1_b = vec(&L, NAME("ln1.bias"), W, 1);
         b->qkv = mat(&L, NAME("attn_qkv.weight"), W, 3 * W);
+        if (b->qkv.data) {
+            size_t rows = dsi_row_size(b->qkv.type, W) * (size_t)W;
+            b->wq = b->wk = b->wv = b->qkv;
+            b->wq.ne[1] = b->wk.ne[1] = b->wv.ne[1] = W;
+            b->wk.data = (char *)b->qkv.data + rows;
+            b->wv.data = (char *)b->qkv.data + 2 * rows;
+        }
         b->qkv_b = vec(&L, NAME("attn_qkv.bias"), 3 * W, 1);
         b->out = mat(&L, NAME("attn_out.weight"), W, W);
         b->out_b = vec(&L, NAME("attn_out.bias"), W, 1);
@@ -246,153 +268,108 @@ int64_t dsi_vl2_n_tokens(const struct dsi_vl2 *v, int nw, int nh) {
 
 /* ---- the tower ------------------------------------------------------------------------- */
 
-/* y = LayerNorm(x) * w + b per row of n (biased variance), T rows. */
-static void layernorm(float *y, const float *x, const float *w, const float *b, int64_t T,
-                      int64_t n, float eps, int n_threads) {
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (int64_t t = 0; t < T; t++) {
-        const float *r = x + t * n;
-        float *o = y + t * n;
-        double mean = 0, var = 0;
-        for (int64_t i = 0; i < n; i++) mean += r[i];
-        mean /= (double)n;
-        for (int64_t i = 0; i < n; i++) var += (r[i] - mean) * (r[i] - mean);
-        float inv = (float)(1.0 / sqrt(var / (double)n + eps)), mu = (float)mean;
-        for (int64_t i = 0; i < n; i++) o[i] = (r[i] - mu) * inv * w[i] + b[i];
-    }
-}
-
-/* e^x for x <= 88 in straight-line float arithmetic that vectorizes (libm's expf does
- * not): 2^n * p(r) with n = rint(x / ln 2), r = x - n ln 2 in two parts, p the degree-6
- * Taylor polynomial (relative error < 2e-7 on |r| <= ln2/2); e^x underflows to 0 below -87. */
-static inline float exp_vec(float x) {
-    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
-    /* round to nearest by the 1.5 * 2^23 trick (roundf is a libm call without SSE4.1) */
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693145751953125f - n * 1.42860682030941723212e-6f;
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 +
-                                                                           r * (1.0f / 720))))));
-    union {
-        int32_t i;
-        float f;
-    } u = {((int32_t)n + 127) << 23};
-    return p * u.f;
-}
-
-static void gelu_tanh(float *x, int64_t n, int n_threads) {
-    const float c = 0.7978845608028654f; /* sqrt(2/pi) */
-    /* tanh(u) = 1 - 2 / (e^(2u) + 1): the error is absolute (~1e-7), and gelu multiplies it
-     * by z / 2 */
-#pragma omp parallel for simd num_threads(n_threads) schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float z = x[i], u = c * (z + 0.044715f * z * z * z);
-        x[i] = 0.5f * z * (2.0f - 2.0f / (exp_vec(2.0f * u) + 1.0f));
-    }
-}
-
 static void gelu_erf(float *x, int64_t n, int n_threads) {
 #pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
 }
 
-/* Softmax of each row of n (T rows), scaled by s first. */
-static void softmax_rows(float *x, int64_t T, int64_t n, float s, int n_threads) {
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (int64_t t = 0; t < T; t++) {
-        float *r = x + t * n, mx = -INFINITY, sum = 0;
-        for (int64_t i = 0; i < n; i++) mx = r[i] * s > mx ? r[i] * s : mx;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < n; i++) sum += r[i] = exp_vec(r[i] * s - mx);
-        float inv = 1.0f / sum;
-        for (int64_t i = 0; i < n; i++) r[i] *= inv;
+/* ---- the tower, on a backend (core/backend.h) -------------------------------------------
+ * Buffers: X residual, XN normed, TMP, Q, K, V, ATTN [T][width]; GATE [T][max(n_ff, 3P^2)]
+ * holds the patches, then the MLP's hidden layer. The same code runs on the CPU backend (own
+ * buffers) and on a Vulkan backend made for the tower (dsi_vl2_offload). */
+
+static int64_t gate_width(const struct dsi_vl2 *v) {
+    int64_t in = 3 * (int64_t)v->patch * v->patch;
+    return v->n_ff > in ? v->n_ff : in;
+}
+
+static enum dsi_status run_tower(const struct dsi_vl2 *v, struct dsi_backend *be,
+                                 const uint8_t *view, float *feat, float *patches, int32_t *pos) {
+    const struct dsi_backend_ops *B = be->ops;
+    int64_t G = v->grid, P = v->patch, S = v->size, T = G * G, W = v->width, K = 3 * P * P;
+    /* patches in the convolution's (channel, ky, kx) order; pixels normalized to [-1, 1] */
+    for (int64_t p = 0; p < T; p++) {
+        int64_t r = p / G, c = p % G;
+        float *o = patches + p * K;
+        for (int64_t ch = 0; ch < 3; ch++)
+            for (int64_t ky = 0; ky < P; ky++)
+                for (int64_t kx = 0; kx < P; kx++) {
+                    uint8_t px = view[((r * P + ky) * S + c * P + kx) * 3 + ch];
+                    o[(ch * P + ky) * P + kx] = ((float)px / 255.0f - 0.5f) / 0.5f;
+                }
+        pos[p] = (int32_t)p;
     }
-}
-
-struct work {
-    float *x, *a, *qkv, *big, *att, *qh, *kh, *vt, *oh;
-    struct dsi_matmul_scratch mm;
-};
-
-/* x += attention(LayerNorm(x)): every patch attends to every patch, head by head. */
-static void attention(const struct dsi_vl2 *v, const struct vl2_block *b, struct work *w,
-                      int64_t T, int n_threads) {
-    int64_t W = v->width, H = v->n_head, hd = W / H;
-    layernorm(w->a, w->x, b->ln1_w, b->ln1_b, T, W, v->eps, n_threads);
-    dsi_op_matmul(w->qkv, w->a, T, &b->qkv, b->qkv_b, n_threads, &w->mm);
-    for (int64_t h = 0; h < H; h++) {
-        /* q, k as [T][hd]; v transposed to [hd][T] so that both products are x * W^T */
-        for (int64_t t = 0; t < T; t++) {
-            const float *r = w->qkv + t * 3 * W + h * hd;
-            memcpy(w->qh + t * hd, r, (size_t)hd * sizeof(float));
-            memcpy(w->kh + t * hd, r + W, (size_t)hd * sizeof(float));
-            for (int64_t d = 0; d < hd; d++) w->vt[d * T + t] = r[2 * W + d];
-        }
-        struct dsi_tensor K = dsi_tensor_make(DSI_TYPE_F32, hd, T, 1, 1, w->kh);
-        struct dsi_tensor Vt = dsi_tensor_make(DSI_TYPE_F32, T, hd, 1, 1, w->vt);
-        dsi_op_matmul(w->big, w->qh, T, &K, NULL, n_threads, &w->mm);
-        softmax_rows(w->big, T, T, 1.0f / sqrtf((float)hd), n_threads);
-        dsi_op_matmul(w->oh, w->big, T, &Vt, NULL, n_threads, &w->mm);
-        for (int64_t t = 0; t < T; t++)
-            memcpy(w->att + t * W + h * hd, w->oh + t * hd, (size_t)hd * sizeof(float));
+    struct dsi_seg seg = {0, 0, T, 0};
+    struct dsi_attn_params ap = {v->n_head, v->n_head, (int)(W / v->n_head), (int)(W / v->n_head),
+                                 1.0f / sqrtf((float)(W / v->n_head))};
+    const enum dsi_act X = DSI_ACT_X, XN = DSI_ACT_XN, TMP = DSI_ACT_TMP, GATE = DSI_ACT_GATE;
+    const enum dsi_act qkv[3] = {DSI_ACT_Q, DSI_ACT_K, DSI_ACT_V};
+    B->begin(be, &seg, 1, pos, T, true);
+    B->set(be, GATE, 0, patches, T * K);
+    const struct dsi_tensor *pw = &v->patch_w;
+    B->matmul(be, 1, &X, GATE, T, &pw, &v->patch_b);
+    B->set(be, TMP, 0, v->pos, T * W);
+    B->add(be, X, TMP, T * W);
+    for (int i = 0; i < v->n_layer; i++) {
+        const struct vl2_block *b = &v->blk[i];
+        /* x += proj(attention(LayerNorm(x))), every patch attending to every patch */
+        B->layernorm(be, XN, X, b->ln1_w, b->ln1_b, T, W, v->eps);
+        const struct dsi_tensor *w3[3] = {&b->wq, &b->wk, &b->wv};
+        const float *b3[3] = {b->qkv_b, b->qkv_b + W, b->qkv_b + 2 * W};
+        B->matmul(be, 3, qkv, XN, T, w3, b3);
+        B->attention_full(be, DSI_ACT_ATTN, DSI_ACT_Q, DSI_ACT_K, DSI_ACT_V, T, &ap);
+        const struct dsi_tensor *wo = &b->out, *wu = &b->up, *wd = &b->down;
+        B->matmul(be, 1, &TMP, DSI_ACT_ATTN, T, &wo, &b->out_b);
+        B->add(be, X, TMP, T * W);
+        /* x += fc2(gelu_tanh(fc1(LayerNorm(x)))) */
+        B->layernorm(be, XN, X, b->ln2_w, b->ln2_b, T, W, v->eps);
+        B->matmul(be, 1, &GATE, XN, T, &wu, &b->up_b);
+        B->gelu(be, GATE, T * v->n_ff);
+        B->matmul(be, 1, &TMP, GATE, T, &wd, &b->down_b);
+        B->add(be, X, TMP, T * W);
     }
-    dsi_op_matmul(w->a, w->att, T, &b->out, b->out_b, n_threads, &w->mm);
-    dsi_op_add(w->x, w->a, T * W, n_threads);
-}
-
-/* x += fc2(gelu_tanh(fc1(LayerNorm(x)))). */
-static void mlp(const struct dsi_vl2 *v, const struct vl2_block *b, struct work *w, int64_t T,
-                int n_threads) {
-    int64_t W = v->width;
-    layernorm(w->a, w->x, b->ln2_w, b->ln2_b, T, W, v->eps, n_threads);
-    dsi_op_matmul(w->big, w->a, T, &b->up, b->up_b, n_threads, &w->mm);
-    gelu_tanh(w->big, T * v->n_ff, n_threads);
-    dsi_op_matmul(w->a, w->big, T, &b->down, b->down_b, n_threads, &w->mm);
-    dsi_op_add(w->x, w->a, T * W, n_threads);
-}
-
-static void work_free(struct work *w) {
-    free(w->x);
-    free(w->a);
-    free(w->qkv);
-    free(w->big);
-    free(w->att);
-    free(w->qh);
-    free(w->kh);
-    free(w->vt);
-    free(w->oh);
-    free(w->mm.wbuf);
-    free(w->mm.xq);
-    free(w->mm.gemm);
+    B->layernorm(be, XN, X, v->post_w, v->post_b, T, W, v->eps);
+    enum dsi_status st = B->get(be, XN, 0, feat, T * W), st2 = B->end(be);
+    return st ? st : st2;
 }
 
 /* BLAS takes the float matrix products when the scratch has room for a widened weight block
- * per thread (src/ops.h): sized for the longest row, K = max(width, n_ff, 729 patches,
- * 3*14*14, the projector's 4*width). */
+ * per thread (src/ops.h): sized for the longest row. */
 static bool blas_scratch(struct dsi_matmul_scratch *mm, int64_t K, int n_threads) {
     if (!dsi_op_have_blas()) return true;
     mm->wbuf_floats = (size_t)n_threads * DSI_BLAS_BLOCK * (size_t)K;
     mm->wbuf = malloc(mm->wbuf_floats * sizeof(float));
-    return mm->wbuf != NULL;
+    if (!mm->wbuf) mm->wbuf_floats = 0; /* then the slower path */
+    return true;
 }
 
-static bool work_alloc(const struct dsi_vl2 *v, struct work *w, int n_threads) {
-    int64_t T = (int64_t)v->grid * v->grid, W = v->width, hd = W / v->n_head;
-    int64_t big = T > v->n_ff ? T : v->n_ff, in = 3 * (int64_t)v->patch * v->patch;
-    memset(w, 0, sizeof *w);
-    int64_t K = big > W ? big : W;
-    if (!blas_scratch(&w->mm, K > in ? K : in, n_threads)) return false;
-    w->x = malloc((size_t)(T * W) * sizeof(float));
-    w->a = malloc((size_t)(T * (W > in ? W : in)) * sizeof(float));
-    w->qkv = malloc((size_t)(T * 3 * W) * sizeof(float));
-    w->big = malloc((size_t)(T * big) * sizeof(float));
-    w->att = malloc((size_t)(T * W) * sizeof(float));
-    w->qh = malloc((size_t)(T * hd) * sizeof(float));
-    w->kh = malloc((size_t)(T * hd) * sizeof(float));
-    w->vt = malloc((size_t)(T * hd) * sizeof(float));
-    w->oh = malloc((size_t)(T * hd) * sizeof(float));
-    if (w->x && w->a && w->qkv && w->big && w->att && w->qh && w->kh && w->vt && w->oh) return true;
-    work_free(w);
-    return false;
+static void scratch_free(struct dsi_matmul_scratch *mm) {
+    free(mm->wbuf);
+    free(mm->xq);
+    free(mm->gemm);
+}
+
+/* The tower on the CPU backend over buffers of its own. */
+static enum dsi_status tower_cpu(const struct dsi_vl2 *v, const uint8_t *view, float *feat,
+                                 float *patches, int32_t *pos, int n_threads) {
+    int64_t T = (int64_t)v->grid * v->grid, W = v->width, F = gate_width(v);
+    float *mem = malloc((size_t)(T * (7 * W + F)) * sizeof(float));
+    struct dsi_matmul_scratch mm = {0};
+    int64_t K = F > T ? F : T;
+    if (!mem) {
+        DSI_LOG_ERR("vision: out of memory for the tower's activations");
+        return DSI_ERR_NOMEM;
+    }
+    blas_scratch(&mm, K > W ? K : W, n_threads);
+    float *buf[DSI_ACT_COUNT] = {0};
+    for (int a = DSI_ACT_X; a <= DSI_ACT_ATTN; a++) buf[a] = mem + (size_t)(a - DSI_ACT_X) * (size_t)(T * W);
+    buf[DSI_ACT_GATE] = mem + (size_t)(7 * T * W);
+    struct dsi_backend_cpu be;
+    dsi_backend_cpu_init_host(&be, buf, n_threads, &mm);
+    enum dsi_status st = run_tower(v, &be.base, view, feat, patches, pos);
+    scratch_free(&mm);
+    free(mem);
+    return st;
 }
 
 /* n_threads <= 0: every core, as contexts do. */
@@ -404,33 +381,32 @@ static int threads(int n) {
 enum dsi_status dsi_vl2_vision(const struct dsi_vl2 *v, const uint8_t *view, float *feat,
                                int n_threads) {
     n_threads = threads(n_threads);
-    struct work w;
-    if (!work_alloc(v, &w, n_threads)) {
-        DSI_LOG_ERR("vision: out of memory for the tower's activations");
-        return DSI_ERR_NOMEM;
+    int64_t T = (int64_t)v->grid * v->grid;
+    float *patches = malloc((size_t)(T * 3 * v->patch * v->patch) * sizeof *patches);
+    int32_t *pos = malloc((size_t)T * sizeof *pos);
+    enum dsi_status st = patches && pos ? DSI_OK : DSI_ERR_NOMEM;
+    bool done = false;
+    struct vl2_gpu *g = v->gpu;
+    if (!st && g) {
+        /* one tower backend per model: pictures from several threads take turns */
+        pthread_mutex_lock(&g->lock);
+        if (g->be) {
+            st = run_tower(v, g->be, view, feat, patches, pos);
+            done = st == DSI_OK;
+            if (st == DSI_ERR_DEVICE) {
+                DSI_LOG_WRN("vision: the GPU failed (above); the vision tower continues on the CPU");
+                dsi_vk_backend_free(g->be);
+                g->be = NULL;
+                st = DSI_OK;
+            }
+        }
+        pthread_mutex_unlock(&g->lock);
     }
-    int64_t G = v->grid, P = v->patch, S = v->size, T = G * G, W = v->width, K = 3 * P * P;
-    /* patches in the convolution's (channel, ky, kx) order; pixels normalized to [-1, 1] */
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (int64_t p = 0; p < T; p++) {
-        int64_t r = p / G, c = p % G;
-        float *o = w.a + p * K;
-        for (int64_t ch = 0; ch < 3; ch++)
-            for (int64_t ky = 0; ky < P; ky++)
-                for (int64_t kx = 0; kx < P; kx++) {
-                    uint8_t px = view[((r * P + ky) * S + c * P + kx) * 3 + ch];
-                    o[(ch * P + ky) * P + kx] = ((float)px / 255.0f - 0.5f) / 0.5f;
-                }
-    }
-    dsi_op_matmul(w.x, w.a, T, &v->patch_w, v->patch_b, n_threads, &w.mm);
-    dsi_op_add(w.x, v->pos, T * W, n_threads);
-    for (int i = 0; i < v->n_layer; i++) {
-        attention(v, &v->blk[i], &w, T, n_threads);
-        mlp(v, &v->blk[i], &w, T, n_threads);
-    }
-    layernorm(feat, w.x, v->post_w, v->post_b, T, W, v->eps, n_threads);
-    work_free(&w);
-    return DSI_OK;
+    if (!st && !done) st = tower_cpu(v, view, feat, patches, pos, n_threads);
+    if (st == DSI_ERR_NOMEM) DSI_LOG_ERR("vision: out of memory");
+    free(patches);
+    free(pos);
+    return st;
 }
 
 /* ---- projector and weaving ------------------------------------------------------------- */
@@ -509,5 +485,51 @@ enum dsi_status dsi_vl2_encode(const struct dsi_vl2 *v, const uint8_t *views, in
     free(proj);
     return st;
 }
+
+/* ---- offload ----------------------------------------------------------------------------- */
+
+enum dsi_status dsi_vl2_offload(struct dsi_vl2 *v, struct dsi_vk *vk) {
+    int64_t T = (int64_t)v->grid * v->grid, W = v->width;
+    uint64_t used0 = dsi_vk_used(vk);
+    enum dsi_status st = DSI_OK;
+    struct dsi_vk_group *grp;
+    {
+        const struct dsi_tensor *t[1] = {&v->patch_w};
+        const float *vec[3] = {v->patch_b, v->post_w, v->post_b};
+        int64_t vn[3] = {W, W, W};
+        st = dsi_vk_upload(vk, t, 1, vec, vn, 3, &grp);
+    }
+    for (int i = 0; i < v->n_layer && !st; i++) {
+        const struct vl2_block *b = &v->blk[i];
+        const struct dsi_tensor *t[6] = {&b->wq, &b->wk, &b->wv, &b->out, &b->up, &b->down};
+        const float *vec[10] = {b->ln1_w, b->ln1_b, b->ln2_w, b->ln2_b, b->qkv_b, b->qkv_b + W,
+                                b->qkv_b + 2 * W, b->out_b, b->up_b, b->down_b};
+        int64_t vn[10] = {W, W, W, W, W, W, W, W, v->n_ff, W};
+        st = dsi_vk_upload(vk, t, 6, vec, vn, 10, &grp);
+    }
+    struct dsi_vk_backend_params bp = {
+        .n_batch = T, .n_ctx = T, .n_seq = 1, .layer0 = 0, .n_layers = 0, .n_embd = W,
+        .n_ff = gate_width(v), .n_vocab = 0, .n_head = v->n_head, .n_head_kv = v->n_head,
+        .head_dim = (int)(W / v->n_head), .head_dim_v = (int)(W / v->n_head), .rope_dims = 0,
+        .kv_type = DSI_TYPE_F32, .output = false};
+    struct vl2_gpu *g = st ? NULL : calloc(1, sizeof *g);
+    if (!st && !g) st = DSI_ERR_NOMEM;
+    if (!st) st = dsi_vk_backend_new(vk, &bp, &g->be);
+    if (st) {
+        /* the uploaded groups stay until the device closes (they are in the budget) */
+        DSI_LOG_WRN("vision: the tower does not fit on %s (%.0f MiB of weights and activations); "
+                    "it runs on the CPU", dsi_vk_info(vk)->name,
+                    (double)(dsi_vk_used(vk) - used0) / 1048576.0);
+        free(g);
+        return st;
+    }
+    pthread_mutex_init(&g->lock, NULL);
+    v->gpu = g;
+    dsi_log(DSI_LOG_INFO, "vision: the tower on %s: %.0f MiB", dsi_vk_info(vk)->name,
+            (double)(dsi_vk_used(vk) - used0) / 1048576.0);
+    return DSI_OK;
+}
+
+bool dsi_vl2_on_gpu(const struct dsi_vl2 *v) { return v && v->gpu; }
 
 const struct dsi_vl2 *dsi_model_vl2(const struct dsi_model *m) { return m->vl2; }

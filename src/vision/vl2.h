@@ -24,6 +24,13 @@ struct dsi_model;
 enum dsi_status dsi_vl2_load(const struct dsi_gguf *g, int64_t n_embd, struct dsi_vl2 **out);
 void dsi_vl2_free(struct dsi_vl2 *v);
 
+/* Put the tower on a Vulkan device: its weights (within the device's budget) and a backend
+ * for one view. On failure (DSI_ERR_DEVICE: it does not fit) nothing changes: the CPU. */
+struct dsi_vk;
+enum dsi_status dsi_vl2_offload(struct dsi_vl2 *v, struct dsi_vk *vk);
+/* The tower runs on a GPU. */
+bool dsi_vl2_on_gpu(const struct dsi_vl2 *v);
+
 /* The model's vision encoder, or NULL (a text-only model). */
 const struct dsi_vl2 *dsi_model_vl2(const struct dsi_model *m);
 

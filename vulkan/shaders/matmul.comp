@@ -5,6 +5,8 @@
 // weights widened to f32 and both tiles stored k-major in shared memory so that each step
 // reads one vec4 of weights and one of activations for 16 products. Each output is a
 // sequential sum over K, so a token's result does not depend on the other tokens.
+// K need not be whole blocks (float weights, rows zero-padded at upload): the activations past
+// K read as zero; rows of x that are not 16-byte aligned are read element by element.
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform PC { // struct dsi_vk_pc_matmul (vulkan/vk_impl.h)
@@ -23,7 +25,7 @@ shared vec4 xs[32 * 16]; // [k][token / 4]
 void main() {
     uint tid = gl_LocalInvocationID.x;
     uint r0 = gl_WorkGroupID.x * 64u, t0 = gl_WorkGroupID.y * 64u;
-    uint nb = pc.K / 32u;
+    uint nb = (pc.K + 31u) / 32u;
     uint tr = (tid & 15u) * 4u, tt = (tid >> 4) * 4u; // this thread's outputs
     uint lr = tid >> 2, le = (tid & 3u) * 8u;          // the weights and inputs it loads
     vec4 acc[4];                                        // [token j] over 4 rows
@@ -36,9 +38,19 @@ void main() {
         }
         vec4 u = vec4(0.0), v = vec4(0.0);
         if (t0 + lr < pc.T) {
-            uint xb = ((t0 + lr) * pc.x_ld + pc.x_off + kb * 32u + le) / 4u;
-            u = x4[xb];
-            v = x4[xb + 1u];
+            uint xr = (t0 + lr) * pc.x_ld + pc.x_off, k = kb * 32u + le;
+            if (k + 8u <= pc.K && (xr & 3u) == 0u) {
+                uint xb = (xr + k) / 4u;
+                u = x4[xb];
+                v = x4[xb + 1u];
+            } else {
+                [[unroll]] for (uint i = 0; i < 4; i++) {
+                    uint e = xr + k + i;
+                    u[i] = k + i < pc.K ? x4[e / 4u][e & 3u] : 0.0;
+                    e += 4u;
+                    v[i] = k + 4u + i < pc.K ? x4[e / 4u][e & 3u] : 0.0;
+                }
+            }
         }
         [[unroll]] for (uint i = 0; i < 4; i++) {
             ws[(le + i) * 16u + lr / 4u][lr & 3u] = a[i];
