@@ -4,7 +4,8 @@
 # reference's greedy tokens (gen_output); `logits --image` writes one row per prompt token
 # (1430 = the processor's input_ids); the prompt echo shows one <image> per picture;
 # --raw-prompt with the formatted text gives the same tokens; the placeholder count must
-# match the images; hostile images and text-only models are clear errors.
+# match the images; hostile images and text-only models are clear errors; with -ngl 99 the
+# vision tower runs on the Vulkan device (lavapipe in CI) and the tokens stay the same.
 BIN=${DSI_BIN:-bin/dsinfer}; FIX=${DSI_FIXTURES:-build/fixtures}
 T=${TMPDIR:-/tmp}/dsi-vl2-$$; mkdir -p "$T"; trap 'rm -rf "$T"' EXIT
 fail=0
@@ -37,6 +38,16 @@ check "$echo" "<｜begin▁of▁sentence｜><|User|>: <image>|What is it?|" "the
 $BIN logits -m $M --image $D/monday.jpg -p "<image>
 Describe this image." -o "$T/logits.bin" -t 2 2>/dev/null
 check "$(stat -c %s "$T/logits.bin" 2>/dev/null)" $((1430 * 4107 * 4)) "logits --image: 1430 rows of 4107"
+
+# the tower on a Vulkan device (lavapipe in CI): the same greedy tokens
+if $BIN devices >/dev/null 2>&1; then
+  want=$($BIN run -m $M --image $D/monday.jpg -p "Describe this image." -n 8 --temp 0 --print-ids -t 2 -ngl 0 2>/dev/null)
+  got=$($BIN run -m $M --image $D/monday.jpg -p "Describe this image." -n 8 --temp 0 --print-ids -t 2 -ngl 99 2>"$T/err")
+  check "$got" "$want" "greedy tokens with the vision tower on the GPU"
+  grep -q "and the vision tower on" "$T/err"; check $? 0 "-ngl 99 puts the vision tower on the device"
+elif [ "${DSI_REQUIRE_VULKAN:-0}" = 1 ]; then
+  echo "FAIL: no Vulkan device"; fail=1
+fi
 
 # errors: placeholders vs images, hostile files, a text-only model
 $BIN run -m $M --image $D/monday.jpg -p "<image> and <image>" -n 1 2>"$T/err" >/dev/null
