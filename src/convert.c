@@ -86,7 +86,7 @@ static enum dsi_status read_config_vl2(const cJSON *root, struct dsi_hf_hparams 
         DSI_LOG_ERR("convert: vision model '%.60s' is not supported (SigLIP)", mn->valuestring);
         return DSI_ERR_UNSUPPORTED;
     }
-    if (!cJSON_IsString(pt) || strcmp(pt->valuestring, "downsample_mlp_gelu") != 0) {
+    if (cJSON_IsString(pt) && strcmp(pt->valuestring, "downsample_mlp_gelu") != 0) {
         DSI_LOG_ERR("convert: projector_type '%.60s' is not supported (downsample_mlp_gelu)",
                     cJSON_IsString(pt) ? pt->valuestring : "(none)");
         return DSI_ERR_UNSUPPORTED;
@@ -99,20 +99,35 @@ static enum dsi_status read_config_vl2(const cJSON *root, struct dsi_hf_hparams 
                     "tile_tag 2D, global_view_pos head)");
         return DSI_ERR_UNSUPPORTED;
     }
+    /* Keys the file leaves out take the official code's values: the SigLIP table entry of
+     * model_name (so400m-patch14-384, the only tower VL2 ships) and the config classes'
+     * defaults (image size 384; projector input 1152, downsample 2, n_embed = the language
+     * model's width). A released VL2-Tiny config names only some of them. */
     const int64_t big = (int64_t)1 << 20;
-    enum dsi_status st = need_int(vc, "image_size", &h->v_image_size, 14, 4096);
-    if (!st) st = need_int(vc, "patch_size", &h->v_patch, 1, 1024);
-    if (!st) st = need_int(vc, "width", &h->v_width, 1, big);
-    if (!st) st = need_int(vc, "layers", &h->v_layers, 1, 1000);
-    if (!st) st = need_int(vc, "heads", &h->v_heads, 1, 1024);
-    double ratio = 0;
-    if (!st && (!jnum(vc, "mlp_ratio", &ratio) || !(ratio > 0) || ratio > 64)) {
+    bool so400m = !cJSON_IsString(mn) || !strcmp(mn->valuestring, "siglip_so400m_patch14_384");
+    const struct {
+        const char *key;
+        int64_t *out, lo, hi, dflt;
+    } vk[] = {
+        {"image_size", &h->v_image_size, 14, 4096, 384},
+        {"patch_size", &h->v_patch, 1, 1024, so400m ? 14 : 0},
+        {"width", &h->v_width, 1, big, so400m ? 1152 : 0},
+        {"layers", &h->v_layers, 1, 1000, so400m ? 27 : 0},
+        {"heads", &h->v_heads, 1, 1024, so400m ? 16 : 0},
+    };
+    enum dsi_status st = DSI_OK;
+    for (size_t i = 0; i < sizeof vk / sizeof vk[0] && !st; i++) {
+        if (!jget(vc, vk[i].key) && vk[i].dflt) *vk[i].out = vk[i].dflt;
+        else st = need_int(vc, vk[i].key, vk[i].out, vk[i].lo, vk[i].hi);
+    }
+    double ratio = so400m ? 3.7362 : 0;
+    if (!st && ((jget(vc, "mlp_ratio") && !jnum(vc, "mlp_ratio", &ratio)) || !(ratio > 0) || ratio > 64)) {
         DSI_LOG_ERR("convert: vision_config.mlp_ratio is missing or out of range");
         st = DSI_ERR_FORMAT;
     }
     h->v_ff = (int64_t)(h->v_width * ratio); /* timm: int(width * mlp_ratio) */
-    if (!st) st = need_int(pc, "input_dim", &h->mm_in, 1, big);
-    if (!st) st = need_int(pc, "n_embed", &h->mm_embd, 1, big);
+    if (!jint(pc, "input_dim", &h->mm_in)) h->mm_in = 1152;
+    if (!jint(pc, "n_embed", &h->mm_embd)) h->mm_embd = h->n_embd;
     if (!st && !jint(pc, "downsample_ratio", &h->mm_downsample)) h->mm_downsample = 2;
     int64_t depth = 2, mratio = 1;
     jint(pc, "depth", &depth);

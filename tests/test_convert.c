@@ -373,6 +373,53 @@ static void convert_variant(const char *model, void (*edit)(cJSON *), bool shoul
     rm_dir(dir);
 }
 
+/* DeepSeek-VL2 configs: keys a released config leaves out take the official code's values;
+ * what cannot be supported is an error naming it. */
+static void vl2_defaults(cJSON *c) {
+    cJSON *vc = cJSON_GetObjectItem(c, "vision_config"), *pc = cJSON_GetObjectItem(c, "projector_config");
+    cJSON_DeleteItemFromObject(vc, "image_size");
+    cJSON_DeleteItemFromObject(pc, "projector_type");
+    cJSON_DeleteItemFromObject(pc, "downsample_ratio");
+    cJSON_DeleteItemFromObject(pc, "depth");
+    cJSON_DeleteItemFromObject(pc, "mlp_ratio");
+}
+static void vl2_unknown_tower(cJSON *c) {
+    cJSON *vc = cJSON_GetObjectItem(c, "vision_config");
+    cJSON_ReplaceItemInObject(vc, "model_name", cJSON_CreateString("siglip_large_patch16_384"));
+    cJSON_DeleteItemFromObject(vc, "heads");
+}
+static void vl2_other_projector(cJSON *c) {
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(c, "projector_config"), "projector_type",
+                              cJSON_CreateString("mlp_gelu"));
+}
+static void vl2_no_language(cJSON *c) { cJSON_DeleteItemFromObject(c, "language_config"); }
+static void vl2_three_tiles_tag(cJSON *c) {
+    cJSON_ReplaceItemInObject(c, "tile_tag", cJSON_CreateString("1D"));
+}
+
+static void convert_vl2_variant(void (*edit)(cJSON *), const char *what, const char *want_err) {
+    const char *dir = variant_dir("tiny-vl2-mha", edit);
+    const char *out = tu_tmp(2, ".gguf");
+    struct dsi_convert_params p = {dir, out, -1, false};
+    tu_capture_log(true);
+    enum dsi_status s = dsi_convert(&p);
+    tu_capture_log(false);
+    TU_CHECK((s == DSI_OK) == (want_err == NULL), "vl2 %s: status %s", what, dsi_status_str(s));
+    if (want_err)
+        TU_CHECK(strstr(tu_last_log(), want_err) != NULL, "vl2 %s: message '%s' lacks '%s'", what,
+                 tu_last_log(), want_err);
+    struct dsi_gguf *g;
+    if (s == DSI_OK && dsi_gguf_open(out, &g) == DSI_OK) {
+        uint32_t size = 0, scale = 0;
+        dsi_gguf_get_u32(g, "clip.vision.image_size", &size);
+        dsi_gguf_get_u32(g, "clip.vision.projector.scale_factor", &scale);
+        TU_CHECK(size == 384 && scale == 2, "vl2 %s: image size %u, scale %u", what, size, scale);
+        dsi_gguf_free(g);
+    }
+    unlink(out);
+    rm_dir(dir);
+}
+
 /* Write tensors [a, b) of `st` as one safetensors shard. */
 static void write_shard(const struct dsi_st *st, int64_t a, int64_t b, const char *path) {
     cJSON *h = cJSON_CreateObject();
@@ -515,5 +562,10 @@ int main(int argc, char **argv) {
     convert_variant("tiny-llama3", tied, true, "tied embeddings", NULL);
     convert_variant("tiny-llama3", bad_arch, false, "unsupported architecture", "GPT2LMHeadModel");
     convert_variant("tiny-llama3", more_layers, false, "missing layers", "model.layers.3.");
+    convert_vl2_variant(vl2_defaults, "defaults for absent keys", NULL);
+    convert_vl2_variant(vl2_unknown_tower, "another tower without heads", "'heads' is missing");
+    convert_vl2_variant(vl2_other_projector, "another projector", "projector_type 'mlp_gelu'");
+    convert_vl2_variant(vl2_no_language, "no language_config", "has no language_config");
+    convert_vl2_variant(vl2_three_tiles_tag, "1D tile tag", "tile_tag 2D");
     return tu_finish("test_convert");
 }
