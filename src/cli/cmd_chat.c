@@ -107,11 +107,13 @@ static void add_message(cJSON *msgs, const char *role, const char *content) {
 struct pictures {
     struct dsi_image im[64];
     int n, n_pending;
+    struct dsi_vl2_cache enc; /* their image tokens: each picture goes through the tower once */
 };
 
 static void pictures_clear(struct pictures *p) {
     for (int i = 0; i < p->n; i++) dsi_image_free(&p->im[i]);
     p->n = p->n_pending = 0;
+    dsi_vl2_cache_free(&p->enc);
 }
 
 /* /image PATH */
@@ -148,7 +150,7 @@ static char *vl2_user_text(const struct pictures *p, const char *line) {
 
 /* The whole conversation in VL2's format with every picture; false (message printed) if the
  * messages or pictures do not make a prompt. */
-static bool vl2_build(const struct dsi_model *m, const cJSON *msgs, const struct pictures *p,
+static bool vl2_build(const struct dsi_model *m, const cJSON *msgs, struct pictures *p,
                       int n_threads, struct dsi_vl2_prompt *vp) {
     int n = cJSON_GetArraySize(msgs), k = 0;
     struct dsi_vl2_msg *vm = calloc((size_t)(n ? n : 1), sizeof *vm);
@@ -158,16 +160,16 @@ static bool vl2_build(const struct dsi_model *m, const cJSON *msgs, const struct
         vm[k].role = cJSON_GetObjectItemCaseSensitive(it, "role")->valuestring;
         vm[k++].content = cJSON_GetObjectItemCaseSensitive(it, "content")->valuestring;
     }
-    enum dsi_status st = dsi_vl2_prompt_chat(m, vm, n, p->im, p->n, n_threads, vp);
+    enum dsi_status st = dsi_vl2_prompt_chat_cached(m, vm, n, p->im, p->n, n_threads, &p->enc, vp);
     free(vm);
     if (st) {
         fprintf(stderr, "dsinfer chat: cannot build the prompt (above); the message is dropped%s\n",
                 p->n_pending ? ", the new pictures wait for the next one" : "");
         return false;
     }
-    if (p->n)
-        fprintf(stderr, "(%d picture(s): %d views, %lld image tokens, encoded in %.2f s)\n", p->n,
-                vp->n_views, (long long)vp->n_image_tokens, vp->t_encode);
+    if (vp->n_views)
+        fprintf(stderr, "(%d picture(s): %lld image tokens; %d new views encoded in %.2f s)\n",
+                p->n, (long long)vp->n_image_tokens, vp->n_views, vp->t_encode);
     return true;
 }
 

@@ -106,6 +106,27 @@ enum dsi_status dsi_vl2_prompt_raw(const struct dsi_model *m, const char *text,
                                    struct dsi_vl2_prompt *out);
 void dsi_vl2_prompt_free(struct dsi_vl2_prompt *p);
 
+/* Pictures already through the tower, for prompts that repeat them (a chat's turns): entry k
+ * is picture k of the conversation, encoded tiled or not. Zero-initialize; free with
+ * dsi_vl2_cache_free (also to forget the pictures). */
+struct dsi_vl2_cache {
+    int n;
+    struct {
+        bool tiled;
+        int64_t n_tokens;
+        float *embd;
+    } e[64];
+};
+void dsi_vl2_cache_free(struct dsi_vl2_cache *c);
+/* dsi_vl2_prompt_chat that encodes only the pictures the cache lacks (or holds with the other
+ * tiling: a third picture turns tiling off for all) and keeps them there. The prompt's rows
+ * are its own copy. */
+enum dsi_status dsi_vl2_prompt_chat_cached(const struct dsi_model *m, const struct dsi_vl2_msg *msgs,
+                                           int n_msgs, const struct dsi_image *images,
+                                           int n_images, int n_threads,
+                                           struct dsi_vl2_cache *cache,
+                                           struct dsi_vl2_prompt *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -86,10 +86,39 @@ static const char *strip(const char *s, size_t *len) {
     return s;
 }
 
-/* Views, image-token counts and the encoded embeddings of every picture. */
+void dsi_vl2_cache_free(struct dsi_vl2_cache *c) {
+    for (int k = 0; k < c->n; k++) free(c->e[k].embd);
+    memset(c, 0, sizeof *c);
+}
+
+/* Picture k through the tower (views, tower, projector, weaving) into the cache entry k. */
+static enum dsi_status encode_one(const struct dsi_vl2 *v, const struct dsi_image *im, bool tiled,
+                                  int n_threads, struct dsi_vl2_cache *c, int k, int *n_views) {
+    struct dsi_vl2_info in = dsi_vl2_get_info(v);
+    struct dsi_vl2_views views = {0};
+    enum dsi_status st = dsi_vl2_views(im, in.cand, in.n_cand, in.image_size, tiled, &views);
+    if (st) return st;
+    int64_t n = dsi_vl2_n_tokens(v, views.nw, views.nh);
+    float *e = malloc((size_t)(n * in.n_embd) * sizeof *e);
+    st = e ? dsi_vl2_encode(v, views.pix, views.nw, views.nh, e, n_threads) : DSI_ERR_NOMEM;
+    if (st == DSI_ERR_NOMEM) DSI_LOG_ERR("vl2: out of memory for %lld image tokens", (long long)n);
+    if (!st) {
+        free(c->e[k].embd);
+        c->e[k].embd = e, c->e[k].n_tokens = n, c->e[k].tiled = tiled;
+        if (k >= c->n) c->n = k + 1;
+        *n_views += views.n_views;
+    } else {
+        free(e);
+    }
+    dsi_vl2_views_free(&views);
+    return st;
+}
+
+/* Image-token counts and embeddings of every picture, through the cache (a private one when
+ * c is NULL), copied into the prompt. */
 static enum dsi_status encode_images(const struct dsi_model *m, const struct dsi_image *images,
-                                     int n_images, int n_threads, struct dsi_vl2_prompt *p,
-                                     int64_t *tokens, float **embd_of) {
+                                     int n_images, int n_threads, struct dsi_vl2_cache *c,
+                                     struct dsi_vl2_prompt *p, int64_t *tokens, float **embd_of) {
     const struct dsi_vl2 *v = dsi_model_vl2(m);
     if (n_images == 0) return DSI_OK;
     if (!v) {
@@ -97,39 +126,42 @@ static enum dsi_status encode_images(const struct dsi_model *m, const struct dsi
                     dsi_model_name(m));
         return DSI_ERR_UNSUPPORTED;
     }
-    struct dsi_vl2_info in = dsi_vl2_get_info(v);
-    struct dsi_vl2_views *views = calloc((size_t)n_images, sizeof *views);
-    if (!views) return DSI_ERR_NOMEM;
+    struct dsi_vl2_cache *own = c ? NULL : calloc(1, sizeof *own);
+    if (!c && !(c = own)) return DSI_ERR_NOMEM;
+    int64_t E = dsi_model_n_embd(m), total = 0;
     enum dsi_status st = DSI_OK;
-    int64_t total = 0;
     /* the official processor tiles only when the conversation has at most two images */
+    bool tiled = n_images <= 2;
+    double t0 = dsi_time_now();
     for (int k = 0; k < n_images && !st; k++) {
-        st = dsi_vl2_views(&images[k], in.cand, in.n_cand, in.image_size, n_images <= 2, &views[k]);
-        if (!st) total += tokens[k] = dsi_vl2_n_tokens(v, views[k].nw, views[k].nh);
+        if (k >= c->n || !c->e[k].embd || c->e[k].tiled != tiled)
+            st = encode_one(v, &images[k], tiled, n_threads, c, k, &p->n_views);
+        if (!st) total += tokens[k] = c->e[k].n_tokens;
     }
-    if (!st && !(p->embd = malloc((size_t)(total * in.n_embd) * sizeof(float)))) {
+    p->t_encode = dsi_time_now() - t0;
+    if (!st && !(p->embd = malloc((size_t)(total * E) * sizeof(float)))) {
         DSI_LOG_ERR("vl2: out of memory for %lld image tokens", (long long)total);
         st = DSI_ERR_NOMEM;
     }
-    double t0 = dsi_time_now();
     int64_t off = 0;
     for (int k = 0; k < n_images && !st; k++) {
-        embd_of[k] = p->embd + off * in.n_embd;
-        st = dsi_vl2_encode(v, views[k].pix, views[k].nw, views[k].nh, embd_of[k], n_threads);
+        embd_of[k] = p->embd + off * E;
+        memcpy(embd_of[k], c->e[k].embd, (size_t)(tokens[k] * E) * sizeof(float));
         off += tokens[k];
-        p->n_views += views[k].n_views;
     }
-    p->t_encode = dsi_time_now() - t0;
     p->n_image_tokens = total;
-    for (int k = 0; k < n_images; k++) dsi_vl2_views_free(&views[k]);
-    free(views);
+    if (own) {
+        dsi_vl2_cache_free(own);
+        free(own);
+    }
     return st;
 }
 
 /* Shared driver: msgs (chat) or raw text. */
 static enum dsi_status build(const struct dsi_model *m, const struct dsi_vl2_msg *msgs,
                              int n_msgs, const char *raw, const struct dsi_image *images,
-                             int n_images, int n_threads, struct dsi_vl2_prompt *out) {
+                             int n_images, int n_threads, struct dsi_vl2_cache *cache,
+                             struct dsi_vl2_prompt *out) {
     memset(out, 0, sizeof *out);
     if (n_images < 0 || n_images > 64) {
         DSI_LOG_ERR("vl2: %d images (at most 64)", n_images);
@@ -171,7 +203,7 @@ static enum dsi_status build(const struct dsi_model *m, const struct dsi_vl2_msg
     }
     int64_t tokens[64];
     float *embd_of[64];
-    enum dsi_status st = encode_images(m, images, n_images, n_threads, out, tokens, embd_of);
+    enum dsi_status st = encode_images(m, images, n_images, n_threads, cache, out, tokens, embd_of);
     struct builder b = {tok, out, 0, image_id, dsi_model_n_embd(m), tokens,
                         (const float *const *)embd_of, 0, n_images, st};
     int32_t bos = dsi_tokenizer_bos(tok), eos = dsi_tokenizer_eos(tok);
@@ -205,13 +237,21 @@ static enum dsi_status build(const struct dsi_model *m, const struct dsi_vl2_msg
 enum dsi_status dsi_vl2_prompt_chat(const struct dsi_model *m, const struct dsi_vl2_msg *msgs,
                                     int n_msgs, const struct dsi_image *images, int n_images,
                                     int n_threads, struct dsi_vl2_prompt *out) {
-    return build(m, msgs, n_msgs, NULL, images, n_images, n_threads, out);
+    return build(m, msgs, n_msgs, NULL, images, n_images, n_threads, NULL, out);
+}
+
+enum dsi_status dsi_vl2_prompt_chat_cached(const struct dsi_model *m, const struct dsi_vl2_msg *msgs,
+                                           int n_msgs, const struct dsi_image *images,
+                                           int n_images, int n_threads,
+                                           struct dsi_vl2_cache *cache,
+                                           struct dsi_vl2_prompt *out) {
+    return build(m, msgs, n_msgs, NULL, images, n_images, n_threads, cache, out);
 }
 
 enum dsi_status dsi_vl2_prompt_raw(const struct dsi_model *m, const char *text,
                                    const struct dsi_image *images, int n_images, int n_threads,
                                    struct dsi_vl2_prompt *out) {
-    return build(m, NULL, 0, text, images, n_images, n_threads, out);
+    return build(m, NULL, 0, text, images, n_images, n_threads, NULL, out);
 }
 
 void dsi_vl2_prompt_free(struct dsi_vl2_prompt *p) {

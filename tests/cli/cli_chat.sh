@@ -58,7 +58,11 @@ check "$(toks 1)" 1430 "vl2 chat: first turn, one picture"
 # the second picture's 1415 tokens and the text are new; the first picture's are reused
 [ "$(toks 3)" -gt 1415 ] && [ "$(toks 3)" -lt 1500 ] ||
   { echo "FAIL: vl2 chat: third turn evaluated $(toks 3) tokens"; fail=1; }
-grep -q "2 picture(s): 14 views" "$T/err"; check $? 0 "vl2 chat: every picture so far"
+# each picture goes through the tower once: turn 1 encodes the first, turn 2 nothing, turn 3
+# only the second (the conversation's image tokens are both pictures')
+check "$(grep -c 'new views encoded' "$T/err")" 2 "vl2 chat: pictures encoded on two turns only"
+grep -q "1 picture(s): 1415 image tokens; 7 new views" "$T/err"; check $? 0 "vl2 chat: the first picture"
+grep -q "2 picture(s): 2830 image tokens; 7 new views" "$T/err"; check $? 0 "vl2 chat: only the second picture is new"
 printf '/image %s\nhi\n' $D/monday.jpg | $BIN chat -m $M -n 2 >/dev/null 2>"$T/err"
 check $? 0 "/image with a text-only model: exit"
 grep -q "/image needs a model with a vision encoder" "$T/err"; check $? 0 "/image with a text-only model"
