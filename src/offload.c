@@ -5,7 +5,8 @@
 
 #include "src/model_impl.h"
 
-/* The tensors and vectors of layer il (dense architectures). */
+/* The tensors and vectors of layer il on the device (dense architectures; a MoE layer's
+ * attention: its experts stay on the CPU, their tensors have no data here). */
 static int layer_weights(const struct dsi_model *m, int il, const struct dsi_tensor **t,
                          const float **v, int64_t *vn, int *nv) {
     const struct dsi_layer *l = &m->layers[il];
@@ -60,13 +61,14 @@ enum dsi_status dsi_model_offload(struct dsi_model *m, const struct dsi_model_pa
         DSI_LOG_ERR("offload: %d GPU layers", p->n_gpu_layers);
         return DSI_ERR_ARG;
     }
-    /* latent attention and experts have no Vulkan path yet: such a model offloads only its
-     * vision tower, if it has one */
-    bool layers_ok = hp->arch != DSI_ARCH_DEEPSEEK2 && hp->n_expert == 0;
+    /* latent attention has no Vulkan path yet: such a model offloads only its vision tower,
+     * if it has one. Experts always stay on the CPU: an offloaded MoE layer (deepseek) runs
+     * its attention on the GPU and its experts on the CPU (issue 6's --cpu-moe layout). */
+    bool layers_ok = hp->arch != DSI_ARCH_DEEPSEEK2;
     if (!layers_ok) {
         /* said as a warning only when layers were asked for explicitly */
-        dsi_log(autop ? DSI_LOG_INFO : DSI_LOG_WARN, "offload: %s layers (latent attention, "
-                "experts) have no Vulkan path yet; they run on the CPU", dsi_model_arch(m));
+        dsi_log(autop ? DSI_LOG_INFO : DSI_LOG_WARN, "offload: %s layers (latent attention) "
+                "have no Vulkan path yet; they run on the CPU", dsi_model_arch(m));
         if (!m->vl2) return DSI_OK;
     }
     struct dsi_vk_params vp = dsi_vk_default_params();

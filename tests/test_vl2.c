@@ -123,6 +123,9 @@ static void check_language_model(const char *name, const struct dsi_model *m,
     free(hid);
 }
 
+static void check_language_model(const char *name, const struct dsi_model *m,
+                                 const struct dsi_st *ref);
+
 /* The tower on a Vulkan device (lavapipe in CI), fed the reference views: vision_out within
  * tol (its weights are f16 there), and the model's greedy tokens from those features equal
  * the CPU's. */
@@ -159,6 +162,13 @@ static void check_vision_gpu(const char *name, const char *dir, const struct dsi
     TU_LOG("%s: vision_out on %s: %.2e\n", name, dsi_model_gpu_name(m), ev);
     free(vo);
     free(feat);
+    /* the language model with its layers offloaded as far as they can be: VL2-Tiny's
+     * attention and the output head on the GPU, its experts on the CPU (MLA stays on the CPU) */
+    bool mla = !strcmp(dsi_model_arch(m), "deepseek2");
+    TU_CHECK(dsi_model_gpu_layers(m) == (mla ? 0 : (int)dsi_model_n_layer(m)) &&
+                 dsi_model_gpu_output(m) == !mla,
+             "%s: %d layers offloaded", name, dsi_model_gpu_layers(m));
+    if (!mla) check_language_model(name, m, ref);
     dsi_model_free(m);
 }
 

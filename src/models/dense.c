@@ -23,8 +23,15 @@ void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T) 
         if (il == (int)c->m->hp.n_layer) break;
         const struct dsi_layer *l = &c->m->layers[il];
         dsi_block_attn_gqa(c, be, l, il, T);
-        if (l->moe) dsi_block_ffn_moe(c, l, T); /* on the CPU (offload.c keeps it there) */
-        else dsi_block_ffn_swiglu(c, be, l, T);
+        if (l->moe) {
+            /* experts on the CPU, whatever ran the attention (offload.c) */
+            struct dsi_backend *cpu = &c->cpu.base;
+            if ((c->pass_err = dsi_backend_move(be, cpu, DSI_ACT_X, 0, nx))) return;
+            dsi_block_ffn_moe(c, l, T);
+            if ((c->pass_err = dsi_backend_move(cpu, be, DSI_ACT_X, 0, nx))) return;
+        } else {
+            dsi_block_ffn_swiglu(c, be, l, T);
+        }
         dsi_block_layer_done(c, be, il, T);
     }
     dsi_block_output(c, cur, T);
