@@ -285,6 +285,20 @@ static void check_from_jpeg(const char *name, const char *dir, const struct dsi_
              "%.3g, mean %.3g of max|ref|", name, worst, mean);
     TU_LOG("%s: from the JPEG: %lld ids identical, image rows worst %.2e mean %.2e, %d views "
            "encoded in %.2f s\n", name, (long long)T, worst, mean, p.n_views, p.t_encode);
+    /* the same picture again: the model remembers its image tokens (no tower), identical;
+     * the picture with one pixel changed goes through the tower */
+    struct dsi_vl2_prompt p2 = {0};
+    TU_CHECK(dsi_vl2_prompt_chat(m, &msg, 1, &im, 1, 2, &p2) == DSI_OK, "%s: prompt again", name);
+    bool same = p2.n == p.n && p2.n_views == 0;
+    for (int64_t t = 0; same && t < p.n; t++)
+        same = !p.rows[t] || !memcmp(p.rows[t], p2.rows[t], (size_t)E * sizeof(float));
+    TU_CHECK(same, "%s: the repeated picture: %d views encoded, rows %s", name, p2.n_views,
+             p2.n == p.n ? "differ" : "count differs");
+    dsi_vl2_prompt_free(&p2);
+    im.rgb[(size_t)(im.h / 2) * (size_t)im.w * 3] ^= 0x40;
+    TU_CHECK(dsi_vl2_prompt_chat(m, &msg, 1, &im, 1, 2, &p2) == DSI_OK, "%s: prompt changed", name);
+    TU_CHECK(p2.n_views == 7, "%s: a changed picture was not encoded (%d views)", name, p2.n_views);
+    dsi_vl2_prompt_free(&p2);
     dsi_vl2_prompt_free(&p);
     dsi_image_free(&im);
     free(ids);

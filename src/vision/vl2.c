@@ -33,6 +33,23 @@ struct vl2_gpu {
     struct dsi_backend *be; /* NULL after a device failure: the CPU */
 };
 
+/* Recent pictures and their image tokens (dsi_vl2_remember / dsi_vl2_recall): API clients
+ * send a conversation's pictures again with every turn. Matched by content (a full copy of
+ * the pixels is compared, so one user's picture never answers for another's). */
+#define MEMO_ENTRIES 8
+struct vl2_memo {
+    pthread_mutex_t lock;
+    struct {
+        int w, h;
+        bool tiled;
+        uint8_t *rgb;
+        int64_t n_tokens;
+        float *embd;
+        uint64_t used; /* clock of the last use, 0: empty */
+    } e[MEMO_ENTRIES];
+    uint64_t clock;
+};
+
 struct dsi_vl2 {
     int size, patch, grid, width, n_layer, n_head, n_ff, ds, tokens;
     int64_t n_embd;
@@ -47,6 +64,7 @@ struct dsi_vl2 {
     int n_cand;
     uint64_t n_params, n_bytes;
     struct vl2_gpu *gpu;
+    struct vl2_memo *memo;
     float **owned;
     int n_owned;
 };
@@ -134,6 +152,11 @@ static int64_t key_u32(struct vload *L, const char *key, int64_t lo, int64_t hi)
 
 void dsi_vl2_free(struct dsi_vl2 *v) {
     if (!v) return;
+    if (v->memo) {
+        for (int i = 0; i < MEMO_ENTRIES; i++) free(v->memo->e[i].rgb), free(v->memo->e[i].embd);
+        pthread_mutex_destroy(&v->memo->lock);
+        free(v->memo);
+    }
     if (v->gpu) {
         dsi_vk_backend_free(v->gpu->be);
         pthread_mutex_destroy(&v->gpu->lock);
@@ -247,12 +270,66 @@ enum dsi_status dsi_vl2_load(const struct dsi_gguf *g, int64_t n_embd, struct ds
         b->down_b = vec(&L, NAME("ffn_down.bias"), W, 1);
 #undef NAME
     }
+    if (!L.st && (v->memo = calloc(1, sizeof *v->memo))) pthread_mutex_init(&v->memo->lock, NULL);
+    else if (!L.st) L.st = DSI_ERR_NOMEM;
     if (L.st) {
         dsi_vl2_free(v);
         return L.st;
     }
     *out = v;
     return DSI_OK;
+}
+
+static bool memo_match(const struct vl2_memo *m, int i, int w, int h, bool tiled, const uint8_t *rgb) {
+    return m->e[i].used && m->e[i].w == w && m->e[i].h == h && m->e[i].tiled == tiled &&
+           !memcmp(m->e[i].rgb, rgb, (size_t)w * (size_t)h * 3);
+}
+
+int64_t dsi_vl2_recall(const struct dsi_vl2 *v, int w, int h, const uint8_t *rgb, bool tiled,
+                       float **embd) {
+    struct vl2_memo *m = v->memo;
+    int64_t n = 0;
+    *embd = NULL;
+    pthread_mutex_lock(&m->lock);
+    for (int i = 0; i < MEMO_ENTRIES && !n; i++)
+        if (memo_match(m, i, w, h, tiled, rgb)) {
+            size_t bytes = (size_t)(m->e[i].n_tokens * v->n_embd) * sizeof(float);
+            if ((*embd = malloc(bytes))) {
+                memcpy(*embd, m->e[i].embd, bytes);
+                n = m->e[i].n_tokens;
+                m->e[i].used = ++m->clock;
+            }
+        }
+    pthread_mutex_unlock(&m->lock);
+    return n;
+}
+
+void dsi_vl2_remember(const struct dsi_vl2 *v, int w, int h, const uint8_t *rgb, bool tiled,
+                      const float *embd, int64_t n_tokens) {
+    struct vl2_memo *m = v->memo;
+    size_t px = (size_t)w * (size_t)h * 3, bytes = (size_t)(n_tokens * v->n_embd) * sizeof(float);
+    uint8_t *c = malloc(px);
+    float *e = malloc(bytes);
+    if (!c || !e) {
+        free(c), free(e);
+        return;
+    }
+    memcpy(c, rgb, px);
+    memcpy(e, embd, bytes);
+    pthread_mutex_lock(&m->lock);
+    int slot = 0; /* an entry with these pixels, else the least recently used */
+    for (int i = 0; i < MEMO_ENTRIES; i++) {
+        if (memo_match(m, i, w, h, tiled, rgb)) {
+            slot = i;
+            break;
+        }
+        if (m->e[i].used < m->e[slot].used) slot = i;
+    }
+    free(m->e[slot].rgb), free(m->e[slot].embd);
+    m->e[slot].w = w, m->e[slot].h = h, m->e[slot].tiled = tiled;
+    m->e[slot].rgb = c, m->e[slot].embd = e, m->e[slot].n_tokens = n_tokens;
+    m->e[slot].used = ++m->clock;
+    pthread_mutex_unlock(&m->lock);
 }
 
 struct dsi_vl2_info dsi_vl2_get_info(const struct dsi_vl2 *v) {

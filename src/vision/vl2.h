@@ -66,6 +66,13 @@ void dsi_vl2_weave(const struct dsi_vl2 *v, const float *proj, int nw, int nh, f
 enum dsi_status dsi_vl2_encode(const struct dsi_vl2 *v, const uint8_t *views, int nw, int nh,
                                float *out, int n_threads);
 
+/* The model remembers the image tokens of its last 8 pictures (matched by their pixels and
+ * tiling): recall gives a malloc'd copy and its token count (0: not remembered). */
+int64_t dsi_vl2_recall(const struct dsi_vl2 *v, int w, int h, const uint8_t *rgb, bool tiled,
+                       float **embd);
+void dsi_vl2_remember(const struct dsi_vl2 *v, int w, int h, const uint8_t *rgb, bool tiled,
+                      const float *embd, int64_t n_tokens);
+
 /* ---- prompts (models.md C.7; src/vision/vl2_prompt.c) -------------------------------- */
 
 struct dsi_image;

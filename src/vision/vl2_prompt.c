@@ -94,13 +94,22 @@ void dsi_vl2_cache_free(struct dsi_vl2_cache *c) {
 /* Picture k through the tower (views, tower, projector, weaving) into the cache entry k. */
 static enum dsi_status encode_one(const struct dsi_vl2 *v, const struct dsi_image *im, bool tiled,
                                   int n_threads, struct dsi_vl2_cache *c, int k, int *n_views) {
+    float *e = NULL;
+    int64_t n = dsi_vl2_recall(v, im->w, im->h, im->rgb, tiled, &e);
+    if (n > 0) { /* a picture the model saw recently: no tower */
+        free(c->e[k].embd);
+        c->e[k].embd = e, c->e[k].n_tokens = n, c->e[k].tiled = tiled;
+        if (k >= c->n) c->n = k + 1;
+        return DSI_OK;
+    }
     struct dsi_vl2_info in = dsi_vl2_get_info(v);
     struct dsi_vl2_views views = {0};
     enum dsi_status st = dsi_vl2_views(im, in.cand, in.n_cand, in.image_size, tiled, &views);
     if (st) return st;
-    int64_t n = dsi_vl2_n_tokens(v, views.nw, views.nh);
-    float *e = malloc((size_t)(n * in.n_embd) * sizeof *e);
+    n = dsi_vl2_n_tokens(v, views.nw, views.nh);
+    e = malloc((size_t)(n * in.n_embd) * sizeof *e);
     st = e ? dsi_vl2_encode(v, views.pix, views.nw, views.nh, e, n_threads) : DSI_ERR_NOMEM;
+    if (!st) dsi_vl2_remember(v, im->w, im->h, im->rgb, tiled, e, n);
     if (st == DSI_ERR_NOMEM) DSI_LOG_ERR("vl2: out of memory for %lld image tokens", (long long)n);
     if (!st) {
         free(c->e[k].embd);
