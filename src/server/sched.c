@@ -453,16 +453,47 @@ static void on_token(struct dsi_server *s, struct slot *sl, const float *logits,
     }
 }
 
-/* Tokens the prompt shares with the slot's cache. Image tokens all have the same id, so the
- * shared part ends before the first one of either side: a cache entry computed from one
- * picture's embeddings is never reused for another's (nor for the plain <image> token). */
-static int64_t common_prefix(const struct slot *sl, const struct req *r) {
+/* Tokens the prompt shares with the slot's cache. Image tokens all have the same id: one is
+ * shared only when both sides have an image token there with the same embedding (the model
+ * remembers recent pictures, so a client resending a conversation gets the same rows), never
+ * across different pictures nor with a plain <image> token. */
+static int64_t common_prefix(const struct slot *sl, const struct req *r, int64_t n_embd) {
     int64_t lim = sl->n_cache < r->n_prompt ? sl->n_cache : r->n_prompt;
     if (lim > sl->n_plain) lim = sl->n_plain;
-    if (r->rows && lim > r->img_first) lim = r->img_first;
-    int64_t n = 0;
-    while (n < lim && sl->cache[n] == r->prompt[n]) n++;
+    int64_t n = 0, k = 0;
+    size_t row = (size_t)n_embd * sizeof(float);
+    while (n < lim && sl->cache[n] == r->prompt[n]) {
+        bool si = k < sl->n_img && sl->img_pos[k] == n, ri = r->rows && r->rows[n];
+        if (si != ri || (si && memcmp(sl->img + k * n_embd, r->rows[n], row) != 0)) break;
+        k += si;
+        n++;
+    }
     return n;
+}
+
+/* Keep the image rows of the slot's new prompt (its cache will hold them). Without memory for
+ * them, nothing from the first image token on may be reused later. */
+static void slot_keep_images(struct slot *sl, const struct req *r, int64_t n_embd) {
+    int64_t k = 0;
+    for (int64_t t = 0; r->rows && t < r->n_prompt; t++) k += r->rows[t] != NULL;
+    sl->n_img = 0;
+    sl->n_plain = INT64_MAX;
+    if (k > sl->img_cap) {
+        float *img = realloc(sl->img, (size_t)(k * n_embd) * sizeof(float));
+        if (img) sl->img = img;
+        int64_t *pos = img ? realloc(sl->img_pos, (size_t)k * sizeof *pos) : NULL;
+        if (pos) sl->img_pos = pos;
+        if (!img || !pos) {
+            sl->n_plain = r->img_first;
+            return;
+        }
+        sl->img_cap = k;
+    }
+    for (int64_t t = 0; r->rows && t < r->n_prompt; t++)
+        if (r->rows[t]) {
+            memcpy(sl->img + sl->n_img * n_embd, r->rows[t], (size_t)n_embd * sizeof(float));
+            sl->img_pos[sl->n_img++] = t;
+        }
 }
 
 /* Re-tokenize a request queued before a model reload (under s->mu). False: it was failed. */
@@ -520,7 +551,7 @@ static void admit(struct dsi_server *s) {
         for (int i = 0; i < s->n_slots; i++) {
             struct slot *sl = &s->slots[i];
             if (sl->r) continue;
-            int64_t n = common_prefix(sl, r);
+            int64_t n = common_prefix(sl, r, dsi_model_n_embd(s->model->m));
             if (n > best_n || (n == best_n && sl->last_used < s->slots[best].last_used))
                 best = i, best_n = n;
         }
@@ -530,7 +561,7 @@ static void admit(struct dsi_server *s) {
         sl->state = SLOT_PREFILL;
         sl->n_cache = best_n;
         sl->n_done = best_n;
-        sl->n_plain = r->rows ? r->img_first : INT64_MAX;
+        slot_keep_images(sl, r, dsi_model_n_embd(s->model->m));
         r->n_cached = best_n;
         s->n_active++;
         dsi_sampler_free(sl->smp);

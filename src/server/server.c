@@ -24,6 +24,8 @@ struct dsi_server_params dsi_server_default_params(void) {
 static void server_free(struct dsi_server *s) {
     for (int i = 0; s->slots && i < s->n_slots; i++) {
         free(s->slots[i].cache);
+        free(s->slots[i].img);
+        free(s->slots[i].img_pos);
         dsi_sampler_free(s->slots[i].smp);
     }
     free(s->slots);

@@ -180,8 +180,13 @@ struct slot {
     struct dsi_textstream ts;
     struct think th;
     uint64_t last_used;
-    int64_t n_plain;            /* leading cache tokens evaluated from their ids (before the
-                                 * first image token): only these may be reused */
+    int64_t n_plain;            /* leading cache tokens that may be reused at all (all, unless
+                                 * the image rows below could not be kept) */
+    /* the image-token embeddings of the slot's prompt, in order, at positions img_pos: a cached
+     * image token is reused only for the same embedding (image tokens share one id) */
+    float *img;
+    int64_t *img_pos;
+    int64_t n_img, img_cap;
 };
 
 struct MHD_Daemon;

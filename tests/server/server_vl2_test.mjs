@@ -80,11 +80,18 @@ async function main() {
     check(/1 image\(s\), 7 views, 1415 image tokens, encoded in [0-9.]+ s/.test(srv.log()), 'the encode is logged with its time', srv.log().slice(-500));
     check(!('images' in a) && Object.keys(a.choices[0].message).every((k) => ['role', 'content', 'refusal', 'annotations'].includes(k)),
       'nothing extra in the response', a.choices[0].message);
-    // again: the same picture is encoded again; the cache is reused only before the image
+    // again: the model remembers the picture (no tower) and the slot's cache is reused through
+    // its image tokens (the same embeddings)
     const b = await client.chat.completions.create({ model: 'x', messages: msgs(dataUrl), max_tokens: 16, temperature: 0 });
     check(b.choices[0].message.content === wantImage, 'data URL again: same text', b.choices[0].message.content);
-    check(b.usage.prompt_tokens_details.cached_tokens > 0 && b.usage.prompt_tokens_details.cached_tokens < 10,
-      'no cache reuse across image tokens', b.usage);
+    check(b.usage.prompt_tokens_details.cached_tokens === 1429,
+      'cache reuse through the same picture (all but the last prompt token)', b.usage);
+    check(/1 image\(s\), 0 views, 1415 image tokens/.test(srv.log()), 'the repeated picture is not encoded again', srv.log().slice(-500));
+    // another picture: the cache is reused only up to its image tokens
+    const other = 'data:image/jpeg;base64,' + readFileSync(IMAGE.replace('tiny-vl2-mha/monday.jpg', 'tiny-vl2-mla/visual_grounding_1.jpeg')).toString('base64');
+    const o = await client.chat.completions.create({ model: 'x', messages: msgs(other), max_tokens: 4, temperature: 0 });
+    check(o.usage.prompt_tokens_details.cached_tokens > 0 && o.usage.prompt_tokens_details.cached_tokens < 10,
+      'no cache reuse across different pictures', o.usage);
     let streamed = '';
     for await (const ch of await client.chat.completions.create({ model: 'x', messages: msgs(dataUrl), max_tokens: 16, temperature: 0, stream: true }))
       streamed += ch.choices[0]?.delta?.content ?? '';
