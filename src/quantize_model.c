@@ -258,6 +258,9 @@ enum dsi_status dsi_quantize_plan(const struct dsi_gguf *g, const struct dsi_qua
     for (int64_t k = 0; k < nt && !st; k++) {
         const struct dsi_gguf_tensor *t = dsi_gguf_tensor(g, order[k].index);
         enum dsi_type ty = t->type;
+        if (p->vision_q8 && is_vision(t->name) && n_dims_of(t) == 2 && t->ne[0] % 32 == 0 &&
+            strstr(t->name, ".weight") && strcmp(t->name, "v.position_embd.weight") != 0)
+            ty = DSI_TYPE_Q8_0;
         if (allows_quantization(t)) {
             enum category cat = category(t->name);
             if (p->token_embd_type >= 0 && cat == CAT_TOKEN_EMBD) ty = (enum dsi_type)p->token_embd_type;

@@ -56,6 +56,8 @@ struct dsi_quantize_params {
     bool pure;              /* the default type everywhere, no per-tensor bumps */
     bool allow_requantize;  /* accept quantized input tensors (quality suffers) */
     bool progress;          /* progress bar on stderr */
+    bool vision_q8;         /* DeepSeek-VL2: the vision tower's and projector's matrices whose
+                               rows are whole blocks become Q8_0 (default: kept as they are) */
 };
 
 /* The output type of every tensor of `g` (types[i] for tensor i), by the mix rules. Fails

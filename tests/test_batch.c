@@ -263,7 +263,7 @@ int main(int argc, char **argv) {
     } q[] = {{"Q8_0", DSI_FTYPE_Q8_0}, {"Q4_0", DSI_FTYPE_Q4_0}, {"Q4_K_M", DSI_FTYPE_Q4_K_M}};
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
         const char *out = tu_tmp(1, ".gguf");
-        struct dsi_quantize_params p = {base, out, q[i].ft, 2, -1, -1, false, false, false};
+        struct dsi_quantize_params p = {base, out, q[i].ft, 2, -1, -1, false, false, false, false};
         if (dsi_quantize_model(&p) != DSI_OK) {
             TU_CHECK(0, "quantize %s", q[i].name);
             continue;
@@ -294,7 +294,7 @@ int main(int argc, char **argv) {
         check_model(i ? "deepseek2 q8_0" : "deepseek2 f32", out);
         if (i == 0) { /* Q4_0 experts, attention and shared experts: the repacked paths of MoE */
             const char *q4 = tu_tmp(3, ".gguf");
-            struct dsi_quantize_params qp = {out, q4, DSI_FTYPE_Q4_0, 2, -1, -1, true, false, false};
+            struct dsi_quantize_params qp = {out, q4, DSI_FTYPE_Q4_0, 2, -1, -1, true, false, false, false};
             if (dsi_quantize_model(&qp) == DSI_OK) {
                 check_model("deepseek2 q4_0", q4);
                 check_repack("deepseek2 q4_0", q4);

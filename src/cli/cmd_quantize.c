@@ -21,6 +21,8 @@ static void usage(FILE *f) {
             "  --output-tensor-type T      type of output.weight (e.g. q8_0, f16)\n"
             "  --token-embedding-type T    type of token_embd.weight\n"
             "  --allow-requantize          accept an already quantized input (loses quality)\n"
+            "  --vision-q8                 DeepSeek-VL2: the vision tower's matrices to Q8_0 too\n"
+            "                              (default: kept as converted)\n"
             "  --no-progress               no progress bar\n",
             dsi_ftype_names());
 }
@@ -61,6 +63,8 @@ int dsi_cmd_quantize(int argc, char **argv) {
             if (!parse_type(a, argv[++i], &p.output_type)) return 2;
         } else if (!strcmp(a, "--token-embedding-type") && i + 1 < argc) {
             if (!parse_type(a, argv[++i], &p.token_embd_type)) return 2;
+        } else if (!strcmp(a, "--vision-q8")) {
+            p.vision_q8 = true;
         } else if (!strcmp(a, "--progress")) {
             p.progress = true;
         } else if (!strcmp(a, "--no-progress")) {
