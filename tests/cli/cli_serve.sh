@@ -16,7 +16,7 @@ if [ ! -f "$dir/node_modules/openai/package.json" ]; then
   echo "cli_serve: installing the openai npm client into $dir"
   (cd "$dir" && npm install --no-audit --no-fund --no-save --silent openai@5.23.2)
 fi
-cp tests/server/server_test.mjs tests/server/server_vl2_test.mjs "$dir/"
+cp tests/server/harness.mjs tests/server/server_test.mjs tests/server/server_vl2_test.mjs "$dir/"
 fail=0
 node "$dir/server_test.mjs" "$BIN" "$(pwd)/models/shakespeare-qwen2.gguf" || fail=1
 

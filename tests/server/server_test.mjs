@@ -1,69 +1,18 @@
 // Integration tests of `dsinfer serve` with the official `openai` npm client and raw HTTP.
 // Usage: node tests/server/server_test.mjs BIN MODEL   (run by tests/cli/cli_serve.sh, which
 // installs the client). Each check prints on failure; the exit status is the failure count.
-import { spawn } from 'node:child_process';
 import { copyFileSync, writeFileSync, mkdtempSync, rmSync, renameSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
+import { check, failureCount, json, request as req, startServer as start } from './harness.mjs';
 
 const [BIN, MODEL] = process.argv.slice(2);
 const KEY = 'test-key-123';
-let failures = 0;
-const verbose = !!process.env.VERBOSE;
-
-function check(cond, what, detail) {
-  if (!cond) {
-    failures++;
-    console.log(`FAIL: ${what}${detail !== undefined ? ': ' + JSON.stringify(detail).slice(0, 600) : ''}`);
-  } else if (verbose) {
-    console.log(`ok: ${what}`);
-  }
-}
-
-// Start a server; resolves with {proc, port, log(), stop()} once it listens.
-function startServer(args) {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, ['serve', '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let log = '';
-    let done = false;
-    const timer = setTimeout(() => { if (!done) { done = true; proc.kill('SIGKILL'); reject(new Error('server did not start: ' + log)); } }, 120000);
-    proc.stderr.on('data', (d) => {
-      log += d.toString();
-      const m = log.match(/listening on http:\/\/[^:]+:(\d+)/);
-      if (m && !done) {
-        done = true;
-        clearTimeout(timer);
-        const exited = new Promise((res) => proc.on('exit', (code, sig) => res({ code, sig })));
-        resolve({
-          proc, port: Number(m[1]), log: () => log, exited,
-          stop: async (sig = 'SIGTERM') => { proc.kill(sig); return exited; },
-        });
-      }
-    });
-    proc.on('exit', (code) => { if (!done) { done = true; clearTimeout(timer); reject(new Error(`server exited ${code}: ${log}`)); } });
-  });
-}
-
-// Raw HTTP request; resolves {status, headers, body}.
-function request(port, method, url, { body, headers = {}, key = KEY } = {}) {
-  return new Promise((resolve, reject) => {
-    const h = { ...headers };
-    if (key) h.Authorization = `Bearer ${key}`;
-    if (body !== undefined && !h['Content-Type']) h['Content-Type'] = 'application/json';
-    const req = http.request({ host: '127.0.0.1', port, method, path: url, headers: h }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString() }));
-    });
-    req.on('error', reject);
-    if (body !== undefined) req.write(body);
-    req.end();
-  });
-}
-
-const json = (s) => { try { return JSON.parse(s); } catch { return null; } };
+// Raw HTTP request with the test key; resolves {status, headers, body}.
+const request = (port, method, url, opt = {}) => req(port, method, url, { key: KEY, ...opt });
+const startServer = (args) => start(BIN, args);
 
 async function metric(port, name) {
   const r = await request(port, 'GET', '/metrics');
@@ -308,6 +257,7 @@ async function main() {
 const watchdog = setTimeout(() => { console.log('FAIL: timeout'); process.exit(100); }, 600000);
 main().then(() => {
   clearTimeout(watchdog);
+  const failures = failureCount();
   console.log(failures ? `server tests: ${failures} failure(s)` : 'server tests: all passed');
   process.exit(failures ? 1 : 0);
 }, (e) => {

@@ -3,58 +3,13 @@
 // `dsinfer run` for the same message; errors for bad pictures.
 // Usage: node server_vl2_test.mjs BIN MODEL IMAGE EXPECTED_IMAGE_TEXT_FILE EXPECTED_TEXT_FILE
 // (run by tests/cli/cli_serve.sh, which writes the two files with `dsinfer run --no-echo`).
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import http from 'node:http';
 import OpenAI from 'openai';
+import { check, failureCount, json, request as req, startServer as start } from './harness.mjs';
 
 const [BIN, MODEL, IMAGE, EXP_IMAGE, EXP_TEXT] = process.argv.slice(2);
-let failures = 0;
-const verbose = !!process.env.VERBOSE;
-
-function check(cond, what, detail) {
-  if (!cond) {
-    failures++;
-    console.log(`FAIL: ${what}${detail !== undefined ? ': ' + JSON.stringify(detail).slice(0, 600) : ''}`);
-  } else if (verbose) {
-    console.log(`ok: ${what}`);
-  }
-}
-
-function startServer(args) {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, ['serve', '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let log = '';
-    let done = false;
-    const timer = setTimeout(() => { if (!done) { done = true; proc.kill('SIGKILL'); reject(new Error('server did not start: ' + log)); } }, 60000);
-    proc.stderr.on('data', (d) => {
-      log += d.toString();
-      const m = log.match(/listening on http:\/\/[^:]+:(\d+)/);
-      if (m && !done) {
-        done = true;
-        clearTimeout(timer);
-        const exited = new Promise((res) => proc.on('exit', (code, sig) => res({ code, sig })));
-        resolve({ proc, port: Number(m[1]), log: () => log, stop: async () => { proc.kill('SIGTERM'); return exited; } });
-      }
-    });
-    proc.on('exit', (code) => { if (!done) { done = true; clearTimeout(timer); reject(new Error(`server exited ${code}: ${log}`)); } });
-  });
-}
-
-function request(port, body) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/chat/completions',
-      headers: { 'Content-Type': 'application/json' } }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
-    });
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}
-
-const json = (s) => { try { return JSON.parse(s); } catch { return null; } };
+const startServer = (args) => start(BIN, args, 60000);
+const request = (port, body) => req(port, 'POST', '/v1/chat/completions', { body: JSON.stringify(body) });
 // `run --no-echo` prints the text and a newline; the server's chat content drops leading
 // white space (as for every chat model)
 const expected = (f) => readFileSync(f, 'utf8').replace(/\n$/, '').replace(/^\s+/, '');
@@ -137,6 +92,7 @@ async function main() {
 const watchdog = setTimeout(() => { console.log('FAIL: timeout'); process.exit(100); }, 300000);
 main().then(() => {
   clearTimeout(watchdog);
+  const failures = failureCount();
   console.log(failures ? `server VL2 tests: ${failures} failure(s)` : 'server VL2 tests: all passed');
   process.exit(failures ? 1 : 0);
 }, (e) => {
