@@ -127,6 +127,26 @@ static void check_language_model(const char *name, const struct dsi_model *m,
     free(hid);
 }
 
+/* The tower on every reference view: the worst max|diff|/max|ref| against vision_out. */
+static double tower_error(const char *name, const struct dsi_vl2 *v, const struct dsi_st *ref) {
+    struct dsi_vl2_info in = dsi_vl2_get_info(v);
+    const struct dsi_st_tensor *vt = dsi_st_find(ref, "views_u8");
+    int64_t F = (int64_t)in.grid * in.grid * in.width;
+    float *vo = tu_st_f32(ref, "vision_out", NULL), *feat = malloc((size_t)F * sizeof *feat);
+    size_t vbytes = (size_t)in.image_size * in.image_size * 3;
+    double ev = 0;
+    for (int64_t i = 0; vt && vo && i < vt->shape[0]; i++) {
+        TU_CHECK(dsi_vl2_vision(v, (const uint8_t *)vt->data + i * vbytes, feat, 2) == DSI_OK,
+                 "%s: tower, view %lld", name, (long long)i);
+        double e = rel_err(feat, vo + i * F, F);
+        ev = e > ev ? e : ev;
+    }
+    TU_CHECK(vt && vo, "%s: views_u8 / vision_out", name);
+    free(vo);
+    free(feat);
+    return ev;
+}
+
 static void check_language_model(const char *name, const struct dsi_model *m,
                                  const struct dsi_st *ref);
 
@@ -146,26 +166,13 @@ static void check_vision_gpu(const char *name, const char *dir, const struct dsi
         dsi_model_free(m);
         return;
     }
-    struct dsi_vl2_info in = dsi_vl2_get_info(v);
-    const struct dsi_st_tensor *vt = dsi_st_find(ref, "views_u8");
-    int64_t F = (int64_t)in.grid * in.grid * in.width, nvo;
-    float *vo = tu_st_f32(ref, "vision_out", &nvo), *feat = malloc((size_t)F * sizeof *feat);
-    size_t vbytes = (size_t)in.image_size * in.image_size * 3;
-    double ev = 0;
-    for (int64_t i = 0; i < vt->shape[0]; i++) {
-        TU_CHECK(dsi_vl2_vision(v, (const uint8_t *)vt->data + i * vbytes, feat, 2) == DSI_OK,
-                 "%s: tower on the GPU", name);
-        double e = rel_err(feat, vo + i * F, F);
-        ev = e > ev ? e : ev;
-    }
+    double ev = tower_error(name, v, ref);
     /* f16 weights (the bf16 checkpoint's values, exact unless below f16's normal range) and f32
      * arithmetic in another order: measured 1e-6 on lavapipe */
     TU_CHECK(ev <= 1e-5, "%s: vision_out on the GPU: max|diff|/max|ref| = %.3g > 1e-5", name, ev);
     TU_CHECK(dsi_model_gpu_validation_errors(m) == 0, "%s: %d validation errors", name,
              dsi_model_gpu_validation_errors(m));
     TU_LOG("%s: vision_out on %s: %.2e\n", name, dsi_model_gpu_name(m), ev);
-    free(vo);
-    free(feat);
     /* the language model with its layers offloaded as far as they can be: VL2-Tiny's
      * attention and the output head on the GPU, its experts on the CPU (MLA stays on the CPU) */
     bool mla = !strcmp(dsi_model_arch(m), "deepseek2");
@@ -331,24 +338,11 @@ static void check_vision_q8(const char *name, const char *dir, const struct dsi_
     }
     const struct dsi_vl2 *v = m ? dsi_model_vl2(m) : NULL;
     if (v) {
-        struct dsi_vl2_info in = dsi_vl2_get_info(v);
-        const struct dsi_st_tensor *vt = dsi_st_find(ref, "views_u8");
-        int64_t F = (int64_t)in.grid * in.grid * in.width;
-        float *vo = tu_st_f32(ref, "vision_out", NULL), *feat = malloc((size_t)F * sizeof *feat);
-        size_t vbytes = (size_t)in.image_size * in.image_size * 3;
-        double ev = 0;
-        for (int64_t i = 0; i < vt->shape[0]; i++) {
-            TU_CHECK(dsi_vl2_vision(v, (const uint8_t *)vt->data + i * vbytes, feat, 2) == DSI_OK,
-                     "%s: q8 tower", name);
-            double e = rel_err(feat, vo + i * F, F);
-            ev = e > ev ? e : ev;
-        }
+        double ev = tower_error(name, v, ref);
         /* 8-bit weights and activations (per 32 values, scale = max/127): measured 6e-3 on
          * both fixtures; 3x that as the bound */
         TU_CHECK(ev <= 2e-2, "%s: vision_out with a Q8_0 tower: %.3g > 2e-2", name, ev);
         TU_LOG("%s: vision_out with a Q8_0 tower: %.2e\n", name, ev);
-        free(vo);
-        free(feat);
     }
     dsi_model_free(m);
     unlink(gg);
