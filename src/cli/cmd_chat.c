@@ -263,7 +263,7 @@ int dsi_cmd_chat(int argc, char **argv) {
             if (!text) goto done;
             add_message(msgs, "user", text);
             free(text);
-            if (!vl2_build(m, msgs, &pics, cli_n_threads(&o), &vp)) {
+            if (!vl2_build(m, msgs, &pics, o.n_threads, &vp)) {
                 cJSON_DeleteItemFromArray(msgs, cJSON_GetArraySize(msgs) - 1);
                 continue;
             }

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core/file.h"
 #include "src/cli/cli.h"
@@ -230,11 +229,6 @@ bool cli_parse_ids(const char *s, int32_t **ids, int64_t *n) {
     return true;
 }
 
-int cli_n_threads(const struct cli_opts *o) {
-    long n = o->n_threads > 0 ? o->n_threads : sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
 /* VL2: the text as the user's message (or raw), the pictures encoded into it. */
 static bool vl2_prompt(const struct cli_opts *o, const struct dsi_model *m, const char *text,
                        struct cli_prompt *p) {
@@ -245,9 +239,9 @@ static bool vl2_prompt(const struct cli_opts *o, const struct dsi_model *m, cons
     if (st) n--;
     if (!st) {
         struct dsi_vl2_msg msg = {"user", text};
-        int nt = cli_n_threads(o);
-        st = o->raw_prompt ? dsi_vl2_prompt_raw(m, text, ims, n, nt, &p->vp)
-                           : dsi_vl2_prompt_chat(m, &msg, 1, ims, n, nt, &p->vp);
+        /* n_threads 0 (no -t): the tower takes every core, as contexts do */
+        st = o->raw_prompt ? dsi_vl2_prompt_raw(m, text, ims, n, o->n_threads, &p->vp)
+                           : dsi_vl2_prompt_chat(m, &msg, 1, ims, n, o->n_threads, &p->vp);
     }
     for (int i = 0; i < n; i++) dsi_image_free(&ims[i]);
     if (st) {

@@ -54,8 +54,6 @@ struct dsi_model *cli_load_model(const struct cli_opts *o, double *seconds);
 /* A context for the model with -c/-b/-t/--kv-type (n_ctx at least min_ctx). */
 struct dsi_context *cli_make_context(const struct cli_opts *o, const struct dsi_model *m,
                                      int64_t min_ctx);
-/* -t, or all cores when not given (for the vision encoder, which needs a count). */
-int cli_n_threads(const struct cli_opts *o);
 /* A prompt: token ids, and for a DeepSeek-VL2 model the image-token embeddings (rows[i]
  * NULL for text; rows NULL when there are none). */
 struct cli_prompt {

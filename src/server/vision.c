@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -269,8 +268,7 @@ int srv_vl2_chat(struct dsi_server *s, const struct dsi_model *m, const cJSON *m
     }
     struct dsi_vl2_prompt vp = {0};
     if (e.status == 200) {
-        int nt = s->p.n_threads > 0 ? s->p.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-        enum dsi_status st = dsi_vl2_prompt_chat(m, vm, n, ims, n_im, nt > 0 ? nt : 1, &vp);
+        enum dsi_status st = dsi_vl2_prompt_chat(m, vm, n, ims, n_im, s->p.n_threads, &vp);
         if (st == DSI_ERR_NOMEM) fail(&e, 500, "out of memory");
         else if (st)
             fail(&e, 400, "'messages': the conversation could not be prepared for the model (%s%s)",
