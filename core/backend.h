@@ -100,10 +100,10 @@ struct dsi_backend_ops {
     /* y[i] = x W[i]^T (+ bias[i], which may be NULL) for nm <= 4 matrices of one input. */
     void (*matmul)(struct dsi_backend *b, int nm, const enum dsi_act *y, enum dsi_act x,
                    int64_t T, const struct dsi_tensor *const *W, const float *const *bias);
-    /* y += x W^T (the residual stream after the attention output or the down projection);
-     * may use DSI_ACT_TMP as scratch. */
+    /* y += x W^T (+ bias, which may be NULL): the residual stream after the attention output
+     * or the down projection; may use DSI_ACT_TMP as scratch. */
     void (*matmul_add)(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, int64_t T,
-                       const struct dsi_tensor *W);
+                       const struct dsi_tensor *W, const float *bias);
     /* Rotate x [T][n_head * head_dim] in place at the pass's positions. */
     void (*rope)(struct dsi_backend *b, enum dsi_act x, int64_t T, int n_head, int head_dim,
                  const struct dsi_rope *r);

@@ -58,10 +58,10 @@ static void cpu_matmul(struct dsi_backend *b, int nm, const enum dsi_act *y, enu
 }
 
 static void cpu_matmul_add(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, int64_t T,
-                           const struct dsi_tensor *W) {
+                           const struct dsi_tensor *W, const float *bias) {
     struct dsi_backend_cpu *cb = cpu_of(b);
     float *tmp = cpu_host(b, DSI_ACT_TMP);
-    dsi_op_matmul(tmp, cpu_host(b, x), T, W, NULL, cb->n_threads, cb->mm);
+    dsi_op_matmul(tmp, cpu_host(b, x), T, W, bias, cb->n_threads, cb->mm);
     dsi_op_add(cpu_host(b, y), tmp, T * W->ne[1], cb->n_threads);
 }
 

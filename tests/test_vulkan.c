@@ -154,7 +154,7 @@ static void test_matmul(struct dsi_vk *vk, struct dsi_backend *b, const char *va
             begin1(b, T);
             b->ops->set(b, DSI_ACT_XN, 0, x, T * K);
             b->ops->set(b, DSI_ACT_X, 0, y0, T * N);
-            b->ops->matmul_add(b, DSI_ACT_X, DSI_ACT_XN, T, &w);
+            b->ops->matmul_add(b, DSI_ACT_X, DSI_ACT_XN, T, &w, NULL);
             st = b->ops->get(b, DSI_ACT_X, 0, got, T * N);
             char label[64];
             snprintf(label, sizeof label, "matmul_add%s %s T=%lld", variant,

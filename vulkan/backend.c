@@ -480,8 +480,8 @@ static void vkb_matmul(struct dsi_backend *be, int nm, const enum dsi_act *y, en
 }
 
 static void vkb_matmul_add(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, int64_t T,
-                           const struct dsi_tensor *W) {
-    matmul1((struct vkb *)be, y, x, T, W, NULL, true);
+                           const struct dsi_tensor *W, const float *bias) {
+    matmul1((struct vkb *)be, y, x, T, W, bias, true);
 }
 
 static void vkb_rope(struct dsi_backend *be, enum dsi_act x, int64_t T, int n_head, int head_dim,

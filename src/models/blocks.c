@@ -49,7 +49,7 @@ void dsi_block_attn_gqa(struct dsi_context *c, struct dsi_backend *be, const str
     struct dsi_attn_params ap = {hp->n_head, hp->n_head_kv, hp->head_dim, hp->head_dim_v,
                                  1.0f / sqrtf((float)hp->head_dim)};
     B->attention(be, il, DSI_ACT_ATTN, DSI_ACT_Q, DSI_ACT_K, DSI_ACT_V, &ap);
-    B->matmul_add(be, DSI_ACT_X, DSI_ACT_ATTN, T, &l->wo);
+    B->matmul_add(be, DSI_ACT_X, DSI_ACT_ATTN, T, &l->wo, NULL);
 }
 
 /* x += W_down (silu(W_gate xn) * W_up xn), xn = rmsnorm(x). */
@@ -64,7 +64,7 @@ void dsi_block_ffn_swiglu(struct dsi_context *c, struct dsi_backend *be, const s
         B->matmul(be, 2, y, DSI_ACT_XN, T, W, NULL);
     }
     B->swiglu(be, DSI_ACT_GATE, DSI_ACT_UP, T * hp->n_ff);
-    B->matmul_add(be, DSI_ACT_X, DSI_ACT_GATE, T, &l->w_down);
+    B->matmul_add(be, DSI_ACT_X, DSI_ACT_GATE, T, &l->w_down, NULL);
 }
 
 /* Final norm, then the output head for the rows the pass wants (gathered in TMP), at most

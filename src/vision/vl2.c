@@ -343,13 +343,6 @@ int64_t dsi_vl2_n_tokens(const struct dsi_vl2 *v, int nw, int nh) {
     return t * (t + 1) + 1 + t * nh * (t * nw + 1);
 }
 
-/* ---- the tower ------------------------------------------------------------------------- */
-
-static void gelu_erf(float *x, int64_t n, int n_threads) {
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
-}
-
 /* ---- the tower, on a backend (core/backend.h) -------------------------------------------
  * Buffers: X residual, XN normed, TMP, Q, K, V, ATTN [T][width]; GATE [T][max(n_ff, 3P^2)]
  * holds the patches, then the MLP's hidden layer. The same code runs on the CPU backend (own
@@ -395,15 +388,13 @@ static enum dsi_status run_tower(const struct dsi_vl2 *v, struct dsi_backend *be
         const float *b3[3] = {b->qkv_b, b->qkv_b + W, b->qkv_b + 2 * W};
         B->matmul(be, 3, qkv, XN, T, w3, b3);
         B->attention_full(be, DSI_ACT_ATTN, DSI_ACT_Q, DSI_ACT_K, DSI_ACT_V, T, &ap);
-        const struct dsi_tensor *wo = &b->out, *wu = &b->up, *wd = &b->down;
-        B->matmul(be, 1, &TMP, DSI_ACT_ATTN, T, &wo, &b->out_b);
-        B->add(be, X, TMP, T * W);
+        const struct dsi_tensor *wu = &b->up;
+        B->matmul_add(be, X, DSI_ACT_ATTN, T, &b->out, b->out_b);
         /* x += fc2(gelu_tanh(fc1(LayerNorm(x)))) */
         B->layernorm(be, XN, X, b->ln2_w, b->ln2_b, T, W, v->eps);
         B->matmul(be, 1, &GATE, XN, T, &wu, &b->up_b);
         B->gelu(be, GATE, T * v->n_ff);
-        B->matmul(be, 1, &TMP, GATE, T, &wd, &b->down_b);
-        B->add(be, X, TMP, T * W);
+        B->matmul_add(be, X, GATE, T, &b->down, b->down_b);
     }
     B->layernorm(be, XN, X, v->post_w, v->post_b, T, W, v->eps);
     enum dsi_status st = B->get(be, XN, 0, feat, T * W), st2 = B->end(be);
@@ -412,12 +403,11 @@ static enum dsi_status run_tower(const struct dsi_vl2 *v, struct dsi_backend *be
 
 /* BLAS takes the float matrix products when the scratch has room for a widened weight block
  * per thread (src/ops.h): sized for the longest row. */
-static bool blas_scratch(struct dsi_matmul_scratch *mm, int64_t K, int n_threads) {
-    if (!dsi_op_have_blas()) return true;
+static void blas_scratch(struct dsi_matmul_scratch *mm, int64_t K, int n_threads) {
+    if (!dsi_op_have_blas()) return;
     mm->wbuf_floats = (size_t)n_threads * DSI_BLAS_BLOCK * (size_t)K;
     mm->wbuf = malloc(mm->wbuf_floats * sizeof(float));
     if (!mm->wbuf) mm->wbuf_floats = 0; /* then the slower path */
-    return true;
 }
 
 static void scratch_free(struct dsi_matmul_scratch *mm) {
@@ -488,6 +478,11 @@ enum dsi_status dsi_vl2_vision(const struct dsi_vl2 *v, const uint8_t *view, flo
 
 /* ---- projector and weaving ------------------------------------------------------------- */
 
+static void gelu_erf(float *x, int64_t n, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
 enum dsi_status dsi_vl2_project(const struct dsi_vl2 *v, const float *feat, float *out,
                                 int n_threads) {
     n_threads = threads(n_threads);
@@ -513,7 +508,7 @@ enum dsi_status dsi_vl2_project(const struct dsi_vl2 *v, const float *feat, floa
                 }
         }
     struct dsi_matmul_scratch mm = {0};
-    if (!blas_scratch(&mm, K, n_threads)) mm.wbuf_floats = 0; /* then the slower path */
+    blas_scratch(&mm, K, n_threads);
     dsi_op_matmul(h, z, n, &v->mm0, v->mm0_b, n_threads, &mm);
     gelu_erf(h, n * D, n_threads);
     dsi_op_matmul(out, h, n, &v->mm2, v->mm2_b, n_threads, &mm);
