@@ -557,8 +557,5 @@ void dsi_vl2_view_to_float(const struct dsi_vl2_views *v, int i, float *out) {
     size_t plane = (size_t)v->size * v->size;
     const uint8_t *p = v->pix + plane * 3 * (size_t)i;
     for (size_t j = 0; j < plane; j++)
-        for (int c = 0; c < 3; c++) {
-            float x = (float)p[3 * j + c] / 255.0f; /* ToTensor */
-            out[c * plane + j] = (x - 0.5f) / 0.5f; /* Normalize(mean 0.5, std 0.5) */
-        }
+        for (int c = 0; c < 3; c++) out[c * plane + j] = dsi_vl2_pixel(p[3 * j + c]);
 }

@@ -90,8 +90,10 @@ enum dsi_status dsi_vl2_views(const struct dsi_image *im, const int32_t *cand, i
                               bool tiling, struct dsi_vl2_views *out);
 void dsi_vl2_views_free(struct dsi_vl2_views *v);
 
-/* The ViT input of view i: channel-first float [3][size][size], (px / 255 - 0.5) / 0.5 in
- * float32 as torchvision's ToTensor + Normalize (models.md §C.3 step 6). */
+/* One pixel value as the ViT sees it: (px / 255 - 0.5) / 0.5 in float32, as torchvision's
+ * ToTensor + Normalize (models.md §C.3 step 6). */
+static inline float dsi_vl2_pixel(uint8_t px) { return ((float)px / 255.0f - 0.5f) / 0.5f; }
+/* The ViT input of view i: channel-first float [3][size][size] of dsi_vl2_pixel. */
 void dsi_vl2_view_to_float(const struct dsi_vl2_views *v, int i, float *out);
 
 #ifdef __cplusplus

@@ -18,6 +18,7 @@
 #include "quant/kernels.h"
 #include "src/model_impl.h"
 #include "src/ops.h"
+#include "src/vision/image.h"
 
 struct vl2_block {
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
@@ -364,8 +365,7 @@ static enum dsi_status run_tower(const struct dsi_vl2 *v, struct dsi_backend *be
         for (int64_t ch = 0; ch < 3; ch++)
             for (int64_t ky = 0; ky < P; ky++)
                 for (int64_t kx = 0; kx < P; kx++) {
-                    uint8_t px = view[((r * P + ky) * S + c * P + kx) * 3 + ch];
-                    o[(ch * P + ky) * P + kx] = ((float)px / 255.0f - 0.5f) / 0.5f;
+                    o[(ch * P + ky) * P + kx] = dsi_vl2_pixel(view[((r * P + ky) * S + c * P + kx) * 3 + ch]);
                 }
         pos[p] = (int32_t)p;
     }
