@@ -71,6 +71,11 @@ enum dsi_act {
     DSI_ACT_ATTN, /* [n_head * head_dim_v] */
     DSI_ACT_GATE, /* [n_ff] */
     DSI_ACT_UP,   /* [n_ff] */
+    /* latent attention (deepseek2): */
+    DSI_ACT_QA,    /* [q_lora_rank]: compressed queries */
+    DSI_ACT_KVA,   /* [kv_lora_rank + rope]: the latent and the rotary key of each token */
+    DSI_ACT_QFULL, /* [n_head * (kv_lora_rank + rope)]: queries in latent space */
+    DSI_ACT_LAT,   /* [n_head * kv_lora_rank]: attention output in latent space */
     DSI_ACT_OUT,  /* logits [max_out][n_vocab] */
     DSI_ACT_COUNT
 };
@@ -94,9 +99,10 @@ struct dsi_backend_ops {
      * host. Returns the first failure since begin. */
     enum dsi_status (*get)(struct dsi_backend *b, enum dsi_act a, int64_t off, float *dst,
                            int64_t n);
-    /* y = rmsnorm(x) * w, T rows of n; y may be x. */
+    /* y = rmsnorm(x) * w over the first n elements of T rows of ld elements (the rest of a
+     * row is left alone); y may be x. */
     void (*rmsnorm)(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, const float *w,
-                    int64_t T, int64_t n, float eps);
+                    int64_t T, int64_t n, int64_t ld, float eps);
     /* y[i] = x W[i]^T (+ bias[i], which may be NULL) for nm <= 4 matrices of one input. */
     void (*matmul)(struct dsi_backend *b, int nm, const enum dsi_act *y, enum dsi_act x,
                    int64_t T, const struct dsi_tensor *const *W, const float *const *bias);
@@ -104,11 +110,13 @@ struct dsi_backend_ops {
      * or the down projection; may use DSI_ACT_TMP as scratch. */
     void (*matmul_add)(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, int64_t T,
                        const struct dsi_tensor *W, const float *bias);
-    /* Rotate x [T][n_head * head_dim] in place at the pass's positions. */
+    /* Rotate x [T][n_head * head_dim] in place at the pass's positions: dimensions
+     * [dim0, dim0 + r->n_dims) of each head. */
     void (*rope)(struct dsi_backend *b, enum dsi_act x, int64_t T, int n_head, int head_dim,
-                 const struct dsi_rope *r);
+                 int dim0, const struct dsi_rope *r);
     /* Store k, v of the pass into layer il's cache of each run's sequence, then causal
-     * attention of q against it: out [T][n_head * head_dim_v]. */
+     * attention of q against it: out [T][n_head * head_dim_v]. v == k: the values are the
+     * first head_dim_v elements of each key (latent attention; the cache holds keys only). */
     void (*attention)(struct dsi_backend *b, int il, enum dsi_act out, enum dsi_act q,
                       enum dsi_act k, enum dsi_act v, const struct dsi_attn_params *p);
     /* g = silu(g) * u, n elements. */
@@ -118,6 +126,17 @@ struct dsi_backend_ops {
     /* y row k = x row rows[k] (rows of width elements), k < n; y != x. */
     void (*gather)(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, const int64_t *rows,
                    int64_t n, int64_t width);
+    /* Latent attention (src/models/deepseek2.c): */
+    /* Per-head products with a stack W ne [K, N, n_head]: y rows of n_head * ys, x rows of
+     * n_head * xs, y[t][h*ys + n] = sum_k W_h[n][k] x[t][h*xs + xo + k] for n < N; transposed:
+     * W ne [N, K, n_head] used as W_h^T (a backend may not support it: DSI_ERR_UNSUPPORTED). */
+    void (*matmul_heads)(struct dsi_backend *b, enum dsi_act y, int64_t ys, enum dsi_act x,
+                         int64_t xs, int64_t xo, int64_t T, int n_head,
+                         const struct dsi_tensor *W, bool transposed);
+    /* y[t][h*ys + yo + i] = x[t][h*xs + xo + i] for i < n, h < n_head (rows of n_head * ys
+     * and n_head * xs); y != x. */
+    void (*copy_heads)(struct dsi_backend *b, enum dsi_act y, int64_t ys, int64_t yo,
+                       enum dsi_act x, int64_t xs, int64_t xo, int64_t T, int n_head, int64_t n);
     /* Vision encoders (src/vision/): */
     /* y = (x - mean) / sqrt(var + eps) * w + bias per row (LayerNorm, biased variance), T rows
      * of n; y may be x. */

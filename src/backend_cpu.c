@@ -39,8 +39,13 @@ static enum dsi_status cpu_get(struct dsi_backend *b, enum dsi_act a, int64_t of
 }
 
 static void cpu_rmsnorm(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, const float *w,
-                        int64_t T, int64_t n, float eps) {
-    dsi_op_rmsnorm(cpu_host(b, y), cpu_host(b, x), w, T, n, eps, cpu_of(b)->n_threads);
+                        int64_t T, int64_t n, int64_t ld, float eps) {
+    float *yp = cpu_host(b, y), *xp = cpu_host(b, x);
+    if (ld == n) {
+        dsi_op_rmsnorm(yp, xp, w, T, n, eps, cpu_of(b)->n_threads);
+        return;
+    }
+    for (int64_t t = 0; t < T; t++) dsi_op_rmsnorm(yp + t * ld, xp + t * ld, w, 1, n, eps, 1);
 }
 
 static void cpu_matmul(struct dsi_backend *b, int nm, const enum dsi_act *y, enum dsi_act x,
@@ -66,9 +71,9 @@ static void cpu_matmul_add(struct dsi_backend *b, enum dsi_act y, enum dsi_act x
 }
 
 static void cpu_rope(struct dsi_backend *b, enum dsi_act x, int64_t T, int n_head, int head_dim,
-                     const struct dsi_rope *r) {
+                     int dim0, const struct dsi_rope *r) {
     struct dsi_context *c = ctx_of(b);
-    dsi_op_rope(cpu_host(b, x), T, n_head, head_dim, c->s.pos, r, c->p.n_threads);
+    dsi_op_rope(cpu_host(b, x) + dim0, T, n_head, head_dim, c->s.pos, r, c->p.n_threads);
 }
 
 static void cpu_attention(struct dsi_backend *b, int il, enum dsi_act out, enum dsi_act q,
@@ -77,12 +82,13 @@ static void cpu_attention(struct dsi_backend *b, int il, enum dsi_act out, enum 
     int nt = c->p.n_threads;
     int64_t qw = (int64_t)p->n_head * p->head_dim, kw = (int64_t)p->n_head_kv * p->head_dim;
     int64_t vw = (int64_t)p->n_head_kv * p->head_dim_v, ow = (int64_t)p->n_head * p->head_dim_v;
-    float *qp = cpu_host(b, q), *kp = cpu_host(b, k), *vp = cpu_host(b, v), *op = cpu_host(b, out);
+    float *qp = cpu_host(b, q), *kp = cpu_host(b, k), *op = cpu_host(b, out);
+    float *vp = v == k ? NULL : cpu_host(b, v); /* latent attention: values within the keys */
     struct dsi_attn_seg *as = c->att_segs;
     for (int i = 0; i < c->n_segs; i++) {
         const struct dsi_seg *g = &c->segs[i];
         struct dsi_kv_view *kv = dsi_ctx_kv(c, g->seq, il);
-        dsi_op_kv_store(kv, kp + g->t0 * kw, vp + g->t0 * vw, g->pos, g->n, nt);
+        dsi_op_kv_store(kv, kp + g->t0 * kw, vp ? vp + g->t0 * vw : NULL, g->pos, g->n, nt);
         as[i] = (struct dsi_attn_seg){op + g->t0 * ow, qp + g->t0 * qw, kv, g->pos, g->n};
     }
     dsi_op_attention_segs(as, c->n_segs, p, nt, c->s.att_scratch, c->p.n_ctx);
@@ -102,6 +108,26 @@ static void cpu_gather(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, co
     const float *xp = cpu_host(b, x);
     for (int64_t k = 0; k < n; k++)
         memcpy(yp + k * width, xp + rows[k] * width, (size_t)width * sizeof(float));
+}
+
+static void cpu_matmul_heads(struct dsi_backend *b, enum dsi_act y, int64_t ys, enum dsi_act x,
+                             int64_t xs, int64_t xo, int64_t T, int n_head,
+                             const struct dsi_tensor *W, bool transposed) {
+    struct dsi_backend_cpu *cb = cpu_of(b);
+    float *yp = cpu_host(b, y);
+    const float *xp = cpu_host(b, x) + xo;
+    if (transposed)
+        dsi_op_matmul_heads_t(yp, n_head * ys, ys, xp, n_head * xs, xs, T, W, cb->n_threads);
+    else
+        dsi_op_matmul_heads(yp, n_head * ys, ys, xp, n_head * xs, xs, T, W, cb->n_threads, cb->mm);
+}
+
+static void cpu_copy_heads(struct dsi_backend *b, enum dsi_act y, int64_t ys, int64_t yo,
+                           enum dsi_act x, int64_t xs, int64_t xo, int64_t T, int n_head, int64_t n) {
+    float *yp = cpu_host(b, y);
+    const float *xp = cpu_host(b, x);
+    for (int64_t r = 0; r < T * n_head; r++)
+        memcpy(yp + r * ys + yo, xp + r * xs + xo, (size_t)n * sizeof(float));
 }
 
 static void cpu_layernorm(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, const float *w,
@@ -128,12 +154,13 @@ static void cpu_attention_full(struct dsi_backend *b, enum dsi_act out, enum dsi
 
 static const struct dsi_backend_ops cpu_ops = {
     "cpu", cpu_begin, cpu_end, cpu_host, cpu_set, cpu_get, cpu_rmsnorm, cpu_matmul, cpu_matmul_add, cpu_rope,
-    cpu_attention, cpu_swiglu, cpu_add, cpu_gather, cpu_layernorm, cpu_gelu, cpu_attention_full,
+    cpu_attention, cpu_swiglu, cpu_add, cpu_gather, cpu_matmul_heads, cpu_copy_heads, cpu_layernorm, cpu_gelu, cpu_attention_full,
 };
 
 void dsi_backend_cpu_init(struct dsi_backend_cpu *b, struct dsi_context *c) {
     struct dsi_scratch *s = &c->s;
-    float *buf[DSI_ACT_COUNT] = {s->x, s->xn, s->tmp, s->q, s->k, s->v, s->attn, s->gate, s->up, NULL};
+    float *buf[DSI_ACT_COUNT] = {s->x,    s->xn,  s->tmp, s->q,  s->k,   s->v,     s->attn,
+                                 s->gate, s->up,  s->qa,  s->kva, s->qfull, s->lat, NULL};
     dsi_backend_cpu_init_host(b, buf, c->p.n_threads, &c->s.mm);
     b->base.max_out = c->p.n_batch;
     b->c = c;

@@ -285,8 +285,8 @@ static enum dsi_status decode(struct dsi_context *c, const struct dsi_seq_run *r
         switch (hp->arch) {
         case DSI_ARCH_QWEN2:
         case DSI_ARCH_LLAMA:
-        case DSI_ARCH_DEEPSEEK: dsi_forward_dense(c, c->s.tok, T); break;
-        case DSI_ARCH_DEEPSEEK2: dsi_forward_deepseek2(c, c->s.tok, T); break;
+        case DSI_ARCH_DEEPSEEK:
+        case DSI_ARCH_DEEPSEEK2: dsi_forward_dense(c, c->s.tok, T); break;
         }
         if (c->pass_err) {
             if (c->gpu && c->pass_err == DSI_ERR_DEVICE) {

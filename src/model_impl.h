@@ -184,12 +184,13 @@ static inline struct dsi_kv_view *dsi_ctx_kv(struct dsi_context *c, int seq, int
 
 /* Forward passes (src/models/): evaluate the T <= n_batch tokens of the pass (the runs in
  * c->segs), leaving the logits of rows s.out_rows[0..n_out) in c->out ([n_out][n_vocab]). */
-void dsi_forward_deepseek2(struct dsi_context *c, const int32_t *tokens, int64_t T);
 void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T);
 
 /* Shared blocks (src/models/blocks.c). */
 void dsi_block_embed(struct dsi_context *c, const int32_t *tokens, int64_t T);
 void dsi_block_attn_gqa(struct dsi_context *c, struct dsi_backend *be, const struct dsi_layer *l,
+                        int il, int64_t T);
+void dsi_block_attn_mla(struct dsi_context *c, struct dsi_backend *be, const struct dsi_layer *l,
                         int il, int64_t T);
 void dsi_block_ffn_swiglu(struct dsi_context *c, struct dsi_backend *be, const struct dsi_layer *l,
                           int64_t T);

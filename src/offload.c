@@ -5,14 +5,18 @@
 
 #include "src/model_impl.h"
 
-/* The tensors and vectors of layer il on the device (dense architectures; a MoE layer's
- * attention: its experts stay on the CPU, their tensors have no data here). */
+#define LAYER_MAX 16 /* tensors or vectors of a layer */
+
+/* The tensors and vectors of layer il on the device (a MoE layer's attention and dense
+ * parts: its experts stay on the CPU; tensors a layer lacks have no data and are skipped). */
 static int layer_weights(const struct dsi_model *m, int il, const struct dsi_tensor **t,
                          const float **v, int64_t *vn, int *nv) {
     const struct dsi_layer *l = &m->layers[il];
     const struct dsi_hparams *hp = &m->hp;
     int nt = 0;
-    const struct dsi_tensor *all[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+    const struct dsi_tensor *all[] = {&l->wq,   &l->wk,   &l->wv,    &l->wo,   &l->w_gate,
+                                      &l->w_up, &l->w_down, &l->wq_a, &l->wq_b, &l->wkv_a,
+                                      &l->wk_b, &l->wv_b};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) t[nt++] = all[i];
     int64_t q = (int64_t)hp->n_head * hp->head_dim, kv = (int64_t)hp->n_head_kv * hp->head_dim;
     v[0] = l->attn_norm, vn[0] = hp->n_embd;
@@ -20,14 +24,16 @@ static int layer_weights(const struct dsi_model *m, int il, const struct dsi_ten
     v[2] = l->bq, vn[2] = q;
     v[3] = l->bk, vn[3] = kv;
     v[4] = l->bv, vn[4] = (int64_t)hp->n_head_kv * hp->head_dim_v;
-    *nv = 5;
+    v[5] = l->q_a_norm, vn[5] = hp->q_lora_rank;
+    v[6] = l->kv_a_norm, vn[6] = hp->kv_lora_rank;
+    *nv = 7;
     return nt;
 }
 
 static uint64_t layer_bytes(const struct dsi_model *m, int il) {
-    const struct dsi_tensor *t[8];
-    const float *v[8];
-    int64_t vn[8];
+    const struct dsi_tensor *t[LAYER_MAX];
+    const float *v[LAYER_MAX];
+    int64_t vn[LAYER_MAX];
     int nv, nt = layer_weights(m, il, t, v, vn, &nv);
     uint64_t b = 0;
     for (int i = 0; i < nt; i++) b += dsi_vk_weight_bytes(t[i]) + 256;
@@ -49,7 +55,7 @@ static struct dsi_vk_backend_params backend_params(const struct dsi_model *m, in
         .n_layers = (int)hp->n_layer - from, .n_embd = hp->n_embd, .n_ff = hp->n_ff,
         .n_vocab = hp->n_vocab, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
         .head_dim = hp->head_dim, .head_dim_v = hp->head_dim_v, .rope_dims = hp->rope_dims,
-        .kv_type = kv_type, .output = out, .batch_invariant = invariant};
+        .q_lora = hp->q_lora_rank, .kv_lora = hp->kv_lora_rank, .kv_type = kv_type, .output = out, .batch_invariant = invariant};
     return p;
 }
 
@@ -61,14 +67,16 @@ enum dsi_status dsi_model_offload(struct dsi_model *m, const struct dsi_model_pa
         DSI_LOG_ERR("offload: %d GPU layers", p->n_gpu_layers);
         return DSI_ERR_ARG;
     }
-    /* latent attention has no Vulkan path yet: such a model offloads only its vision tower,
-     * if it has one. Experts always stay on the CPU: an offloaded MoE layer (deepseek) runs
-     * its attention on the GPU and its experts on the CPU (issue 6's --cpu-moe layout). */
-    bool layers_ok = hp->arch != DSI_ARCH_DEEPSEEK2;
+    /* Experts always stay on the CPU: an offloaded MoE layer runs its attention on the GPU
+     * and its experts on the CPU. Latent attention of the legacy layout (kv_b for all heads)
+     * would need transposed per-head products: such a model offloads only its vision tower,
+     * if it has one. */
+    bool layers_ok = !hp->mla_legacy;
     if (!layers_ok) {
         /* said as a warning only when layers were asked for explicitly */
-        dsi_log(autop ? DSI_LOG_INFO : DSI_LOG_WARN, "offload: %s layers (latent attention) "
-                "have no Vulkan path yet; they run on the CPU", dsi_model_arch(m));
+        dsi_log(autop ? DSI_LOG_INFO : DSI_LOG_WARN, "offload: the legacy layout of latent "
+                "attention (attn_kv_b) has no Vulkan path; its layers run on the CPU "
+                "(re-convert the model for the current layout)");
         if (!m->vl2) return DSI_OK;
     }
     struct dsi_vk_params vp = dsi_vk_default_params();
@@ -126,9 +134,9 @@ enum dsi_status dsi_model_offload(struct dsi_model *m, const struct dsi_model_pa
     int from = nl;
     uint64_t up = 0;
     for (int il = nl - 1; il >= nl - (want > nl ? nl : want); il--) {
-        const struct dsi_tensor *t[8];
-        const float *v[8];
-        int64_t vn[8];
+        const struct dsi_tensor *t[LAYER_MAX];
+        const float *v[LAYER_MAX];
+        int64_t vn[LAYER_MAX];
         int nv, nt = layer_weights(m, il, t, v, vn, &nv);
         struct dsi_vk_group *g;
         if (dsi_vk_upload(m->vk, t, nt, v, vn, nv, &g)) {
@@ -167,6 +175,10 @@ enum dsi_status dsi_model_offload(struct dsi_model *m, const struct dsi_model_pa
 void dsi_context_offload(struct dsi_context *c) {
     const struct dsi_model *m = c->m;
     if (!m->vk || (m->gpu_from == (int)m->hp.n_layer && !m->gpu_out)) return;
+    if (c->p.mla_naive && m->hp.kv_lora_rank) {
+        dsi_log(DSI_LOG_INFO, "offload: the naive form of latent attention runs on the CPU");
+        return;
+    }
     struct dsi_vk_backend_params bp =
         backend_params(m, m->gpu_from, m->gpu_out, c->p.n_batch, c->p.n_ctx, c->p.n_seq,
                        c->p.kv_type, c->p.batch_invariant);

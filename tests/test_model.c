@@ -563,6 +563,10 @@ int main(int argc, char **argv) {
             run_model("tiny-qwen2", "gguf");
             run_model("shakespeare-qwen2", "gguf");
             run_model("tiny-llama3", "gguf");
+            /* latent attention: the cache of [latent | k_pe] on the device, the experts on
+             * the CPU */
+            run_model("tiny-deepseek2-lite", "gguf");
+            run_model("tiny-deepseek2-qlora", "gguf");
         }
         g_ngl = 0;
     } else {

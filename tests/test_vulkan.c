@@ -186,7 +186,7 @@ static void test_float_ops(struct dsi_vk *vk, struct dsi_backend *b) {
         dsi_op_rmsnorm_ref(want, x, w, T, E, 1e-6f);
         begin1(b, T);
         b->ops->set(b, DSI_ACT_X, 0, x, T * E);
-        b->ops->rmsnorm(b, inplace ? DSI_ACT_X : DSI_ACT_XN, DSI_ACT_X, w, T, E, 1e-6f);
+        b->ops->rmsnorm(b, inplace ? DSI_ACT_X : DSI_ACT_XN, DSI_ACT_X, w, T, E, E, 1e-6f);
         b->ops->get(b, inplace ? DSI_ACT_X : DSI_ACT_XN, 0, got, T * E);
         snprintf(label, sizeof label, "rmsnorm%s", inplace ? " in place" : "");
         CHECK_NMSE(got, want, T * E, 1e-10, "%s", label);
@@ -203,7 +203,7 @@ static void test_float_ops(struct dsi_vk *vk, struct dsi_backend *b) {
         dsi_op_rope_ref(want, T, NH, HD, pos, &r);
         b->ops->begin(b, s, 2, pos, T, false);
         b->ops->set(b, DSI_ACT_Q, 0, x, T * NH * HD);
-        b->ops->rope(b, DSI_ACT_Q, T, NH, HD, &r);
+        b->ops->rope(b, DSI_ACT_Q, T, NH, HD, 0, &r);
         b->ops->get(b, DSI_ACT_Q, 0, got, T * NH * HD);
         snprintf(label, sizeof label, "rope %s", mode ? "norm" : "neox");
         CHECK_NMSE(got, want, T * NH * HD, 1e-10, "%s", label);
@@ -397,6 +397,122 @@ static void test_attention(struct dsi_vk *vk, enum dsi_type kv_type, bool invari
     dsi_vk_backend_free(b);
 }
 
+/* Latent attention (deepseek2's absorbed form) op by op against the CPU reference: the
+ * strided norm of the latent, rope of a slice of each head, per-head products (decode and
+ * tiled shaders, groups of rows that are and are not whole tiles), the head-slice copy and
+ * attention with one 576-wide key head whose first 512 elements are the values (the cache
+ * holds keys only), split over the cache at decode with a long context. */
+static void test_mla(struct dsi_vk *vk, enum dsi_type kv_type, enum dsi_type wtype, bool long_ctx) {
+    enum { H = 2, N = 32, P = 64, R = 512, RK = R + P, DQ = N + P, DV = 32 };
+    const int64_t n_ctx = long_ctx ? 1024 : NCTX;
+    struct dsi_vk_backend_params bp = bparams(kv_type);
+    bp.n_ctx = n_ctx;
+    bp.n_seq = 1;
+    bp.n_head = H, bp.n_head_kv = H, bp.head_dim = DQ, bp.head_dim_v = DV, bp.rope_dims = P;
+    bp.q_lora = 64, bp.kv_lora = R;
+    struct dsi_backend *b;
+    TU_CHECK(dsi_vk_backend_new(vk, &bp, &b) == DSI_OK, "MLA backend");
+    if (tu_failures) return;
+    float *wkb_src = malloc(sizeof(float) * N * R * H), *wvb_src = malloc(sizeof(float) * R * DV * H);
+    fill(wkb_src, N * R * H, 1.0f);
+    fill(wvb_src, R * DV * H, 1.0f);
+    void *m1, *m2;
+    struct dsi_tensor wkb = make_weight(wtype, wkb_src, N, R * H, &m1);
+    struct dsi_tensor wvb = make_weight(wtype, wvb_src, R, DV * H, &m2);
+    wkb.ne[1] = R, wkb.ne[2] = H, wkb.nb[2] = wkb.nb[1] * R, wkb.nb[3] = wkb.nb[2] * H;
+    wvb.ne[1] = DV, wvb.ne[2] = H, wvb.nb[2] = wvb.nb[1] * DV, wvb.nb[3] = wvb.nb[2] * H;
+    float *nw = malloc(sizeof(float) * R);
+    fill(nw, R, 1.0f);
+    const struct dsi_tensor *tp[2] = {&wkb, &wvb};
+    const float *vp[1] = {nw};
+    int64_t vn[1] = {R};
+    struct dsi_vk_group *g;
+    TU_CHECK(dsi_vk_upload(vk, tp, 2, vp, vn, 1, &g) == DSI_OK, "upload MLA weights");
+    float *kc = calloc((size_t)(n_ctx * RK), sizeof(float));
+    struct dsi_kv_view kv = {DSI_TYPE_F32, kc, kc, RK, RK};
+    struct dsi_attn_params ap = {H, 1, RK, R, 0.07f};
+    struct dsi_rope r = {DSI_ROPE_NORM, P, NULL, 1.0f};
+    float inv[P / 2];
+    for (int i = 0; i < P / 2; i++) inv[i] = powf(10000.0f, -2.0f * (float)i / P);
+    r.inv_freq = inv;
+    float *q = malloc(sizeof(float) * NB * H * DQ), *kva = malloc(sizeof(float) * NB * RK);
+    float *qf = malloc(sizeof(float) * NB * H * RK), *lat = malloc(sizeof(float) * NB * H * R);
+    float *o = malloc(sizeof(float) * NB * H * DV), *got = malloc(sizeof(float) * NB * H * RK);
+    int64_t lens[24], np = 0, past = 0;
+    if (long_ctx)
+        for (; np < 18; np++) lens[np] = NB; /* 720 keys */
+    lens[np++] = 37, lens[np++] = 1, lens[np++] = 3;
+    for (int pi = 0; pi < np && !tu_failures; pi++) {
+        int64_t T = lens[pi];
+        int32_t pos[NB];
+        for (int64_t t = 0; t < T; t++) pos[t] = (int32_t)(past + t);
+        struct dsi_seg seg = {0, 0, T, past};
+        fill(q, T * H * DQ, 1.0f);
+        fill(kva, T * RK, 1.0f);
+        b->ops->begin(b, &seg, 1, pos, T, T > 8);
+        b->ops->set(b, DSI_ACT_Q, 0, q, T * H * DQ);
+        b->ops->set(b, DSI_ACT_KVA, 0, kva, T * RK);
+        /* the reference, as src/models/deepseek2.c composes it */
+        for (int64_t t = 0; t < T; t++) dsi_op_rmsnorm_ref(kva + t * RK, kva + t * RK, nw, 1, R, 1e-6f);
+        dsi_op_rope_ref(q + N, T, H, DQ, pos, &r);
+        dsi_op_rope_ref(kva + R, T, 1, RK, pos, &r);
+        for (int64_t t = 0; t < T; t++)
+            for (int h = 0; h < H; h++) {
+                struct dsi_tensor wh = wkb;
+                wh.data = (char *)wkb.data + (size_t)h * wkb.nb[2];
+                wh.ne[1] = R, wh.ne[2] = 1;
+                dsi_op_matmul_ref(qf + (t * H + h) * RK, q + (t * H + h) * DQ, 1, &wh, NULL);
+                memcpy(qf + (t * H + h) * RK + R, q + (t * H + h) * DQ + N, sizeof(float) * P);
+            }
+        dsi_op_kv_store(&kv, kva, NULL, past, T, 1);
+        dsi_op_attention_ref(lat, qf, &kv, past, T, &ap);
+        for (int64_t t = 0; t < T; t++)
+            for (int h = 0; h < H; h++) {
+                struct dsi_tensor wh = wvb;
+                wh.data = (char *)wvb.data + (size_t)h * wvb.nb[2];
+                wh.ne[1] = DV, wh.ne[2] = 1;
+                dsi_op_matmul_ref(o + (t * H + h) * DV, lat + (t * H + h) * R, 1, &wh, NULL);
+            }
+        /* the device */
+        b->ops->rmsnorm(b, DSI_ACT_KVA, DSI_ACT_KVA, nw, T, R, RK, 1e-6f);
+        b->ops->rope(b, DSI_ACT_Q, T, H, DQ, N, &r);
+        b->ops->rope(b, DSI_ACT_KVA, T, 1, RK, R, &r);
+        b->ops->matmul_heads(b, DSI_ACT_QFULL, RK, DSI_ACT_Q, DQ, 0, T, H, &wkb, false);
+        b->ops->copy_heads(b, DSI_ACT_QFULL, RK, R, DSI_ACT_Q, DQ, N, T, H, P);
+        char label[96];
+        snprintf(label, sizeof label, "mla %s, %s cache, T=%lld at %lld", dsi_type_name(wtype),
+                 dsi_type_name(kv_type), (long long)T, (long long)past);
+        enum dsi_status st = b->ops->get(b, DSI_ACT_KVA, 0, got, T * RK);
+        TU_CHECK(st == DSI_OK, "%s: %s", label, dsi_status_str(st));
+        CHECK_NMSE(got, kva, T * RK, 1e-10, "%s: normed, roped latent", label);
+        b->ops->get(b, DSI_ACT_QFULL, 0, got, T * H * RK);
+        /* quantized weights: the device dequantizes, the reference too: same products */
+        CHECK_NMSE(got, qf, T * H * RK, 1e-9, "%s: latent queries", label);
+        b->ops->attention(b, 0, DSI_ACT_LAT, DSI_ACT_QFULL, DSI_ACT_KVA, DSI_ACT_KVA, &ap);
+        b->ops->get(b, DSI_ACT_LAT, 0, got, T * H * R);
+        if (!long_ctx || pi >= np - 3)
+            CHECK_NMSE(got, lat, T * H * R, kv_type == DSI_TYPE_F16 ? 1e-5 : 1e-10, "%s: attention", label);
+        /* the output products from the reference's latent output (no f16 cache noise) */
+        b->ops->set(b, DSI_ACT_LAT, 0, lat, T * H * R);
+        b->ops->matmul_heads(b, DSI_ACT_ATTN, DV, DSI_ACT_LAT, R, 0, T, H, &wvb, false);
+        b->ops->get(b, DSI_ACT_ATTN, 0, got, T * H * DV);
+        CHECK_NMSE(got, o, T * H * DV, 1e-9, "%s: value products", label);
+        st = b->ops->end(b);
+        TU_CHECK(st == DSI_OK, "%s: %s", label, dsi_status_str(st));
+        past += T;
+    }
+    /* a transposed product (legacy layout) is refused, not miscomputed */
+    begin1(b, 1);
+    tu_capture_log(true);
+    b->ops->matmul_heads(b, DSI_ACT_QFULL, RK, DSI_ACT_Q, DQ, 0, 1, H, &wkb, true);
+    enum dsi_status st = b->ops->end(b);
+    tu_capture_log(false);
+    TU_CHECK(st == DSI_ERR_UNSUPPORTED, "transposed per-head product: %s", dsi_status_str(st));
+    dsi_vk_backend_free(b);
+    free(m1), free(m2), free(wkb_src), free(wvb_src), free(nw), free(kc);
+    free(q), free(kva), free(qf), free(lat), free(o), free(got);
+}
+
 /* A budget smaller than the request is refused without allocating. */
 static void test_budget(void) {
     struct dsi_vk_params p = dsi_vk_default_params();
@@ -471,6 +587,9 @@ int main(int argc, char **argv) {
     test_attention(vk, DSI_TYPE_F16, true, false);  /* decode split in one chunk */
     test_attention(vk, DSI_TYPE_F32, false, true);  /* decode split over 3 chunks */
     test_attention(vk, DSI_TYPE_F16, true, true);
+    test_mla(vk, DSI_TYPE_F32, DSI_TYPE_F32, false);
+    test_mla(vk, DSI_TYPE_F16, DSI_TYPE_Q8_0, false);
+    test_mla(vk, DSI_TYPE_F32, DSI_TYPE_Q4_0, true); /* decode split over 3 chunks */
     TU_CHECK(dsi_vk_validation_errors(vk) == 0, "%d validation errors", dsi_vk_validation_errors(vk));
     dsi_vk_close(vk);
     test_budget();

@@ -67,8 +67,16 @@ static uint32_t split_chunk(const struct dsi_vk_backend_params *p) {
     return (uint32_t)((c + 63) / 64 * 64);
 }
 
+/* The cached attention's shape: latent attention (kv_lora > 0) has one key head of
+ * kv_lora + rope_dims whose first kv_lora elements are the values. */
+static int att_hkv(const struct dsi_vk_backend_params *p) { return p->kv_lora ? 1 : p->n_head_kv; }
+static int att_dk(const struct dsi_vk_backend_params *p) {
+    return p->kv_lora ? p->kv_lora + p->rope_dims : p->head_dim;
+}
+static int att_dv(const struct dsi_vk_backend_params *p) { return p->kv_lora ? p->kv_lora : p->head_dim_v; }
+
 static uint64_t part_bytes(const struct dsi_vk_backend_params *p) {
-    return (uint64_t)split_rows(p) * (uint64_t)p->n_head * MAX_SPLITS * (uint64_t)(p->head_dim_v + 2) * 4;
+    return (uint64_t)split_rows(p) * (uint64_t)p->n_head * MAX_SPLITS * (uint64_t)(att_dv(p) + 2) * 4;
 }
 #define KV_BIT (1u << DSI_ACT_COUNT)
 #define PART_BIT (2u << DSI_ACT_COUNT)
@@ -96,11 +104,15 @@ static int64_t act_width(const struct dsi_vk_backend_params *p, enum dsi_act a) 
     case DSI_ACT_XN:
     case DSI_ACT_TMP: return p->n_embd;
     case DSI_ACT_Q: return (int64_t)p->n_head * p->head_dim;
-    case DSI_ACT_K: return (int64_t)p->n_head_kv * p->head_dim;
-    case DSI_ACT_V: return (int64_t)p->n_head_kv * p->head_dim_v;
+    case DSI_ACT_K: return p->kv_lora ? 0 : (int64_t)p->n_head_kv * p->head_dim;
+    case DSI_ACT_V: return p->kv_lora ? 0 : (int64_t)p->n_head_kv * p->head_dim_v;
     case DSI_ACT_ATTN: return (int64_t)p->n_head * p->head_dim_v;
     case DSI_ACT_GATE:
     case DSI_ACT_UP: return p->n_ff;
+    case DSI_ACT_QA: return p->kv_lora ? p->q_lora : 0;
+    case DSI_ACT_KVA: return p->kv_lora ? att_dk(p) : 0;
+    case DSI_ACT_QFULL: return p->kv_lora ? (int64_t)p->n_head * att_dk(p) : 0;
+    case DSI_ACT_LAT: return (int64_t)p->n_head * p->kv_lora;
     case DSI_ACT_OUT: return p->output ? p->n_vocab : 0;
     case DSI_ACT_COUNT: break;
     }
@@ -126,7 +138,8 @@ static uint64_t widest(const struct dsi_vk_backend_params *p) {
 
 static uint64_t kv_layer_bytes(const struct dsi_vk_backend_params *p, bool values) {
     uint64_t es = p->kv_type == DSI_TYPE_F32 ? 4 : 2;
-    uint64_t w = (uint64_t)p->n_head_kv * (uint64_t)(values ? p->head_dim_v : p->head_dim);
+    if (values && p->kv_lora) return 0; /* the values are within the keys */
+    uint64_t w = (uint64_t)att_hkv(p) * (uint64_t)(values ? p->head_dim_v : att_dk(p));
     return (uint64_t)p->n_seq * (uint64_t)p->n_ctx * w * es;
 }
 
@@ -429,7 +442,7 @@ static enum dsi_status vkb_get(struct dsi_backend *be, enum dsi_act a, int64_t o
 }
 
 static void vkb_rmsnorm(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, const float *w,
-                        int64_t T, int64_t n, float eps) {
+                        int64_t T, int64_t n, int64_t ld, float eps) {
     struct vkb *b = (struct vkb *)be;
     const struct dsi_vk_weight *dw = dsi_vk_weight_find(b->vk, w);
     if (!dw || !dw->buf) {
@@ -438,7 +451,7 @@ static void vkb_rmsnorm(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, 
         return;
     }
     struct bind bs[3] = {act_bind(b, x), {dw->buf, dw->off, dw->size}, act_bind(b, y)};
-    struct dsi_vk_pc_norm pc = {(uint32_t)n, (uint32_t)T, eps, 0};
+    struct dsi_vk_pc_norm pc = {(uint32_t)n, (uint32_t)T, eps, (uint32_t)ld};
     dispatch(b, DSI_VK_RMSNORM, bs, 3, &pc, sizeof pc, (uint32_t)T, 1, 1, BIT(x), BIT(y));
 }
 
@@ -449,11 +462,16 @@ static enum dsi_vk_shader mm_shader(const struct vkb *b, enum dsi_vk_wtype t, bo
     return (enum dsi_vk_shader)((sg ? DSI_VK_MATVEC_SG : DSI_VK_MATVEC) + t);
 }
 
-/* One matrix: y (+)= x W^T (+ bias). */
-static void matmul1(struct vkb *b, enum dsi_act y, enum dsi_act x, int64_t T,
-                    const struct dsi_tensor *W, const float *bias, bool acc) {
-    /* rows that are not whole blocks (float weights) have only the tiled shader */
-    bool tiled = (b->p.batch_invariant ? b->prompt : T >= 8) || W->ne[0] % 32 != 0;
+/* A matrix product as in struct dsi_vk_pc_matmul: y (+)= x W^T (+ bias); with grp_rows,
+ * groups of W's rows (heads) read their own slice of x and write their own slice of y. */
+static void mm_dispatch(struct vkb *b, enum dsi_act y, enum dsi_act x, int64_t T,
+                        const struct dsi_tensor *W, const float *bias, bool acc, uint32_t x_off,
+                        uint32_t x_ld, uint32_t y_ld, uint32_t grp_rows, uint32_t x_gs,
+                        uint32_t y_gs) {
+    /* rows that are not whole blocks (float weights) and unaligned inputs have only the
+     * tiled shader */
+    bool tiled = (b->p.batch_invariant ? b->prompt : T >= 8) || W->ne[0] % 32 != 0 ||
+                 (x_off | x_gs) % 4 != 0;
     const struct dsi_vk_weight *dw = dsi_vk_weight_find(b->vk, W->data);
     const struct dsi_vk_weight *db = bias ? dsi_vk_weight_find(b->vk, bias) : NULL;
     if (!dw || !dw->buf || (bias && (!db || !db->buf))) {
@@ -461,16 +479,24 @@ static void matmul1(struct vkb *b, enum dsi_act y, enum dsi_act x, int64_t T,
         fail(b, DSI_ERR_DEVICE);
         return;
     }
-    uint32_t K = (uint32_t)W->ne[0], N = (uint32_t)W->ne[1];
+    uint32_t K = (uint32_t)W->ne[0], N = (uint32_t)(W->ne[1] * W->ne[2] * W->ne[3]);
     struct bind bs[4] = {{dw->buf, dw->off, dw->size}, act_bind(b, x), act_bind(b, y),
                          db ? (struct bind){db->buf, db->off, db->size} : buf_bind(&b->dummy)};
     uint32_t flags = (db ? DSI_VK_MM_BIAS : 0) | (acc ? DSI_VK_MM_ACC : 0);
-    struct dsi_vk_pc_matmul pc = {K, N, (uint32_t)T, 0, K, 0, N, dw->scale_word, flags, {0}};
+    struct dsi_vk_pc_matmul pc = {K, N, (uint32_t)T, x_off, x_ld, 0, y_ld, dw->scale_word, flags,
+                                  grp_rows, x_gs, y_gs};
     enum dsi_vk_shader s = mm_shader(b, dw->type, tiled);
     uint32_t rows = tiled ? 64 : 4; /* matvec: 4 rows a workgroup (4 subgroups, or 4 x 32 lanes) */
+    uint32_t gx = (N + rows - 1) / rows;
+    if (tiled && grp_rows) gx = (N / grp_rows) * ((grp_rows + 63) / 64); /* tiles per group */
     uint32_t rd = BIT(x) | (acc ? BIT(y) : 0);
-    dispatch(b, s, bs, 4, &pc, sizeof pc, (N + rows - 1) / rows,
-             tiled ? (uint32_t)((T + 63) / 64) : 1, 1, rd, BIT(y));
+    dispatch(b, s, bs, 4, &pc, sizeof pc, gx, tiled ? (uint32_t)((T + 63) / 64) : 1, 1, rd, BIT(y));
+}
+
+static void matmul1(struct vkb *b, enum dsi_act y, enum dsi_act x, int64_t T,
+                    const struct dsi_tensor *W, const float *bias, bool acc) {
+    /* rows of K inputs and N outputs */
+    mm_dispatch(b, y, x, T, W, bias, acc, 0, (uint32_t)W->ne[0], (uint32_t)W->ne[1], 0, 0, 0);
 }
 
 static void vkb_matmul(struct dsi_backend *be, int nm, const enum dsi_act *y, enum dsi_act x,
@@ -485,7 +511,7 @@ static void vkb_matmul_add(struct dsi_backend *be, enum dsi_act y, enum dsi_act 
 }
 
 static void vkb_rope(struct dsi_backend *be, enum dsi_act x, int64_t T, int n_head, int head_dim,
-                     const struct dsi_rope *r) {
+                     int dim0, const struct dsi_rope *r) {
     struct vkb *b = (struct vkb *)be;
     if (r->n_dims > b->p.rope_dims) {
         DSI_LOG_ERR("vulkan: rope over %d dimensions, the backend was made for %d", r->n_dims,
@@ -503,7 +529,8 @@ static void vkb_rope(struct dsi_backend *be, enum dsi_act x, int64_t T, int n_he
     }
     struct bind bs[2] = {act_bind(b, x), buf_bind(&b->info)};
     struct dsi_vk_pc_rope pc = {(uint32_t)T, (uint32_t)n_head, (uint32_t)head_dim,
-                                (uint32_t)r->n_dims, r->mode == DSI_ROPE_NEOX ? 0u : 1u, b->tab_word};
+                                (uint32_t)r->n_dims, r->mode == DSI_ROPE_NEOX ? 0u : 1u, b->tab_word,
+                                (uint32_t)dim0};
     dispatch(b, DSI_VK_ROPE, bs, 2, &pc, sizeof pc, (uint32_t)(r->n_dims / 2 + 63) / 64,
              (uint32_t)n_head, (uint32_t)T, BIT(x), BIT(x));
 }
@@ -517,39 +544,46 @@ static void vkb_attention(struct dsi_backend *be, int il, enum dsi_act out, enum
         fail(b, DSI_ERR_ARG);
         return;
     }
-    bool f16 = b->p.kv_type != DSI_TYPE_F32;
+    bool f16 = b->p.kv_type != DSI_TYPE_F32, shared = v == k;
     struct dsi_vk_pc_attn pc = {(uint32_t)b->T, (uint32_t)p->n_head, (uint32_t)p->n_head_kv,
                                 (uint32_t)p->head_dim, (uint32_t)p->head_dim_v, 0, p->scale, 0};
-    if (p->n_head != b->p.n_head || p->head_dim_v != b->p.head_dim_v) {
-        DSI_LOG_ERR("vulkan: attention of %d heads of %d, the backend was made for %d of %d",
-                    p->n_head, p->head_dim_v, b->p.n_head, b->p.head_dim_v);
+    if (p->n_head != b->p.n_head || p->head_dim_v != att_dv(&b->p) || p->head_dim != att_dk(&b->p) ||
+        p->n_head_kv != att_hkv(&b->p) || shared != (b->p.kv_lora > 0)) {
+        DSI_LOG_ERR("vulkan: attention of %d heads of %d/%d, the backend was made for %d of %d/%d",
+                    p->n_head, p->head_dim, p->head_dim_v, b->p.n_head, att_dk(&b->p), att_dv(&b->p));
         fail(b, DSI_ERR_ARG);
         return;
     }
     int64_t kw = (int64_t)p->n_head_kv * p->head_dim, vw = (int64_t)p->n_head_kv * p->head_dim_v;
     int64_t pairs = ((kw > vw ? kw : vw) + 1) / 2;
-    struct bind st[5] = {act_bind(b, k), act_bind(b, v), buf_bind(&b->kc[l]), buf_bind(&b->vc[l]),
-                         buf_bind(&b->info)};
-    dispatch(b, f16 ? DSI_VK_KV_STORE_F16 : DSI_VK_KV_STORE_F32, st, 5, &pc, sizeof pc,
+    /* latent attention: the keys only (the values are their first head_dim_v elements) */
+    const struct dsi_vk_buf *vc = shared ? &b->kc[l] : &b->vc[l];
+    struct bind st[5] = {act_bind(b, k), act_bind(b, v), buf_bind(&b->kc[l]),
+                         buf_bind(shared ? &b->dummy : vc), buf_bind(&b->info)};
+    struct dsi_vk_pc_attn spc = pc;
+    if (shared) spc.head_dim_v = 0;
+    dispatch(b, f16 ? DSI_VK_KV_STORE_F16 : DSI_VK_KV_STORE_F32, st, 5, &spc, sizeof spc,
              (uint32_t)((pairs + 63) / 64), (uint32_t)b->T, 1, BIT(k) | BIT(v), KV_BIT);
+    enum dsi_vk_shader ash = shared ? (f16 ? DSI_VK_ATTENTION_MLA_F16 : DSI_VK_ATTENTION_MLA_F32)
+                                    : (f16 ? DSI_VK_ATTENTION_F16 : DSI_VK_ATTENTION_F32);
     /* decode: split over the cache (a batch-invariant backend splits every decode pass,
      * whatever its length, and never a prompt) */
     uint32_t chunk = split_chunk(&b->p);
     bool split = b->T <= split_rows(&b->p) &&
                  (b->p.batch_invariant ? !b->prompt : b->T <= 8 && b->max_keys > chunk);
     if (!split) {
-        struct bind at[5] = {act_bind(b, q), buf_bind(&b->kc[l]), buf_bind(&b->vc[l]),
+        struct bind at[5] = {act_bind(b, q), buf_bind(&b->kc[l]), buf_bind(vc),
                              act_bind(b, out), buf_bind(&b->info)};
-        dispatch(b, f16 ? DSI_VK_ATTENTION_F16 : DSI_VK_ATTENTION_F32, at, 5, &pc, sizeof pc,
-                 (uint32_t)p->n_head, (uint32_t)b->T, 1, BIT(q) | KV_BIT, BIT(out));
+        dispatch(b, ash, at, 5, &pc, sizeof pc, (uint32_t)p->n_head, (uint32_t)b->T, 1,
+                 BIT(q) | KV_BIT, BIT(out));
         return;
     }
     uint32_t ns = (uint32_t)((b->max_keys + chunk - 1) / chunk);
     pc.chunk = chunk;
-    struct bind at[5] = {act_bind(b, q), buf_bind(&b->kc[l]), buf_bind(&b->vc[l]),
+    struct bind at[5] = {act_bind(b, q), buf_bind(&b->kc[l]), buf_bind(vc),
                          buf_bind(&b->part), buf_bind(&b->info)};
-    dispatch(b, f16 ? DSI_VK_ATTENTION_F16 : DSI_VK_ATTENTION_F32, at, 5, &pc, sizeof pc,
-             (uint32_t)p->n_head, (uint32_t)b->T, ns, BIT(q) | KV_BIT, PART_BIT);
+    dispatch(b, ash, at, 5, &pc, sizeof pc, (uint32_t)p->n_head, (uint32_t)b->T, ns,
+             BIT(q) | KV_BIT, PART_BIT);
     pc.chunk = ns;
     struct bind cb[2] = {buf_bind(&b->part), act_bind(b, out)};
     dispatch(b, DSI_VK_ATTN_COMBINE, cb, 2, &pc, sizeof pc, (uint32_t)p->n_head, (uint32_t)b->T, 1,
@@ -584,6 +618,33 @@ static void vkb_gather(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, c
     struct dsi_vk_pc_gather pc = {(uint32_t)n, (uint32_t)width, off, 0};
     dispatch(b, DSI_VK_GATHER, bs, 3, &pc, sizeof pc, (uint32_t)((width + 255) / 256), (uint32_t)n, 1,
              BIT(x), BIT(y));
+}
+
+static void vkb_matmul_heads(struct dsi_backend *be, enum dsi_act y, int64_t ys, enum dsi_act x,
+                             int64_t xs, int64_t xo, int64_t T, int n_head,
+                             const struct dsi_tensor *W, bool transposed) {
+    struct vkb *b = (struct vkb *)be;
+    if (transposed || W->ne[2] != n_head || n_head * xs > act_width(&b->p, x) ||
+        n_head * ys > act_width(&b->p, y) || W->ne[1] > ys || xo + W->ne[0] > xs) {
+        DSI_LOG_ERR("vulkan: per-head product of %s not supported (%s, %d heads)",
+                    W->name ? W->name : "?", transposed ? "transposed" : "shape", n_head);
+        fail(b, DSI_ERR_UNSUPPORTED);
+        return;
+    }
+    mm_dispatch(b, y, x, T, W, NULL, false, (uint32_t)xo, (uint32_t)(n_head * xs),
+                (uint32_t)(n_head * ys), (uint32_t)W->ne[1], (uint32_t)xs, (uint32_t)ys);
+}
+
+static void vkb_copy_heads(struct dsi_backend *be, enum dsi_act y, int64_t ys, int64_t yo,
+                           enum dsi_act x, int64_t xs, int64_t xo, int64_t T, int n_head, int64_t n) {
+    struct vkb *b = (struct vkb *)be;
+    uint64_t rows = (uint64_t)T * (uint64_t)n_head;
+    struct bind bs[2] = {act_bind(b, y), act_bind(b, x)};
+    struct dsi_vk_pc_copy pc = {(uint32_t)rows, (uint32_t)n, (uint32_t)ys, (uint32_t)yo,
+                                (uint32_t)xs, (uint32_t)xo};
+    uint32_t gy, gz;
+    split(rows, &gy, &gz);
+    dispatch(b, DSI_VK_COPY, bs, 2, &pc, sizeof pc, (uint32_t)((n + 63) / 64), gy, gz, BIT(x), BIT(y));
 }
 
 static void vkb_layernorm(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, const float *w,
@@ -632,7 +693,7 @@ static void vkb_attention_full(struct dsi_backend *be, enum dsi_act out, enum ds
 
 static const struct dsi_backend_ops vk_ops = {
     "vulkan", vkb_begin, vkb_end, vkb_host, vkb_set, vkb_get, vkb_rmsnorm, vkb_matmul, vkb_matmul_add, vkb_rope,
-    vkb_attention, vkb_swiglu, vkb_add, vkb_gather, vkb_layernorm, vkb_gelu, vkb_attention_full,
+    vkb_attention, vkb_swiglu, vkb_add, vkb_gather, vkb_matmul_heads, vkb_copy_heads, vkb_layernorm, vkb_gelu, vkb_attention_full,
 };
 
 /* ---- lifetime -------------------------------------------------------------------------------- */
@@ -675,11 +736,12 @@ void dsi_vk_backend_free(struct dsi_backend *be) {
 enum dsi_status dsi_vk_backend_new(struct dsi_vk *vk, const struct dsi_vk_backend_params *p,
                                    struct dsi_backend **out) {
     *out = NULL;
-    if (p->head_dim > 256 || p->head_dim_v > 256 || p->head_dim % 8 || p->head_dim_v % 2 ||
+    int maxd = p->kv_lora ? 576 : 256; /* the attention shaders' widest head */
+    if (att_dk(p) > maxd || att_dv(p) > maxd || att_dk(p) % 8 || att_dv(p) % 2 ||
         p->n_head_kv <= 0 || p->n_head % p->n_head_kv || p->n_batch <= 0 ||
         (uint64_t)p->n_seq * (uint64_t)p->n_ctx > UINT32_MAX / 2) {
         dsi_log(DSI_LOG_INFO, "vulkan: no shaders for this attention shape (head size %d/%d, "
-                "%d/%d heads)", p->head_dim, p->head_dim_v, p->n_head, p->n_head_kv);
+                "%d/%d heads)", att_dk(p), att_dv(p), p->n_head, att_hkv(p));
         return DSI_ERR_UNSUPPORTED;
     }
     /* every buffer is bound whole: none may exceed the device's storage-buffer range */
@@ -712,7 +774,7 @@ enum dsi_status dsi_vk_backend_new(struct dsi_vk *vk, const struct dsi_vk_backen
     if (!st && (!b->kc || !b->vc)) st = DSI_ERR_NOMEM;
     for (int l = 0; l < p->n_layers && !st; l++) {
         st = dsi_vk_buf_new(vk, kv_layer_bytes(p, false), false, &b->kc[l]);
-        if (!st) st = dsi_vk_buf_new(vk, kv_layer_bytes(p, true), false, &b->vc[l]);
+        if (!st && kv_layer_bytes(p, true)) st = dsi_vk_buf_new(vk, kv_layer_bytes(p, true), false, &b->vc[l]);
     }
     if (!st) st = dsi_vk_buf_new(vk, (uint64_t)info_words(p) * 4, true, &b->info);
     if (!st) st = dsi_vk_buf_new(vk, widest(p), true, &b->up);

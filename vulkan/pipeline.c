@@ -103,6 +103,15 @@ SPV(layernorm)
 SPV(gather)
 #include "spv/gather.inc"
     ;
+SPV(attention_mla_f16)
+#include "spv/attention_mla_f16.inc"
+    ;
+SPV(attention_mla_f32)
+#include "spv/attention_mla_f32.inc"
+    ;
+SPV(copy)
+#include "spv/copy.inc"
+    ;
 #undef SPV
 
 static const struct {
@@ -142,6 +151,9 @@ static const struct {
     S(DSI_VK_ELTWISE, eltwise),
     S(DSI_VK_GATHER, gather),
     S(DSI_VK_LAYERNORM, layernorm),
+    S(DSI_VK_ATTENTION_MLA_F16, attention_mla_f16),
+    S(DSI_VK_ATTENTION_MLA_F32, attention_mla_f32),
+    S(DSI_VK_COPY, copy),
 #undef S
 };
 

@@ -83,6 +83,8 @@ struct dsi_vk_backend_params {
     int64_t n_embd, n_ff, n_vocab;
     int n_head, n_head_kv, head_dim, head_dim_v;
     int rope_dims;
+    int q_lora, kv_lora;       /* latent attention (kv_lora > 0): its ranks; the cache holds
+                                  [latent | k_pe] per token, one head of kv_lora + rope_dims */
     enum dsi_type kv_type;     /* f16 or f32 */
     bool output;               /* this backend runs the output head (DSI_ACT_OUT) */
     bool batch_invariant;

@@ -115,6 +115,8 @@ enum dsi_vk_shader {
     DSI_VK_ROPE, DSI_VK_KV_STORE_F16, DSI_VK_KV_STORE_F32,
     DSI_VK_ATTENTION_F16, DSI_VK_ATTENTION_F32, DSI_VK_ATTN_COMBINE, DSI_VK_ELTWISE, DSI_VK_GATHER,
     DSI_VK_LAYERNORM, /* rmsnorm.comp with LAYERNORM: mean removed, bias added */
+    DSI_VK_ATTENTION_MLA_F16, DSI_VK_ATTENTION_MLA_F32, /* attention.comp, SHARED_V, heads <= 576 */
+    DSI_VK_COPY,
     DSI_VK_SHADER_COUNT
 };
 
@@ -185,7 +187,8 @@ void dsi_vk_pipelines_free(struct dsi_vk *vk);
  * DSI_VK_MM_BIAS, DSI_VK_MM_ACC (add to y). */
 enum { DSI_VK_MM_BIAS = 1, DSI_VK_MM_ACC = 2 };
 struct dsi_vk_pc_matmul {
-    uint32_t K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags, pad[3];
+    uint32_t K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags;
+    uint32_t grp_rows, x_gs, y_gs; /* per-head products: groups of rows, their x and y strides */
 };
 _Static_assert(sizeof(struct dsi_vk_pc_matmul) == 48, "mirrored in matvec.comp/matmul.comp");
 
@@ -194,15 +197,21 @@ _Static_assert(sizeof(struct dsi_vk_pc_matmul) == 48, "mirrored in matvec.comp/m
 struct dsi_vk_pc_norm {
     uint32_t n, T;
     float eps;
-    uint32_t pad;
+    uint32_t ld; /* row stride, 0: n */
 };
 _Static_assert(sizeof(struct dsi_vk_pc_norm) == 16, "mirrored in rmsnorm.comp");
 
 /* shaders/rope.comp: rotate x [T][n_head * head_dim] with the table cs [T][n_dims/2][2]. */
 struct dsi_vk_pc_rope {
-    uint32_t T, n_head, head_dim, n_dims, mode, tab_off;
+    uint32_t T, n_head, head_dim, n_dims, mode, tab_off, dim0;
 };
-_Static_assert(sizeof(struct dsi_vk_pc_rope) == 24, "mirrored in rope.comp");
+_Static_assert(sizeof(struct dsi_vk_pc_rope) == 28, "mirrored in rope.comp");
+
+/* shaders/copy.comp: y[r * ys + yo + i] = x[r * xs + xo + i], i < n, r < rows. */
+struct dsi_vk_pc_copy {
+    uint32_t rows, n, ys, yo, xs, xo;
+};
+_Static_assert(sizeof(struct dsi_vk_pc_copy) == 24, "mirrored in copy.comp");
 
 /* shaders/kv_store.comp, attention.comp and attn_combine.comp: per token t, info[t] = (cache
  * row base in rows: seq * n_ctx, position). K rows kw wide, V rows vw wide. chunk: keys per

@@ -36,7 +36,7 @@ void dsi_block_attn_gqa(struct dsi_context *c, struct dsi_backend *be, const str
                         int il, int64_t T) {
     const struct dsi_hparams *hp = &c->m->hp;
     const struct dsi_backend_ops *B = be->ops;
-    B->rmsnorm(be, DSI_ACT_XN, DSI_ACT_X, l->attn_norm, T, hp->n_embd, hp->eps);
+    B->rmsnorm(be, DSI_ACT_XN, DSI_ACT_X, l->attn_norm, T, hp->n_embd, hp->n_embd, hp->eps);
     {
         const enum dsi_act y[3] = {DSI_ACT_Q, DSI_ACT_K, DSI_ACT_V};
         const struct dsi_tensor *W[3] = {&l->wq, &l->wk, &l->wv};
@@ -44,8 +44,8 @@ void dsi_block_attn_gqa(struct dsi_context *c, struct dsi_backend *be, const str
         B->matmul(be, 3, y, DSI_ACT_XN, T, W, b);
     }
     struct dsi_rope r = {hp->rope_mode, hp->rope_dims, c->m->rope_inv_freq, 1.0f};
-    B->rope(be, DSI_ACT_Q, T, hp->n_head, hp->head_dim, &r);
-    B->rope(be, DSI_ACT_K, T, hp->n_head_kv, hp->head_dim, &r);
+    B->rope(be, DSI_ACT_Q, T, hp->n_head, hp->head_dim, 0, &r);
+    B->rope(be, DSI_ACT_K, T, hp->n_head_kv, hp->head_dim, 0, &r);
     struct dsi_attn_params ap = {hp->n_head, hp->n_head_kv, hp->head_dim, hp->head_dim_v,
                                  1.0f / sqrtf((float)hp->head_dim)};
     B->attention(be, il, DSI_ACT_ATTN, DSI_ACT_Q, DSI_ACT_K, DSI_ACT_V, &ap);
@@ -57,7 +57,7 @@ void dsi_block_ffn_swiglu(struct dsi_context *c, struct dsi_backend *be, const s
                           int64_t T) {
     const struct dsi_hparams *hp = &c->m->hp;
     const struct dsi_backend_ops *B = be->ops;
-    B->rmsnorm(be, DSI_ACT_XN, DSI_ACT_X, l->ffn_norm, T, hp->n_embd, hp->eps);
+    B->rmsnorm(be, DSI_ACT_XN, DSI_ACT_X, l->ffn_norm, T, hp->n_embd, hp->n_embd, hp->eps);
     {
         const enum dsi_act y[2] = {DSI_ACT_GATE, DSI_ACT_UP};
         const struct dsi_tensor *W[2] = {&l->w_gate, &l->w_up};
@@ -87,7 +87,7 @@ void dsi_block_output(struct dsi_context *c, struct dsi_backend *be, int64_t T) 
     for (int64_t k0 = 0; k0 < c->n_out; k0 += be->max_out) {
         int64_t n = c->n_out - k0 < be->max_out ? c->n_out - k0 : be->max_out;
         B->gather(be, DSI_ACT_TMP, DSI_ACT_X, s->out_rows + k0, n, E);
-        B->rmsnorm(be, DSI_ACT_TMP, DSI_ACT_TMP, c->m->out_norm, n, E, hp->eps);
+        B->rmsnorm(be, DSI_ACT_TMP, DSI_ACT_TMP, c->m->out_norm, n, E, E, hp->eps);
         B->matmul(be, 1, &out, DSI_ACT_TMP, n, &W, NULL);
         float *h = B->host(be, DSI_ACT_OUT);
         if (!h && B->get(be, DSI_ACT_OUT, 0, c->out + k0 * V, n * V)) return;

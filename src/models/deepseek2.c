@@ -32,96 +32,80 @@ static struct dsi_tensor kvb_view(const struct dsi_tensor *kvb, int64_t row0, in
     return t;
 }
 
-static void attn_mla(struct dsi_context *c, const struct dsi_layer *l, int il, int64_t T) {
+/* The naive form (D.2), on the CPU only (a check of the absorbed form): per-head keys
+ * [W_UK_h c | k_pe] and values W_UV_h c, expanded and cached, then ordinary attention. The
+ * queries are in DSI_ACT_Q (roped), [c | k_pe] in DSI_ACT_KVA; out: DSI_ACT_ATTN. */
+static void attn_naive(struct dsi_context *c, const struct dsi_layer *l, int il, int64_t T,
+                       const struct dsi_tensor *uk, const struct dsi_tensor *uv) {
     const struct dsi_hparams *hp = &c->m->hp;
     struct dsi_scratch *s = &c->s;
     int nt = c->p.n_threads;
     int64_t H = hp->n_head, R = hp->kv_lora_rank, P = hp->rope_dims, N = hp->qk_nope;
     int64_t Dq = hp->head_dim, Dv = hp->head_dim_v, Rk = R + P;
-    dsi_op_rmsnorm(s->xn, s->x, l->attn_norm, T, hp->n_embd, hp->eps, nt);
+    if (hp->mla_legacy)
+        dsi_op_matmul_heads(s->k, H * Dq, Dq, s->kva, Rk, 0, T, uk, nt, &s->mm);
+    else
+        dsi_op_matmul_heads_t(s->k, H * Dq, Dq, s->kva, Rk, 0, T, &l->wk_b, nt);
+    dsi_op_matmul_heads(s->v, H * Dv, Dv, s->kva, Rk, 0, T, hp->mla_legacy ? uv : &l->wv_b, nt,
+                        &s->mm);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < H; h++)
+            memcpy(s->k + (t * H + h) * Dq + N, s->kva + t * Rk + R, (size_t)P * sizeof(float));
+    struct dsi_attn_params ap = {(int)H, (int)H, (int)Dq, (int)Dv, hp->attn_scale};
+    for (int i = 0; i < c->n_segs; i++) {
+        const struct dsi_seg *g = &c->segs[i];
+        struct dsi_kv_view *kv = dsi_ctx_kv(c, g->seq, il);
+        dsi_op_kv_store(kv, s->k + g->t0 * H * Dq, s->v + g->t0 * H * Dv, g->pos, g->n, nt);
+        c->att_segs[i] = (struct dsi_attn_seg){s->attn + g->t0 * H * Dv, s->q + g->t0 * H * Dq,
+                                               kv, g->pos, g->n};
+    }
+    dsi_op_attention_segs(c->att_segs, c->n_segs, &ap, nt, s->att_scratch, c->p.n_ctx);
+}
+
+/* x += W_o attention(...), xn = rmsnorm(x), on backend be (the absorbed form; the naive one
+ * with the context flag mla_naive, on the CPU). */
+void dsi_block_attn_mla(struct dsi_context *c, struct dsi_backend *be, const struct dsi_layer *l,
+                        int il, int64_t T) {
+    const struct dsi_hparams *hp = &c->m->hp;
+    const struct dsi_backend_ops *B = be->ops;
+    int H = hp->n_head;
+    int64_t R = hp->kv_lora_rank, P = hp->rope_dims, N = hp->qk_nope;
+    int64_t Dq = hp->head_dim, Dv = hp->head_dim_v, Rk = R + P;
+    B->rmsnorm(be, DSI_ACT_XN, DSI_ACT_X, l->attn_norm, T, hp->n_embd, hp->n_embd, hp->eps);
     {
-        float *y[2] = {hp->q_lora_rank ? s->qa : s->q, s->kva};
+        const enum dsi_act y[2] = {hp->q_lora_rank ? DSI_ACT_QA : DSI_ACT_Q, DSI_ACT_KVA};
         const struct dsi_tensor *W[2] = {hp->q_lora_rank ? &l->wq_a : &l->wq, &l->wkv_a};
-        const float *b[2] = {NULL, NULL};
-        dsi_op_matmul_multi(2, y, s->xn, T, W, b, nt, &s->mm);
+        B->matmul(be, 2, y, DSI_ACT_XN, T, W, NULL);
     }
     if (hp->q_lora_rank) {
-        dsi_op_rmsnorm(s->qa, s->qa, l->q_a_norm, T, hp->q_lora_rank, hp->eps, nt);
-        dsi_op_matmul(s->q, s->qa, T, &l->wq_b, NULL, nt, &s->mm);
+        B->rmsnorm(be, DSI_ACT_QA, DSI_ACT_QA, l->q_a_norm, T, hp->q_lora_rank, hp->q_lora_rank,
+                   hp->eps);
+        const enum dsi_act y = DSI_ACT_Q;
+        const struct dsi_tensor *W = &l->wq_b;
+        B->matmul(be, 1, &y, DSI_ACT_QA, T, &W, NULL);
     }
-    for (int64_t t = 0; t < T; t++) {
-        float *row = s->kva + t * Rk;
-        dsi_op_rmsnorm(row, row, l->kv_a_norm, 1, R, hp->eps, 1);
-    }
-    /* s->pos: set once for the pass by dsi_block_begin */
+    B->rmsnorm(be, DSI_ACT_KVA, DSI_ACT_KVA, l->kv_a_norm, T, R, Rk, hp->eps);
     struct dsi_rope r = {hp->rope_mode, (int)P, c->m->rope_inv_freq, 1.0f};
-    dsi_op_rope(s->q + N, T, (int)H, (int)Dq, s->pos, &r, nt); /* each head's q_pe */
-    dsi_op_rope(s->kva + R, T, 1, (int)Rk, s->pos, &r, nt);    /* k_pe */
+    B->rope(be, DSI_ACT_Q, T, H, (int)Dq, (int)N, &r);   /* each head's q_pe */
+    B->rope(be, DSI_ACT_KVA, T, 1, (int)Rk, (int)R, &r); /* k_pe */
     struct dsi_tensor uk = {0}, uv = {0}; /* legacy layout: W_UK_h, W_UV_h as views of kv_b */
     if (hp->mla_legacy) {
         uk = kvb_view(&l->wkv_b, 0, N, N + Dv, H);
         uv = kvb_view(&l->wkv_b, N, Dv, N + Dv, H);
     }
-
-    if (!c->p.mla_naive) {
-        for (int i = 0; i < c->n_segs; i++) {
-            const struct dsi_seg *g = &c->segs[i];
-            dsi_op_kv_store(dsi_ctx_kv(c, g->seq, il), s->kva + g->t0 * Rk, NULL, g->pos, g->n, nt);
-        }
-        /* queries in latent space: [W_UK_h^T q_nope_h | q_pe_h] per head */
-        if (hp->mla_legacy)
-            dsi_op_matmul_heads_t(s->qfull, H * Rk, Rk, s->q, H * Dq, Dq, T, &uk, nt);
-        else
-            dsi_op_matmul_heads(s->qfull, H * Rk, Rk, s->q, H * Dq, Dq, T, &l->wk_b, nt, &s->mm);
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t h = 0; h < H; h++)
-                memcpy(s->qfull + (t * H + h) * Rk + R, s->q + (t * H + h) * Dq + N,
-                       (size_t)P * sizeof(float));
-        struct dsi_attn_params ap = {(int)H, 1, (int)Rk, (int)R, hp->attn_scale};
-        for (int i = 0; i < c->n_segs; i++) {
-            const struct dsi_seg *g = &c->segs[i];
-            c->att_segs[i] = (struct dsi_attn_seg){s->lat + g->t0 * H * R, s->qfull + g->t0 * H * Rk,
-                                                   dsi_ctx_kv(c, g->seq, il), g->pos, g->n};
-        }
-        dsi_op_attention_segs(c->att_segs, c->n_segs, &ap, nt, s->att_scratch, c->p.n_ctx);
-        dsi_op_matmul_heads(s->attn, H * Dv, Dv, s->lat, H * R, R, T,
-                            hp->mla_legacy ? &uv : &l->wv_b, nt, &s->mm);
+    if (c->p.mla_naive) {
+        DSI_ASSERT(be == &c->cpu.base);
+        attn_naive(c, l, il, T, &uk, &uv);
     } else {
-        /* per-head keys [W_UK_h c | k_pe] and values W_UV_h c */
-        if (hp->mla_legacy)
-            dsi_op_matmul_heads(s->k, H * Dq, Dq, s->kva, Rk, 0, T, &uk, nt, &s->mm);
-        else
-            dsi_op_matmul_heads_t(s->k, H * Dq, Dq, s->kva, Rk, 0, T, &l->wk_b, nt);
-        dsi_op_matmul_heads(s->v, H * Dv, Dv, s->kva, Rk, 0, T, hp->mla_legacy ? &uv : &l->wv_b,
-                            nt, &s->mm);
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t h = 0; h < H; h++)
-                memcpy(s->k + (t * H + h) * Dq + N, s->kva + t * Rk + R, (size_t)P * sizeof(float));
-        struct dsi_attn_params ap = {(int)H, (int)H, (int)Dq, (int)Dv, hp->attn_scale};
-        for (int i = 0; i < c->n_segs; i++) {
-            const struct dsi_seg *g = &c->segs[i];
-            struct dsi_kv_view *kv = dsi_ctx_kv(c, g->seq, il);
-            dsi_op_kv_store(kv, s->k + g->t0 * H * Dq, s->v + g->t0 * H * Dv, g->pos, g->n, nt);
-            c->att_segs[i] = (struct dsi_attn_seg){s->attn + g->t0 * H * Dv, s->q + g->t0 * H * Dq,
-                                                   kv, g->pos, g->n};
-        }
-        dsi_op_attention_segs(c->att_segs, c->n_segs, &ap, nt, s->att_scratch, c->p.n_ctx);
+        /* queries in latent space: [W_UK_h^T q_nope_h | q_pe_h] per head; one key and value
+         * head per token: [c | k_pe] with the values c */
+        B->matmul_heads(be, DSI_ACT_QFULL, Rk, DSI_ACT_Q, Dq, 0, T, H,
+                        hp->mla_legacy ? &uk : &l->wk_b, hp->mla_legacy);
+        B->copy_heads(be, DSI_ACT_QFULL, Rk, R, DSI_ACT_Q, Dq, N, T, H, P);
+        struct dsi_attn_params ap = {H, 1, (int)Rk, (int)R, hp->attn_scale};
+        B->attention(be, il, DSI_ACT_LAT, DSI_ACT_QFULL, DSI_ACT_KVA, DSI_ACT_KVA, &ap);
+        B->matmul_heads(be, DSI_ACT_ATTN, Dv, DSI_ACT_LAT, R, 0, T, H,
+                        hp->mla_legacy ? &uv : &l->wv_b, false);
     }
-    dsi_op_matmul(s->tmp, s->attn, T, &l->wo, NULL, nt, &s->mm);
-    dsi_op_add(s->x, s->tmp, T * hp->n_embd, nt);
-}
-
-void dsi_forward_deepseek2(struct dsi_context *c, const int32_t *tokens, int64_t T) {
-    struct dsi_backend *cpu = &c->cpu.base;
-    dsi_block_begin(c, T);
-    dsi_block_embed(c, tokens, T);
-    for (int il = 0; il < (int)c->m->hp.n_layer; il++) {
-        const struct dsi_layer *l = &c->m->layers[il];
-        attn_mla(c, l, il, T);
-        if (l->moe) dsi_block_ffn_moe(c, l, T);
-        else dsi_block_ffn_swiglu(c, cpu, l, T);
-        dsi_block_layer_done(c, cpu, il, T);
-    }
-    dsi_block_output(c, cpu, T);
-    dsi_block_end(c);
+    B->matmul_add(be, DSI_ACT_X, DSI_ACT_ATTN, T, &l->wo, NULL);
 }

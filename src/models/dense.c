@@ -8,7 +8,8 @@
  * Llama GGUFs have q/k rows permuted by llama.cpp's converter, so they rotate interleaved pairs
  * (NORM), and llama3 frequency factors are folded into the inverse frequencies. DeepSeekMoE v1
  * ("deepseek", VL2-Tiny's language model) is Llama-shaped attention with expert FFNs from
- * leading_dense_block_count on. */
+ * leading_dense_block_count on; DeepSeek-V2 ("deepseek2", src/models/deepseek2.c) has latent
+ * attention instead. */
 #include "src/model_impl.h"
 
 void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T) {
@@ -22,7 +23,8 @@ void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T) 
         cur = be;
         if (il == (int)c->m->hp.n_layer) break;
         const struct dsi_layer *l = &c->m->layers[il];
-        dsi_block_attn_gqa(c, be, l, il, T);
+        if (c->m->hp.kv_lora_rank) dsi_block_attn_mla(c, be, l, il, T);
+        else dsi_block_attn_gqa(c, be, l, il, T);
         if (l->moe) {
             /* experts on the CPU, whatever ran the attention (offload.c) */
             struct dsi_backend *cpu = &c->cpu.base;

@@ -5,6 +5,8 @@
 // softmax; each thread accumulates head_dim_v / 64 output dimensions.
 // chunk > 0 (decode): workgroup z takes only keys [z * chunk, (z + 1) * chunk) and writes its
 // unnormalized partial (max, sum, acc[head_dim_v]) for attn_combine.comp.
+// SHARED_V (latent attention): the values are the first head_dim_v elements of each key
+// (binding 2 is the key cache too); MAXD: the widest head (256, or 576 for MLA).
 layout(local_size_x = 64) in;
 layout(push_constant) uniform PC { // struct dsi_vk_pc_attn (vulkan/vk_impl.h)
     uint T, n_head, n_head_kv, head_dim, head_dim_v, info_off;
@@ -22,7 +24,9 @@ layout(std430, binding = 2) readonly buffer VC { float vc[]; };
 layout(std430, binding = 3) writeonly buffer O { float o[]; };
 layout(std430, binding = 4) readonly buffer I { uint info[]; };
 
+#ifndef MAXD
 #define MAXD 256
+#endif
 shared float qs[MAXD];
 shared float p[64];
 shared float red[64];
@@ -45,6 +49,9 @@ float qk(uint row, uint kw, uint e0) {
     return s;
 }
 float vval(uint row, uint vw, uint e) {
+#if SHARED_V
+    vw = pc.n_head_kv * pc.head_dim; // rows of keys; e < head_dim_v is within head 0's key
+#endif
 #if KV_F16
     return unpackHalf2x16(vc[row * (vw / 2u) + e / 2u])[e & 1u];
 #else

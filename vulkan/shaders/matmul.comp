@@ -10,7 +10,7 @@
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform PC { // struct dsi_vk_pc_matmul (vulkan/vk_impl.h)
-    uint K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags;
+    uint K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags, grp_rows, x_gs, y_gs;
 } pc;
 
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
@@ -24,7 +24,16 @@ shared vec4 xs[32 * 16]; // [k][token / 4]
 
 void main() {
     uint tid = gl_LocalInvocationID.x;
+    uint g = 0u, rend = pc.N, xo = pc.x_off, yo = pc.y_off;
     uint r0 = gl_WorkGroupID.x * 64u, t0 = gl_WorkGroupID.y * 64u;
+    if (pc.grp_rows > 0u) {
+        uint tiles = (pc.grp_rows + 63u) / 64u;
+        g = gl_WorkGroupID.x / tiles;
+        r0 = g * pc.grp_rows + (gl_WorkGroupID.x % tiles) * 64u;
+        rend = min(pc.N, (g + 1u) * pc.grp_rows);
+        xo += g * pc.x_gs;
+        yo += g * pc.y_gs - g * pc.grp_rows;
+    }
     uint nb = (pc.K + 31u) / 32u;
     uint tr = (tid & 15u) * 4u, tt = (tid >> 4) * 4u; // this thread's outputs
     uint lr = tid >> 2, le = (tid & 3u) * 8u;          // the weights and inputs it loads
@@ -32,13 +41,13 @@ void main() {
     [[unroll]] for (uint j = 0; j < 4; j++) acc[j] = vec4(0.0);
     for (uint kb = 0; kb < nb; kb++) {
         vec4 a = vec4(0.0), c = vec4(0.0);
-        if (r0 + lr < pc.N) {
+        if (r0 + lr < rend) {
             a = deq4((r0 + lr) * nb + kb, le);
             c = deq4((r0 + lr) * nb + kb, le + 4u);
         }
         vec4 u = vec4(0.0), v = vec4(0.0);
         if (t0 + lr < pc.T) {
-            uint xr = (t0 + lr) * pc.x_ld + pc.x_off, k = kb * 32u + le;
+            uint xr = (t0 + lr) * pc.x_ld + xo, k = kb * 32u + le;
             if (k + 8u <= pc.K && (xr & 3u) == 0u) {
                 uint xb = (xr + k) / 4u;
                 u = x4[xb];
@@ -70,10 +79,10 @@ void main() {
         if (t >= pc.T) continue;
         [[unroll]] for (uint i = 0; i < 4; i++) {
             uint r = r0 + tr + i;
-            if (r < pc.N) {
+            if (r < rend) {
                 // flags: bit 0 bias, bit 1 accumulate into y (the residual stream)
                 float val = acc[j][i] + ((pc.flags & 1u) != 0u ? bias[r] : 0.0);
-                uint o = t * pc.y_ld + pc.y_off + r;
+                uint o = t * pc.y_ld + yo + r;
                 y[o] = (pc.flags & 2u) != 0u ? y[o] + val : val;
             }
         }

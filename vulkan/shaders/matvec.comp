@@ -18,7 +18,7 @@ layout(local_size_x = 128) in;
 #endif
 
 layout(push_constant) uniform PC { // struct dsi_vk_pc_matmul (vulkan/vk_impl.h)
-    uint K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags;
+    uint K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags, grp_rows, x_gs, y_gs;
 } pc;
 
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
@@ -27,9 +27,15 @@ layout(std430, binding = 2) buffer Y { float y[]; };
 layout(std430, binding = 3) readonly buffer B { float bias[]; };
 #include "common.glsl"
 
+// Per-head products (grp_rows > 0): row r belongs to group g = r / grp_rows, which reads x
+// from x_off + g * x_gs and writes y at y_off + g * y_gs + r % grp_rows.
+uint grp(uint r) { return pc.grp_rows == 0u ? 0u : r / pc.grp_rows; }
+uint x_at(uint r) { return pc.x_off + grp(r) * pc.x_gs; }
+
 // flags bit 1: accumulate into y (the residual stream) instead of overwriting it
 void store(uint t, uint r, float v) {
-    uint i = t * pc.y_ld + pc.y_off + r;
+    uint g = grp(r);
+    uint i = t * pc.y_ld + pc.y_off + g * pc.y_gs + r - g * pc.grp_rows;
     y[i] = (pc.flags & 2u) != 0u ? y[i] + v : v;
 }
 
@@ -59,7 +65,7 @@ void main() {
 #endif
                 [[unroll]] for (uint t = 0; t < TT; t++)
                     if (t0 + t < pc.T) {
-                        uint xb = ((t0 + t) * pc.x_ld + pc.x_off + kb * 32u) / 4u + q;
+                        uint xb = ((t0 + t) * pc.x_ld + x_at(r) + kb * 32u) / 4u + q;
                         float s = dot(lo, x4[xb]);
 #if WTYPE == 2
                         s += dot(hi, x4[xb + 4u]);
@@ -92,7 +98,7 @@ void main() {
                 [[unroll]] for (uint i = 0; i < 8; i++) v[i] = deq4(r * nb + kb, 4u * i);
                 [[unroll]] for (uint t = 0; t < TT; t++) {
                     if (t0 + t < pc.T) {
-                        uint xb = ((t0 + t) * pc.x_ld + pc.x_off + kb * 32u) / 4u;
+                        uint xb = ((t0 + t) * pc.x_ld + x_at(r) + kb * 32u) / 4u;
                         float s = 0.0;
                         [[unroll]] for (uint i = 0; i < 8; i++) s += dot(v[i], x4[xb + i]);
                         acc[t] += s;

@@ -5,6 +5,7 @@ layout(local_size_x = 256) in;
 layout(push_constant) uniform PC { // struct dsi_vk_pc_norm (vulkan/vk_impl.h)
     uint n, T;
     float eps;
+    uint ld; // row stride (0: n); elements past n of a row are left alone
 } pc;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { float w[]; };
@@ -15,10 +16,10 @@ layout(std430, binding = 3) readonly buffer B { float b[]; };
 shared float part[256];
 
 void main() {
-    uint t = gl_WorkGroupID.x, tid = gl_LocalInvocationID.x;
+    uint tid = gl_LocalInvocationID.x, r0 = gl_WorkGroupID.x * (pc.ld == 0u ? pc.n : pc.ld);
     float s = 0.0;
 #if LAYERNORM
-    for (uint i = tid; i < pc.n; i += 256u) s += x[t * pc.n + i];
+    for (uint i = tid; i < pc.n; i += 256u) s += x[r0 + i];
     part[tid] = s;
     barrier();
     for (uint k = 128u; k > 0u; k >>= 1) {
@@ -28,7 +29,7 @@ void main() {
     float mean = part[0] / float(pc.n);
     barrier();
     s = 0.0;
-    for (uint i = tid; i < pc.n; i += 256u) s += (x[t * pc.n + i] - mean) * (x[t * pc.n + i] - mean);
+    for (uint i = tid; i < pc.n; i += 256u) s += (x[r0 + i] - mean) * (x[r0 + i] - mean);
     part[tid] = s;
     barrier();
     for (uint k = 128u; k > 0u; k >>= 1) {
@@ -36,10 +37,10 @@ void main() {
         barrier();
     }
     float inv = inversesqrt(part[0] / float(pc.n) + pc.eps);
-    for (uint i = tid; i < pc.n; i += 256u) y[t * pc.n + i] = (x[t * pc.n + i] - mean) * inv * w[i] + b[i];
+    for (uint i = tid; i < pc.n; i += 256u) y[r0 + i] = (x[r0 + i] - mean) * inv * w[i] + b[i];
     return;
 #endif
-    for (uint i = tid; i < pc.n; i += 256u) s += x[t * pc.n + i] * x[t * pc.n + i];
+    for (uint i = tid; i < pc.n; i += 256u) s += x[r0 + i] * x[r0 + i];
     part[tid] = s;
     barrier();
     for (uint k = 128u; k > 0u; k >>= 1) {
@@ -47,5 +48,5 @@ void main() {
         barrier();
     }
     float scale = inversesqrt(part[0] / float(pc.n) + pc.eps);
-    for (uint i = tid; i < pc.n; i += 256u) y[t * pc.n + i] = (x[t * pc.n + i] * scale) * w[i];
+    for (uint i = tid; i < pc.n; i += 256u) y[r0 + i] = (x[r0 + i] * scale) * w[i];
 }
