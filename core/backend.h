@@ -76,6 +76,7 @@ enum dsi_act {
     DSI_ACT_KVA,   /* [kv_lora_rank + rope]: the latent and the rotary key of each token */
     DSI_ACT_QFULL, /* [n_head * (kv_lora_rank + rope)]: queries in latent space */
     DSI_ACT_LAT,   /* [n_head * kv_lora_rank]: attention output in latent space */
+    DSI_ACT_ROUTER, /* [n_expert]: router logits (mixture of experts) */
     DSI_ACT_OUT,  /* logits [max_out][n_vocab] */
     DSI_ACT_COUNT
 };
@@ -137,6 +138,13 @@ struct dsi_backend_ops {
      * and n_head * xs); y != x. */
     void (*copy_heads)(struct dsi_backend *b, enum dsi_act y, int64_t ys, int64_t yo,
                        enum dsi_act x, int64_t xs, int64_t xo, int64_t T, int n_head, int64_t n);
+    /* Mixture of experts, after routing (models.md 0.6): x[t] += S(xn[t]) + sum_j w[t][j]
+     * E_{sel[t][j]}(xn[t]) for j < k, in that order, E_e(v) = down_e(silu(gate_e v) * up_e v)
+     * from the stacks exps = gate, up, down (ne [K, N, n_expert]) and S the shared experts
+     * sh = gate, up, down (none when sh[0] has no data). sel, w: host arrays [T][k]. */
+    void (*moe)(struct dsi_backend *b, enum dsi_act x, enum dsi_act xn, int64_t T, int k,
+                const int32_t *sel, const float *w, const struct dsi_tensor *const exps[3],
+                const struct dsi_tensor *const sh[3]);
     /* Vision encoders (src/vision/): */
     /* y = (x - mean) / sqrt(var + eps) * w + bias per row (LayerNorm, biased variance), T rows
      * of n; y may be x. */

@@ -130,6 +130,14 @@ static void cpu_copy_heads(struct dsi_backend *b, enum dsi_act y, int64_t ys, in
         memcpy(yp + r * ys + yo, xp + r * xs + xo, (size_t)n * sizeof(float));
 }
 
+static void cpu_moe(struct dsi_backend *b, enum dsi_act x, enum dsi_act xn, int64_t T, int k,
+                    const int32_t *sel, const float *w, const struct dsi_tensor *const exps[3],
+                    const struct dsi_tensor *const sh[3]) {
+    struct dsi_context *c = ctx_of(b);
+    DSI_ASSERT(k == c->m->hp.n_expert_used);
+    dsi_moe_cpu(c, cpu_host(b, x), cpu_host(b, xn), T, sel, w, exps, sh);
+}
+
 static void cpu_layernorm(struct dsi_backend *b, enum dsi_act y, enum dsi_act x, const float *w,
                           const float *bias, int64_t T, int64_t n, float eps) {
     dsi_op_layernorm(cpu_host(b, y), cpu_host(b, x), w, bias, T, n, eps, cpu_of(b)->n_threads);
@@ -154,13 +162,15 @@ static void cpu_attention_full(struct dsi_backend *b, enum dsi_act out, enum dsi
 
 static const struct dsi_backend_ops cpu_ops = {
     "cpu", cpu_begin, cpu_end, cpu_host, cpu_set, cpu_get, cpu_rmsnorm, cpu_matmul, cpu_matmul_add, cpu_rope,
-    cpu_attention, cpu_swiglu, cpu_add, cpu_gather, cpu_matmul_heads, cpu_copy_heads, cpu_layernorm, cpu_gelu, cpu_attention_full,
+    cpu_attention, cpu_swiglu, cpu_add, cpu_gather, cpu_matmul_heads, cpu_copy_heads, cpu_moe,
+    cpu_layernorm, cpu_gelu, cpu_attention_full,
 };
 
 void dsi_backend_cpu_init(struct dsi_backend_cpu *b, struct dsi_context *c) {
     struct dsi_scratch *s = &c->s;
     float *buf[DSI_ACT_COUNT] = {s->x,    s->xn,  s->tmp, s->q,  s->k,   s->v,     s->attn,
-                                 s->gate, s->up,  s->qa,  s->kva, s->qfull, s->lat, NULL};
+                                 s->gate, s->up,  s->qa,  s->kva, s->qfull, s->lat, s->router,
+                                 NULL};
     dsi_backend_cpu_init_host(b, buf, c->p.n_threads, &c->s.mm);
     b->base.max_out = c->p.n_batch;
     b->c = c;

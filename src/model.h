@@ -45,6 +45,10 @@ struct dsi_model_params {
     int64_t gpu_ctx;         /* KV cache tokens per sequence the auto plan reserves (0: 4096) */
     int gpu_seqs;            /* sequences it reserves them for (0: 1; the server's slots) */
     bool gpu_validation;     /* Khronos validation layer on (tests) */
+    bool cpu_moe;            /* MoE models: the routed experts stay on the CPU; the attention,
+                                shared experts, router and KV cache of offloaded layers go to
+                                the GPU (the auto plan chooses this itself when the experts do
+                                not fit) */
 };
 #define DSI_NGL_AUTO (-1)
 struct dsi_model_params dsi_model_default_params(void);
@@ -58,6 +62,8 @@ void dsi_model_free(struct dsi_model *m);
 /* Layers that run on the GPU (the last ones), and whether the output head does. */
 int dsi_model_gpu_layers(const struct dsi_model *m);
 bool dsi_model_gpu_output(const struct dsi_model *m);
+/* A MoE model's offloaded layers have their routed experts on the GPU (else on the CPU). */
+bool dsi_model_gpu_experts(const struct dsi_model *m);
 /* The GPU's name, or NULL when nothing is offloaded. */
 const char *dsi_model_gpu_name(const struct dsi_model *m);
 /* Validation-layer errors seen so far (gpu_validation). */
@@ -71,6 +77,7 @@ int64_t dsi_model_n_vocab(const struct dsi_model *m);      /* rows of the output
 int64_t dsi_model_n_ctx_train(const struct dsi_model *m);
 int64_t dsi_model_n_embd(const struct dsi_model *m);
 int64_t dsi_model_n_layer(const struct dsi_model *m);
+int dsi_model_n_expert(const struct dsi_model *m);          /* routed experts (0: dense) */
 uint64_t dsi_model_n_params(const struct dsi_model *m);
 uint64_t dsi_model_weight_bytes(const struct dsi_model *m);
 /* Bytes the KV cache holds per token (all layers) with cache type kv_type; for deepseek2 in

@@ -82,6 +82,7 @@ struct dsi_model {
     struct dsi_vk *vk;
     int gpu_from;
     bool gpu_out;
+    bool gpu_experts; /* the offloaded MoE layers' routed experts are on the device too */
     struct dsi_vl2 *vl2; /* DeepSeek-VL2's vision tower and projector (NULL: text only) */
 };
 
@@ -167,6 +168,7 @@ struct dsi_context {
     struct dsi_backend *gpu;
     int gpu_from;
     bool gpu_out;
+    bool gpu_experts; /* the offloaded MoE layers' routed experts are on the device too */
     bool pass_prompt; /* the current pass evaluates prompt tokens */
     enum dsi_status pass_err; /* a backend failure during the current pass */
 };
@@ -195,7 +197,14 @@ void dsi_block_attn_mla(struct dsi_context *c, struct dsi_backend *be, const str
 void dsi_block_ffn_swiglu(struct dsi_context *c, struct dsi_backend *be, const struct dsi_layer *l,
                           int64_t T);
 /* x += MoE(rmsnorm(x)): routed experts (tokens grouped by expert) plus shared experts. */
-void dsi_block_ffn_moe(struct dsi_context *c, const struct dsi_layer *l, int64_t T);
+/* x += the MoE feed-forward of rmsnorm(x) on backend be: router on be, routing on the host,
+ * the experts on be (experts_here) or the routed ones on the CPU and the shared ones on be. */
+void dsi_block_ffn_moe(struct dsi_context *c, struct dsi_backend *be, const struct dsi_layer *l,
+                       int64_t T, bool experts_here);
+/* The CPU's experts (the backend's moe op on host buffers): y += experts(xn). */
+void dsi_moe_cpu(struct dsi_context *c, float *y, const float *xn, int64_t T, const int32_t *sel,
+                 const float *w, const struct dsi_tensor *const exps[3],
+                 const struct dsi_tensor *const sh[3]);
 /* Route T rows of router logits: selected experts and weights, n_expert_used per row. */
 void dsi_moe_route(const struct dsi_hparams *hp, const float *logits, const float *bias,
                    int64_t T, int32_t *sel, float *w);

@@ -143,6 +143,7 @@ static bool write_legacy(const char *in, const char *out) {
  * deepseek2 with the naive (per-head K/V cache) form of latent attention. */
 /* Layers offloaded to the first Vulkan device (0: the CPU only). */
 static int g_ngl;
+static bool g_cpu_moe; /* with g_ngl: the routed experts stay on the CPU */
 
 static void run_model(const char *name, const char *source) {
     char dir[256], refp[300];
@@ -169,6 +170,7 @@ static void run_model(const char *name, const char *source) {
     struct dsi_model_params mp = dsi_model_default_params();
     mp.n_gpu_layers = g_ngl;
     mp.gpu_device = 0;
+    mp.cpu_moe = g_cpu_moe;
     if (dsi_model_load_ex(path, &mp, &m) != DSI_OK) {
         TU_CHECK(0, "%s: load from %s failed", name, source);
         dsi_st_free(ref);
@@ -177,6 +179,9 @@ static void run_model(const char *name, const char *source) {
     int64_t T = 0, V = dsi_model_n_vocab(m), E = dsi_model_n_embd(m), L = dsi_model_n_layer(m);
     TU_CHECK(dsi_model_gpu_layers(m) == (g_ngl > L ? (int)L : g_ngl), "%s: %d layers offloaded",
              name, dsi_model_gpu_layers(m));
+    bool moe = !strncmp(dsi_model_arch(m), "deepseek", 8);
+    TU_CHECK(dsi_model_gpu_experts(m) == (moe && g_ngl && !g_cpu_moe), "%s: experts on the GPU: %d",
+             name, dsi_model_gpu_experts(m));
     int32_t *ids = tu_st_ids(ref, "input_ids", &T);
     float *logits = tu_st_f32(ref, "logits", NULL);
 
@@ -208,7 +213,8 @@ static void run_model(const char *name, const char *source) {
         free(cap.h);
         dsi_context_set_layer_cb(c, NULL, NULL);
         char what[96];
-        snprintf(what, sizeof what, "%s (%s, f32 KV%s)", name, source, g_ngl ? ", vulkan" : "");
+        snprintf(what, sizeof what, "%s (%s, f32 KV%s)", name, source,
+                 g_ngl ? (g_cpu_moe ? ", vulkan, cpu-moe" : ", vulkan") : "");
         check_logits(what, c, logits, T, V, true);
         dsi_context_free(c);
     }
@@ -298,6 +304,47 @@ struct bad_case {
 
 /* Each case rewrites the converted fixture with one defect; loading must fail with the status
  * and a message naming the cause. */
+/* The auto plan of a MoE model under growing budgets: never fewer layers for more memory;
+ * experts on the GPU only with every layer and the head there; some budget in between holds
+ * every layer without the routed experts (the small-card layout). */
+static void test_moe_plan(const char *name) {
+    char dir[256], refp[300];
+    fixture_paths(name, dir, refp);
+    const char *gguf = tu_tmp(0, ".gguf");
+    struct dsi_convert_params cv = {dir, gguf, -1, false};
+    TU_CHECK(dsi_convert(&cv) == DSI_OK, "%s: convert", name);
+    int last = -1, split = 0, full = 0;
+    for (uint64_t kib = 256; kib <= 12288 && !tu_failures; kib += 256) {
+        struct dsi_model_params mp = dsi_model_default_params();
+        mp.n_gpu_layers = DSI_NGL_AUTO;
+        mp.gpu_device = 0;
+        mp.vram_budget = kib << 10;
+        mp.gpu_ctx = 256;
+        struct dsi_model *m;
+        tu_capture_log(true);
+        enum dsi_status st = dsi_model_load_ex(gguf, &mp, &m);
+        tu_capture_log(false);
+        if (st != DSI_OK) {
+            TU_CHECK(0, "%s: load with a %llu KiB budget: %s", name, (unsigned long long)kib,
+                     dsi_status_str(st));
+            break;
+        }
+        int L = (int)dsi_model_n_layer(m), n = dsi_model_gpu_layers(m);
+        bool ex = dsi_model_gpu_experts(m), out = dsi_model_gpu_output(m);
+        TU_LOG("  budget %5llu KiB: %d layers%s%s\n", (unsigned long long)kib, n,
+               ex ? " with experts" : "", out ? " + head" : "");
+        TU_CHECK(n >= last, "%s: %d layers at %llu KiB, %d with less", name, n,
+                 (unsigned long long)kib, last);
+        TU_CHECK(!ex || (n == L && out), "%s: experts on the GPU with %d of %d layers", name, n, L);
+        split += n == L && !ex;
+        full += ex;
+        last = n;
+        dsi_model_free(m);
+    }
+    TU_CHECK(split > 0 && full > 0, "%s: budgets with all layers but CPU experts: %d, with "
+             "experts: %d", name, split, full);
+}
+
 static void test_bad_models(const char *fixture, const struct bad_case *cases, size_t n) {
     char dir[256];
     snprintf(dir, sizeof dir, "%s/models/%s", tu_fixture(0, ""), fixture);
@@ -563,12 +610,17 @@ int main(int argc, char **argv) {
             run_model("tiny-qwen2", "gguf");
             run_model("shakespeare-qwen2", "gguf");
             run_model("tiny-llama3", "gguf");
-            /* latent attention: the cache of [latent | k_pe] on the device, the experts on
-             * the CPU */
-            run_model("tiny-deepseek2-lite", "gguf");
-            run_model("tiny-deepseek2-qlora", "gguf");
+            /* latent attention: the cache of [latent | k_pe] on the device; the routed
+             * experts there too, then on the CPU (--cpu-moe) */
+            for (int cm = 0; cm < 2; cm++) {
+                g_cpu_moe = cm;
+                run_model("tiny-deepseek2-lite", "gguf");
+                run_model("tiny-deepseek2-qlora", "gguf");
+            }
+            g_cpu_moe = false;
         }
         g_ngl = 0;
+        test_moe_plan("tiny-deepseek2-lite");
     } else {
         TU_LOG("no Vulkan device: the GPU cases are skipped\n");
     }

@@ -173,13 +173,11 @@ static void check_vision_gpu(const char *name, const char *dir, const struct dsi
     TU_CHECK(dsi_model_gpu_validation_errors(m) == 0, "%s: %d validation errors", name,
              dsi_model_gpu_validation_errors(m));
     TU_LOG("%s: vision_out on %s: %.2e\n", name, dsi_model_gpu_name(m), ev);
-    /* the language model with its layers offloaded as far as they can be: VL2-Tiny's
-     * attention and the output head on the GPU, its experts on the CPU (MLA stays on the CPU) */
-    bool mla = !strcmp(dsi_model_arch(m), "deepseek2");
-    TU_CHECK(dsi_model_gpu_layers(m) == (mla ? 0 : (int)dsi_model_n_layer(m)) &&
-                 dsi_model_gpu_output(m) == !mla,
+    /* the language model with its layers offloaded: attention (MHA, or latent for
+     * VL2-Small's deepseek2), the cache and the output head on the GPU */
+    TU_CHECK(dsi_model_gpu_layers(m) == (int)dsi_model_n_layer(m) && dsi_model_gpu_output(m),
              "%s: %d layers offloaded", name, dsi_model_gpu_layers(m));
-    if (!mla) check_language_model(name, m, ref);
+    check_language_model(name, m, ref);
     dsi_model_free(m);
 }
 

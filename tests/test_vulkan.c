@@ -513,6 +513,96 @@ static void test_mla(struct dsi_vk *vk, enum dsi_type kv_type, enum dsi_type wty
     free(q), free(kva), free(qf), free(lat), free(o), free(got);
 }
 
+/* The routed and shared experts (the backend's moe op) against the reference products: each
+ * token's experts chosen at random, weights random; decode (matvec) and prompt (tiled) row
+ * counts per expert; experts without tokens; shapes of a stack of 8. */
+static void test_moe(struct dsi_vk *vk, enum dsi_type wtype) {
+    enum { X = 8, K = 3, F = 256, S = 256 }; /* K-quant rows: multiples of 256 */
+    struct dsi_vk_backend_params bp = bparams(DSI_TYPE_F16);
+    bp.n_expert = X, bp.n_expert_used = K, bp.n_ff_exp = F;
+    struct dsi_backend *b;
+    TU_CHECK(dsi_vk_backend_new(vk, &bp, &b) == DSI_OK, "MoE backend");
+    if (tu_failures) return;
+    int64_t dims[6][3] = {{E, F, X}, {E, F, X}, {F, E, X}, {E, S, 1}, {E, S, 1}, {S, E, 1}};
+    struct dsi_tensor w[6];
+    void *mem[6];
+    for (int i = 0; i < 6; i++) {
+        int64_t n = dims[i][0] * dims[i][1] * dims[i][2];
+        float *src = malloc(sizeof(float) * (size_t)n);
+        fill(src, n, 0.2f);
+        w[i] = make_weight(wtype, src, dims[i][0], dims[i][1] * dims[i][2], &mem[i]);
+        w[i].ne[1] = dims[i][1], w[i].ne[2] = dims[i][2];
+        w[i].nb[2] = w[i].nb[1] * (size_t)dims[i][1], w[i].nb[3] = w[i].nb[2] * (size_t)dims[i][2];
+        free(src);
+    }
+    const struct dsi_tensor *tp[6] = {&w[0], &w[1], &w[2], &w[3], &w[4], &w[5]};
+    struct dsi_vk_group *g;
+    TU_CHECK(dsi_vk_upload(vk, tp, 6, NULL, NULL, 0, &g) == DSI_OK, "upload experts");
+    const struct dsi_tensor *exps[3] = {&w[0], &w[1], &w[2]}, *sh[3] = {&w[3], &w[4], &w[5]};
+    float *x = malloc(sizeof(float) * NB * E), *xn = malloc(sizeof(float) * NB * E);
+    float *want = malloc(sizeof(float) * NB * E), *got = malloc(sizeof(float) * NB * E);
+    float gt[S], ut[S], dn[E], wt[NB * K];
+    int32_t sel[NB * K];
+    const int64_t Ts[] = {1, 3, 37};
+    for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts && !tu_failures; ti++) {
+        int64_t T = Ts[ti];
+        fill(x, T * E, 1.0f);
+        fill(xn, T * E, 1.0f);
+        for (int64_t t = 0; t < T; t++)
+            for (int j = 0; j < K; j++) {
+                int e;
+                bool dup;
+                do { /* distinct experts per token; expert 7 never chosen */
+                    e = (int)((frand() + 1.0f) * 3.5f) % 7;
+                    dup = false;
+                    for (int i = 0; i < j; i++) dup |= sel[t * K + i] == e;
+                } while (dup);
+                sel[t * K + j] = e;
+                wt[t * K + j] = 0.5f + 0.5f * frand();
+            }
+        for (int64_t t = 0; t < T; t++) {
+            float *y = want + t * E;
+            memcpy(y, x + t * E, sizeof(float) * E);
+            for (int j = -1; j < K; j++) { /* the shared experts, then the selections */
+                const struct dsi_tensor *const *m = j < 0 ? sh : exps;
+                struct dsi_tensor v[3];
+                for (int i = 0; i < 3; i++) {
+                    v[i] = *m[i];
+                    if (j >= 0) v[i].data = (char *)m[i]->data + (size_t)sel[t * K + j] * m[i]->nb[2];
+                    v[i].ne[2] = 1;
+                }
+                dsi_op_matmul_ref(gt, xn + t * E, 1, &v[0], NULL);
+                dsi_op_matmul_ref(ut, xn + t * E, 1, &v[1], NULL);
+                int64_t n = v[0].ne[1];
+                for (int64_t i = 0; i < n; i++) gt[i] = gt[i] / (1.0f + expf(-gt[i])) * ut[i];
+                dsi_op_matmul_ref(dn, gt, 1, &v[2], NULL);
+                float a = j < 0 ? 1.0f : wt[t * K + j];
+                for (int64_t i = 0; i < E; i++) y[i] += a * dn[i];
+            }
+        }
+        begin1(b, T);
+        b->ops->set(b, DSI_ACT_X, 0, x, T * E);
+        b->ops->set(b, DSI_ACT_XN, 0, xn, T * E);
+        b->ops->moe(b, DSI_ACT_X, DSI_ACT_XN, T, K, sel, wt, exps, sh);
+        enum dsi_status st = b->ops->get(b, DSI_ACT_X, 0, got, T * E);
+        char label[64];
+        snprintf(label, sizeof label, "moe %s T=%lld", dsi_type_name(wtype), (long long)T);
+        TU_CHECK(st == DSI_OK, "%s: %s", label, dsi_status_str(st));
+        CHECK_NMSE(got, want, T * E, 1e-9, "%s", label);
+    }
+    /* an expert id out of range is refused */
+    sel[0] = X;
+    begin1(b, 1);
+    tu_capture_log(true);
+    b->ops->moe(b, DSI_ACT_X, DSI_ACT_XN, 1, K, sel, wt, exps, sh);
+    enum dsi_status st = b->ops->end(b);
+    tu_capture_log(false);
+    TU_CHECK(st == DSI_ERR_ARG, "expert %d of %d: %s", X, X, dsi_status_str(st));
+    dsi_vk_backend_free(b);
+    for (int i = 0; i < 6; i++) free(mem[i]);
+    free(x), free(xn), free(want), free(got);
+}
+
 /* A budget smaller than the request is refused without allocating. */
 static void test_budget(void) {
     struct dsi_vk_params p = dsi_vk_default_params();
@@ -590,6 +680,9 @@ int main(int argc, char **argv) {
     test_mla(vk, DSI_TYPE_F32, DSI_TYPE_F32, false);
     test_mla(vk, DSI_TYPE_F16, DSI_TYPE_Q8_0, false);
     test_mla(vk, DSI_TYPE_F32, DSI_TYPE_Q4_0, true); /* decode split over 3 chunks */
+    test_moe(vk, DSI_TYPE_F32);
+    test_moe(vk, DSI_TYPE_Q4_0);
+    test_moe(vk, DSI_TYPE_Q6_K);
     TU_CHECK(dsi_vk_validation_errors(vk) == 0, "%d validation errors", dsi_vk_validation_errors(vk));
     dsi_vk_close(vk);
     test_budget();

@@ -26,6 +26,10 @@ struct vkb {
     struct dsi_vk_buf *kc, *vc; /* [n_layers] */
     struct dsi_vk_buf info, up, down, dummy;
     struct dsi_vk_buf part; /* split attention partials: split_rows x n_head x MAX_SPLITS */
+    /* routed experts (n_expert_used > 0): inputs gathered in expert order, gate/up outputs,
+     * expert outputs, rows of n_batch * k; the host's routing (rows, slots, weights) */
+    struct dsi_vk_buf ex_x, ex_g, ex_u, ex_y, route;
+    bool route_used; /* the recorded work reads the route buffer: flush before rewriting it */
     int64_t max_keys;       /* the most keys a token of this pass attends to */
     uint32_t tab_word, rows_word, full_word; /* info layout: tokens (2 words each), rope
                                                  table, rows, full attention's (0, T-1) */
@@ -80,6 +84,9 @@ static uint64_t part_bytes(const struct dsi_vk_backend_params *p) {
 }
 #define KV_BIT (1u << DSI_ACT_COUNT)
 #define PART_BIT (2u << DSI_ACT_COUNT)
+#define EXX_BIT (4u << DSI_ACT_COUNT)
+#define EXG_BIT (8u << DSI_ACT_COUNT) /* ex_g and ex_u */
+#define EXY_BIT (16u << DSI_ACT_COUNT)
 #define BIT(a) (1u << (a))
 
 #ifdef DSI_VK_PROFILE
@@ -113,6 +120,7 @@ static int64_t act_width(const struct dsi_vk_backend_params *p, enum dsi_act a) 
     case DSI_ACT_KVA: return p->kv_lora ? att_dk(p) : 0;
     case DSI_ACT_QFULL: return p->kv_lora ? (int64_t)p->n_head * att_dk(p) : 0;
     case DSI_ACT_LAT: return (int64_t)p->n_head * p->kv_lora;
+    case DSI_ACT_ROUTER: return p->n_expert;
     case DSI_ACT_OUT: return p->output ? p->n_vocab : 0;
     case DSI_ACT_COUNT: break;
     }
@@ -147,8 +155,13 @@ static uint32_t info_words(const struct dsi_vk_backend_params *p) {
     return (uint32_t)(p->n_batch * (5 + p->rope_dims));
 }
 
+/* rows of the routed experts' scratch */
+static uint64_t ex_rows(const struct dsi_vk_backend_params *p) {
+    return (uint64_t)p->n_batch * (uint64_t)(p->n_expert_used > 0 ? p->n_expert_used : 0);
+}
+
 uint64_t dsi_vk_backend_bytes(const struct dsi_vk_backend_params *p) {
-    uint64_t b = 0;
+    uint64_t b = ex_rows(p) * (2 * (uint64_t)p->n_embd + 2 * (uint64_t)p->n_ff_exp + 3) * 4;
     for (int a = 0; a < DSI_ACT_COUNT; a++)
         b += (uint64_t)act_rows(p, a) * (uint64_t)act_width(p, a) * 4;
     b += (uint64_t)p->n_layers * (kv_layer_bytes(p, false) + kv_layer_bytes(p, true));
@@ -240,6 +253,7 @@ static enum dsi_status flush(struct vkb *b) {
 #endif
     b->up_used = 0;
     b->rows_used = 0;
+    b->route_used = false;
     if (st) fail(b, st);
     return st;
 }
@@ -462,41 +476,51 @@ static enum dsi_vk_shader mm_shader(const struct vkb *b, enum dsi_vk_wtype t, bo
     return (enum dsi_vk_shader)((sg ? DSI_VK_MATVEC_SG : DSI_VK_MATVEC) + t);
 }
 
-/* A matrix product as in struct dsi_vk_pc_matmul: y (+)= x W^T (+ bias); with grp_rows,
- * groups of W's rows (heads) read their own slice of x and write their own slice of y. */
-static void mm_dispatch(struct vkb *b, enum dsi_act y, enum dsi_act x, int64_t T,
-                        const struct dsi_tensor *W, const float *bias, bool acc, uint32_t x_off,
-                        uint32_t x_ld, uint32_t y_ld, uint32_t grp_rows, uint32_t x_gs,
-                        uint32_t y_gs) {
+/* A matrix product as in struct dsi_vk_pc_matmul: y (+)= x W^T (+ bias) over rows
+ * [row0, row0 + rows) of W (rows 0: all); with grp_rows, groups of W's rows (heads) read their
+ * own slice of x and write their own slice of y. x, y: buffers and their hazard bits. */
+struct mm {
+    struct bind x, y;
+    uint32_t x_bit, y_bit;
+    uint32_t x_off, x_ld, y_off, y_ld, grp_rows, x_gs, y_gs, row0, rows;
+    const float *bias;
+    bool acc;
+};
+
+static void mm_dispatch(struct vkb *b, int64_t T, const struct dsi_tensor *W, const struct mm *a) {
     /* rows that are not whole blocks (float weights) and unaligned inputs have only the
      * tiled shader */
     bool tiled = (b->p.batch_invariant ? b->prompt : T >= 8) || W->ne[0] % 32 != 0 ||
-                 (x_off | x_gs) % 4 != 0;
+                 (a->x_off | a->x_gs | a->x_ld) % 4 != 0;
     const struct dsi_vk_weight *dw = dsi_vk_weight_find(b->vk, W->data);
-    const struct dsi_vk_weight *db = bias ? dsi_vk_weight_find(b->vk, bias) : NULL;
-    if (!dw || !dw->buf || (bias && (!db || !db->buf))) {
+    const struct dsi_vk_weight *db = a->bias ? dsi_vk_weight_find(b->vk, a->bias) : NULL;
+    if (!dw || !dw->buf || (a->bias && (!db || !db->buf))) {
         DSI_LOG_ERR("vulkan: weight %s is not on the device", W->name ? W->name : "?");
         fail(b, DSI_ERR_DEVICE);
         return;
     }
-    uint32_t K = (uint32_t)W->ne[0], N = (uint32_t)(W->ne[1] * W->ne[2] * W->ne[3]);
-    struct bind bs[4] = {{dw->buf, dw->off, dw->size}, act_bind(b, x), act_bind(b, y),
+    uint32_t K = (uint32_t)W->ne[0];
+    uint32_t N = a->rows ? a->rows : (uint32_t)(W->ne[1] * W->ne[2] * W->ne[3]);
+    struct bind bs[4] = {{dw->buf, dw->off, dw->size}, a->x, a->y,
                          db ? (struct bind){db->buf, db->off, db->size} : buf_bind(&b->dummy)};
-    uint32_t flags = (db ? DSI_VK_MM_BIAS : 0) | (acc ? DSI_VK_MM_ACC : 0);
-    struct dsi_vk_pc_matmul pc = {K, N, (uint32_t)T, x_off, x_ld, 0, y_ld, dw->scale_word, flags,
-                                  grp_rows, x_gs, y_gs};
+    uint32_t flags = (db ? DSI_VK_MM_BIAS : 0) | (a->acc ? DSI_VK_MM_ACC : 0);
+    struct dsi_vk_pc_matmul pc = {K, N, (uint32_t)T, a->x_off, a->x_ld, a->y_off, a->y_ld,
+                                  dw->scale_word, flags, a->grp_rows, a->x_gs, a->y_gs, a->row0,
+                                  {0}};
     enum dsi_vk_shader s = mm_shader(b, dw->type, tiled);
     uint32_t rows = tiled ? 64 : 4; /* matvec: 4 rows a workgroup (4 subgroups, or 4 x 32 lanes) */
     uint32_t gx = (N + rows - 1) / rows;
-    if (tiled && grp_rows) gx = (N / grp_rows) * ((grp_rows + 63) / 64); /* tiles per group */
-    uint32_t rd = BIT(x) | (acc ? BIT(y) : 0);
-    dispatch(b, s, bs, 4, &pc, sizeof pc, gx, tiled ? (uint32_t)((T + 63) / 64) : 1, 1, rd, BIT(y));
+    if (tiled && a->grp_rows) gx = (N / a->grp_rows) * ((a->grp_rows + 63) / 64); /* tiles per group */
+    uint32_t rd = a->x_bit | (a->acc ? a->y_bit : 0);
+    dispatch(b, s, bs, 4, &pc, sizeof pc, gx, tiled ? (uint32_t)((T + 63) / 64) : 1, 1, rd, a->y_bit);
 }
 
 static void matmul1(struct vkb *b, enum dsi_act y, enum dsi_act x, int64_t T,
                     const struct dsi_tensor *W, const float *bias, bool acc) {
     /* rows of K inputs and N outputs */
-    mm_dispatch(b, y, x, T, W, bias, acc, 0, (uint32_t)W->ne[0], (uint32_t)W->ne[1], 0, 0, 0);
+    struct mm a = {act_bind(b, x), act_bind(b, y), BIT(x), BIT(y), 0, (uint32_t)W->ne[0], 0,
+                   (uint32_t)W->ne[1], 0, 0, 0, 0, 0, bias, acc};
+    mm_dispatch(b, T, W, &a);
 }
 
 static void vkb_matmul(struct dsi_backend *be, int nm, const enum dsi_act *y, enum dsi_act x,
@@ -631,8 +655,10 @@ static void vkb_matmul_heads(struct dsi_backend *be, enum dsi_act y, int64_t ys,
         fail(b, DSI_ERR_UNSUPPORTED);
         return;
     }
-    mm_dispatch(b, y, x, T, W, NULL, false, (uint32_t)xo, (uint32_t)(n_head * xs),
-                (uint32_t)(n_head * ys), (uint32_t)W->ne[1], (uint32_t)xs, (uint32_t)ys);
+    struct mm a = {act_bind(b, x), act_bind(b, y), BIT(x), BIT(y), (uint32_t)xo,
+                   (uint32_t)(n_head * xs), 0, (uint32_t)(n_head * ys), (uint32_t)W->ne[1],
+                   (uint32_t)xs, (uint32_t)ys, 0, 0, NULL, false};
+    mm_dispatch(b, T, W, &a);
 }
 
 static void vkb_copy_heads(struct dsi_backend *be, enum dsi_act y, int64_t ys, int64_t yo,
@@ -645,6 +671,91 @@ static void vkb_copy_heads(struct dsi_backend *be, enum dsi_act y, int64_t ys, i
     uint32_t gy, gz;
     split(rows, &gy, &gz);
     dispatch(b, DSI_VK_COPY, bs, 2, &pc, sizeof pc, (uint32_t)((n + 63) / 64), gy, gz, BIT(x), BIT(y));
+}
+
+/* Routed experts: the host sorts the selections by expert and writes the routing; the inputs
+ * are gathered in that order, each active expert's gate/up/down runs as one product over its
+ * rows of the stacks (no barrier between experts: they write disjoint rows), and
+ * moe_combine.comp adds the weighted outputs to x in each token's selection order, after the
+ * shared experts (the CPU's order). */
+static void vkb_moe(struct dsi_backend *be, enum dsi_act x, enum dsi_act xn, int64_t T, int k,
+                    const int32_t *sel, const float *w, const struct dsi_tensor *const exps[3],
+                    const struct dsi_tensor *const sh[3]) {
+    struct vkb *b = (struct vkb *)be;
+    int X = b->p.n_expert;
+    int64_t E = b->p.n_embd, F = b->p.n_ff_exp, R = (int64_t)ex_rows(&b->p);
+    if (k != b->p.n_expert_used || k <= 0 || T * k > R || exps[0]->ne[1] != F || exps[0]->ne[2] != X) {
+        DSI_LOG_ERR("vulkan: %d experts per token of %lld tokens: the backend was made for %d",
+                    k, (long long)T, b->p.n_expert_used);
+        fail(b, DSI_ERR_ARG);
+        return;
+    }
+    if (b->route_used && flush(b)) return; /* the pending work still reads the old routing */
+    if (!recording(b)) return;
+    uint32_t *rows = b->route.map, *slot = rows + R;
+    float *wt = (float *)(rows + 2 * R);
+    int64_t off[X + 1], fill[X];
+    memset(off, 0, sizeof off);
+    for (int64_t i = 0; i < T * k; i++) {
+        if (sel[i] < 0 || sel[i] >= X) {
+            DSI_LOG_ERR("vulkan: expert %d of %d", sel[i], X);
+            fail(b, DSI_ERR_ARG);
+            return;
+        }
+        off[sel[i] + 1]++;
+    }
+    for (int e = 0; e < X; e++) off[e + 1] += off[e];
+    memcpy(fill, off, sizeof fill);
+    for (int64_t i = 0; i < T * k; i++) {
+        int64_t s = fill[sel[i]]++;
+        rows[s] = (uint32_t)(i / k);
+        slot[i] = (uint32_t)s;
+        wt[s] = w[i];
+    }
+    b->route_used = true;
+    uint32_t n = (uint32_t)(T * k);
+    {
+        struct bind bs[3] = {buf_bind(&b->ex_x), act_bind(b, xn), buf_bind(&b->route)};
+        struct dsi_vk_pc_gather pc = {n, (uint32_t)E, 0, 0};
+        dispatch(b, DSI_VK_GATHER, bs, 3, &pc, sizeof pc, (uint32_t)((E + 255) / 256), n, 1, BIT(xn), EXX_BIT);
+    }
+    if (sh[0]->data) {
+        int64_t S = sh[0]->ne[1];
+        matmul1(b, DSI_ACT_GATE, xn, T, sh[0], NULL, false);
+        matmul1(b, DSI_ACT_UP, xn, T, sh[1], NULL, false);
+        eltwise(b, DSI_ACT_GATE, DSI_ACT_UP, T * S, 1);
+        matmul1(b, x, DSI_ACT_GATE, T, sh[2], NULL, true);
+    }
+    /* gate and up of every active expert, then SwiGLU, then down */
+    for (int pass = 0; pass < 2; pass++) {
+        if (!recording(b)) return;
+        if (pass == 0) hazard(b, EXX_BIT, EXG_BIT);
+        else hazard(b, EXG_BIT, EXY_BIT);
+        for (int e = 0; e < X; e++) {
+            int64_t ne = off[e + 1] - off[e];
+            if (!ne) continue;
+            uint32_t o = (uint32_t)off[e];
+            for (int m = pass == 0 ? 0 : 2; m < (pass == 0 ? 2 : 3); m++) {
+                const struct dsi_vk_buf *in = m < 2 ? &b->ex_x : &b->ex_g;
+                const struct dsi_vk_buf *out = m == 0 ? &b->ex_g : m == 1 ? &b->ex_u : &b->ex_y;
+                uint32_t K = m < 2 ? (uint32_t)E : (uint32_t)F, N = m < 2 ? (uint32_t)F : (uint32_t)E;
+                struct mm a = {buf_bind(in), buf_bind(out), 0, 0, o * K, K, o * N, N, 0, 0, 0,
+                               (uint32_t)(e * exps[m]->ne[1]), (uint32_t)exps[m]->ne[1], NULL, false};
+                mm_dispatch(b, ne, exps[m], &a);
+            }
+        }
+        if (pass == 0) {
+            struct bind bs[2] = {buf_bind(&b->ex_g), buf_bind(&b->ex_u)};
+            struct dsi_vk_pc_eltwise pc = {(uint32_t)(n * F), 1};
+            uint32_t gx, gy;
+            split(((uint64_t)n * (uint64_t)F + 255) / 256, &gx, &gy);
+            dispatch(b, DSI_VK_ELTWISE, bs, 2, &pc, sizeof pc, gx, gy, 1, EXG_BIT, EXG_BIT);
+        }
+    }
+    struct bind bs[3] = {act_bind(b, x), buf_bind(&b->ex_y), buf_bind(&b->route)};
+    struct dsi_vk_pc_moe pc = {(uint32_t)T, (uint32_t)k, (uint32_t)E, (uint32_t)R, (uint32_t)(2 * R)};
+    dispatch(b, DSI_VK_MOE_COMBINE, bs, 3, &pc, sizeof pc, (uint32_t)((E + 255) / 256), (uint32_t)T, 1,
+             BIT(x) | EXY_BIT, BIT(x));
 }
 
 static void vkb_layernorm(struct dsi_backend *be, enum dsi_act y, enum dsi_act x, const float *w,
@@ -693,7 +804,8 @@ static void vkb_attention_full(struct dsi_backend *be, enum dsi_act out, enum ds
 
 static const struct dsi_backend_ops vk_ops = {
     "vulkan", vkb_begin, vkb_end, vkb_host, vkb_set, vkb_get, vkb_rmsnorm, vkb_matmul, vkb_matmul_add, vkb_rope,
-    vkb_attention, vkb_swiglu, vkb_add, vkb_gather, vkb_matmul_heads, vkb_copy_heads, vkb_layernorm, vkb_gelu, vkb_attention_full,
+    vkb_attention, vkb_swiglu, vkb_add, vkb_gather, vkb_matmul_heads, vkb_copy_heads, vkb_moe,
+    vkb_layernorm, vkb_gelu, vkb_attention_full,
 };
 
 /* ---- lifetime -------------------------------------------------------------------------------- */
@@ -730,6 +842,11 @@ void dsi_vk_backend_free(struct dsi_backend *be) {
     dsi_vk_buf_free(vk, &b->down);
     dsi_vk_buf_free(vk, &b->dummy);
     dsi_vk_buf_free(vk, &b->part);
+    dsi_vk_buf_free(vk, &b->ex_x);
+    dsi_vk_buf_free(vk, &b->ex_g);
+    dsi_vk_buf_free(vk, &b->ex_u);
+    dsi_vk_buf_free(vk, &b->ex_y);
+    dsi_vk_buf_free(vk, &b->route);
     free(b);
 }
 
@@ -781,6 +898,14 @@ enum dsi_status dsi_vk_backend_new(struct dsi_vk *vk, const struct dsi_vk_backen
     if (!st) st = dsi_vk_buf_new(vk, widest(p), true, &b->down);
     if (!st) st = dsi_vk_buf_new(vk, 256, false, &b->dummy);
     if (!st) st = dsi_vk_buf_new(vk, part_bytes(p), false, &b->part);
+    if (ex_rows(p)) {
+        uint64_t r = ex_rows(p);
+        if (!st) st = dsi_vk_buf_new(vk, r * (uint64_t)p->n_embd * 4, false, &b->ex_x);
+        if (!st) st = dsi_vk_buf_new(vk, r * (uint64_t)p->n_ff_exp * 4, false, &b->ex_g);
+        if (!st) st = dsi_vk_buf_new(vk, r * (uint64_t)p->n_ff_exp * 4, false, &b->ex_u);
+        if (!st) st = dsi_vk_buf_new(vk, r * (uint64_t)p->n_embd * 4, false, &b->ex_y);
+        if (!st) st = dsi_vk_buf_new(vk, r * 3 * 4, true, &b->route);
+    }
     VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
                                   .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
                                   .queueFamilyIndex = vk->queue_family};

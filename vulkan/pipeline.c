@@ -112,6 +112,9 @@ SPV(attention_mla_f32)
 SPV(copy)
 #include "spv/copy.inc"
     ;
+SPV(moe_combine)
+#include "spv/moe_combine.inc"
+    ;
 #undef SPV
 
 static const struct {
@@ -154,6 +157,7 @@ static const struct {
     S(DSI_VK_ATTENTION_MLA_F16, attention_mla_f16),
     S(DSI_VK_ATTENTION_MLA_F32, attention_mla_f32),
     S(DSI_VK_COPY, copy),
+    S(DSI_VK_MOE_COMBINE, moe_combine),
 #undef S
 };
 

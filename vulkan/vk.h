@@ -85,6 +85,8 @@ struct dsi_vk_backend_params {
     int rope_dims;
     int q_lora, kv_lora;       /* latent attention (kv_lora > 0): its ranks; the cache holds
                                   [latent | k_pe] per token, one head of kv_lora + rope_dims */
+    int n_expert, n_ff_exp;    /* mixture of experts: ROUTER holds n_expert logits */
+    int n_expert_used;         /* > 0: the routed experts run here (their scratch is made) */
     enum dsi_type kv_type;     /* f16 or f32 */
     bool output;               /* this backend runs the output head (DSI_ACT_OUT) */
     bool batch_invariant;

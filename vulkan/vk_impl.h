@@ -116,7 +116,7 @@ enum dsi_vk_shader {
     DSI_VK_ATTENTION_F16, DSI_VK_ATTENTION_F32, DSI_VK_ATTN_COMBINE, DSI_VK_ELTWISE, DSI_VK_GATHER,
     DSI_VK_LAYERNORM, /* rmsnorm.comp with LAYERNORM: mean removed, bias added */
     DSI_VK_ATTENTION_MLA_F16, DSI_VK_ATTENTION_MLA_F32, /* attention.comp, SHARED_V, heads <= 576 */
-    DSI_VK_COPY,
+    DSI_VK_COPY, DSI_VK_MOE_COMBINE,
     DSI_VK_SHADER_COUNT
 };
 
@@ -189,8 +189,10 @@ enum { DSI_VK_MM_BIAS = 1, DSI_VK_MM_ACC = 2 };
 struct dsi_vk_pc_matmul {
     uint32_t K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags;
     uint32_t grp_rows, x_gs, y_gs; /* per-head products: groups of rows, their x and y strides */
+    uint32_t row0;                 /* the first row of W (an expert of a stack) */
+    uint32_t pad[3];
 };
-_Static_assert(sizeof(struct dsi_vk_pc_matmul) == 48, "mirrored in matvec.comp/matmul.comp");
+_Static_assert(sizeof(struct dsi_vk_pc_matmul) == 64, "mirrored in matvec.comp/matmul.comp");
 
 /* shaders/rmsnorm.comp: y row t = x row t * w / rms, T rows of n; the LAYERNORM variant:
  * (x - mean) / std * w + bias. */
@@ -212,6 +214,12 @@ struct dsi_vk_pc_copy {
     uint32_t rows, n, ys, yo, xs, xo;
 };
 _Static_assert(sizeof(struct dsi_vk_pc_copy) == 24, "mirrored in copy.comp");
+
+/* shaders/moe_combine.comp: x[t] += sum_j w[s] ey[s], s = route[slot_off + t * k + j]. */
+struct dsi_vk_pc_moe {
+    uint32_t T, k, n, slot_off, w_off;
+};
+_Static_assert(sizeof(struct dsi_vk_pc_moe) == 20, "mirrored in moe_combine.comp");
 
 /* shaders/kv_store.comp, attention.comp and attn_combine.comp: per token t, info[t] = (cache
  * row base in rows: seq * n_ctx, position). K rows kw wide, V rows vw wide. chunk: keys per

@@ -123,6 +123,7 @@ int dsi_cmd_serve(int argc, char **argv) {
     p.n_gpu_layers = gpu.ngl;
     p.gpu_device = gpu.device;
     p.vram_budget = gpu.budget;
+    p.cpu_moe = gpu.cpu_moe;
     if (!p.model_path) {
         fprintf(stderr, "dsinfer serve: -m MODEL is required\n");
         usage(stderr);

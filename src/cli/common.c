@@ -179,10 +179,14 @@ struct dsi_model *cli_load_model(const struct cli_opts *o, double *seconds) {
         return NULL;
     }
     if (seconds) *seconds = dsi_time_now() - t0;
-    if (dsi_model_gpu_name(m))
-        fprintf(stderr, "dsinfer: %d of %lld layers%s%s on %s\n", dsi_model_gpu_layers(m),
-                (long long)dsi_model_n_layer(m), dsi_model_gpu_output(m) ? " and the output head" : "",
+    if (dsi_model_gpu_name(m)) {
+        const char *ex = dsi_model_n_expert(m) == 0 || dsi_model_gpu_layers(m) == 0 ? ""
+                         : dsi_model_gpu_experts(m)                               ? " with their experts"
+                                                                                  : " (routed experts on the CPU)";
+        fprintf(stderr, "dsinfer: %d of %lld layers%s%s%s on %s\n", dsi_model_gpu_layers(m),
+                (long long)dsi_model_n_layer(m), ex, dsi_model_gpu_output(m) ? " and the output head" : "",
                 dsi_vl2_on_gpu(dsi_model_vl2(m)) ? " and the vision tower" : "", dsi_model_gpu_name(m));
+    }
     return m;
 }
 

@@ -17,6 +17,7 @@ struct cli_gpu_opts {
     int device;      /* -1: the default device */
     uint64_t budget; /* 0: the default */
     bool validation;
+    bool cpu_moe;    /* --cpu-moe */
 };
 void cli_gpu_init(struct cli_gpu_opts *g);
 /* 1: consumed (with its value), 0: not a GPU option, -1: bad value (message printed). */

@@ -1,5 +1,5 @@
 /* GPU options shared by the subcommands that load a model: -ngl, --device, --vram-budget,
- * --vk-validation; and `dsinfer devices`. */
+ * --cpu-moe, --vk-validation; and `dsinfer devices`. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -65,6 +65,10 @@ int cli_gpu_parse(struct cli_gpu_opts *g, int argc, char **argv, int *i) {
         g->validation = true;
         return 1;
     }
+    if (!strcmp(a, "--cpu-moe")) {
+        g->cpu_moe = true;
+        return 1;
+    }
     if (!takes) return 0;
     if (*i + 1 >= argc) {
         fprintf(stderr, "dsinfer: option %s needs a value\n", a);
@@ -88,7 +92,10 @@ void cli_gpu_help(FILE *f) {
                "                         last; more than the model has (or all) adds the output\n"
                "                         head; auto (default) fits what the GPU's memory allows\n"
                "  --device N             Vulkan device (dsinfer devices; default: a discrete GPU)\n"
-               "  --vram-budget SIZE     device memory to use at most, e.g. 2G (default: 90%%)\n");
+               "  --vram-budget SIZE     device memory to use at most, e.g. 2G (default: 90%%)\n"
+               "  --cpu-moe              MoE models: keep the routed experts on the CPU (attention,\n"
+               "                         shared experts and cache on the GPU); auto does this by\n"
+               "                         itself when the experts do not fit\n");
 }
 
 void cli_gpu_apply(const struct cli_gpu_opts *g, struct dsi_model_params *mp) {
@@ -96,6 +103,7 @@ void cli_gpu_apply(const struct cli_gpu_opts *g, struct dsi_model_params *mp) {
     mp->gpu_device = g->device;
     mp->vram_budget = g->budget;
     mp->gpu_validation = g->validation;
+    mp->cpu_moe = g->cpu_moe;
 }
 
 static void print_bytes(uint64_t b) {

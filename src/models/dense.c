@@ -26,11 +26,10 @@ void dsi_forward_dense(struct dsi_context *c, const int32_t *tokens, int64_t T) 
         if (c->m->hp.kv_lora_rank) dsi_block_attn_mla(c, be, l, il, T);
         else dsi_block_attn_gqa(c, be, l, il, T);
         if (l->moe) {
-            /* experts on the CPU, whatever ran the attention (offload.c) */
-            struct dsi_backend *cpu = &c->cpu.base;
-            if ((c->pass_err = dsi_backend_move(be, cpu, DSI_ACT_X, 0, nx))) return;
-            dsi_block_ffn_moe(c, l, T);
-            if ((c->pass_err = dsi_backend_move(cpu, be, DSI_ACT_X, 0, nx))) return;
+            /* the routed experts on be's device, or on the CPU when they did not fit there
+             * (offload.c; --cpu-moe) */
+            dsi_block_ffn_moe(c, be, l, T, be == &c->cpu.base || c->gpu_experts);
+            if (c->pass_err) return;
         } else {
             dsi_block_ffn_swiglu(c, be, l, T);
         }

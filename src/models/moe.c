@@ -94,23 +94,24 @@ static bool is_q8(const struct dsi_tensor *W) { return dsi_kernels(W->type)->dot
 /* The routed and shared experts of the batch run as one batch of jobs per projection, one
  * parallel region each, on activations quantized once (models with many small experts would
  * spend their decode time in barriers otherwise). off[e]..off[e + 1]: expert e's selections
- * in the sorted order of s->ex_tok / ex_w. */
-static void moe_experts(struct dsi_context *c, const struct dsi_layer *l, int64_t T,
-                        const int64_t *off) {
+ * in the sorted order of s->ex_tok / ex_w. y += the experts of xn (both [T][n_embd]). */
+static void moe_experts(struct dsi_context *c, float *y, const float *xn, int64_t T,
+                        const int64_t *off, const struct dsi_tensor *const exps[3],
+                        const struct dsi_tensor *const sh[3]) {
     const struct dsi_hparams *hp = &c->m->hp;
     struct dsi_scratch *s = &c->s;
     int nt = c->p.n_threads, X = hp->n_expert, k = hp->n_expert_used;
-    int64_t E = hp->n_embd, F = hp->n_ff_exp, S = l->w_gate_sh.data ? l->w_gate_sh.ne[1] : 0;
+    const struct dsi_tensor *gate = exps[0], *up = exps[1], *down = exps[2];
+    int64_t E = hp->n_embd, F = hp->n_ff_exp, S = sh[0]->data ? sh[0]->ne[1] : 0;
     size_t rbe = dsi_xq_row_bytes(E), rbf = dsi_xq_row_bytes(F);
-    bool q_in = is_q8(&l->w_gate_exps) || is_q8(&l->w_up_exps) ||
-                (S && (is_q8(&l->w_gate_sh) || is_q8(&l->w_up_sh)));
-    bool f_in = !is_q8(&l->w_gate_exps) || !is_q8(&l->w_up_exps);
+    bool q_in = is_q8(gate) || is_q8(up) || (S && (is_q8(sh[0]) || is_q8(sh[1])));
+    bool f_in = !is_q8(gate) || !is_q8(up);
     /* each selection's input row in expert order (decode: every selection reads row 0) */
-    if (q_in) dsi_op_quantize_rows(s->ex_xqn, s->xn, T, E, nt);
+    if (q_in) dsi_op_quantize_rows(s->ex_xqn, xn, T, E, nt);
     if (T > 1)
         for (int64_t i = 0; i < T * k; i++) {
             if (q_in) memcpy(s->ex_xq + (size_t)i * rbe, s->ex_xqn + (size_t)s->ex_tok[i] * rbe, rbe);
-            if (f_in) memcpy(s->ex_x + i * E, s->xn + s->ex_tok[i] * E, (size_t)E * sizeof(float));
+            if (f_in) memcpy(s->ex_x + i * E, xn + s->ex_tok[i] * E, (size_t)E * sizeof(float));
         }
     int na = 0;
     for (int e = 0; e < X; e++) na += off[e + 1] > off[e];
@@ -119,33 +120,33 @@ static void moe_experts(struct dsi_context *c, const struct dsi_layer *l, int64_
     DSI_ASSERT(jobs && views);
     int nj = 0, nv = 0;
     if (S) {
-        jobs[nj++] = (struct dsi_mm_job){s->gate, s->ex_xqn, s->xn, T, &l->w_gate_sh};
-        jobs[nj++] = (struct dsi_mm_job){s->up, s->ex_xqn, s->xn, T, &l->w_up_sh};
+        jobs[nj++] = (struct dsi_mm_job){s->gate, s->ex_xqn, xn, T, sh[0]};
+        jobs[nj++] = (struct dsi_mm_job){s->up, s->ex_xqn, xn, T, sh[1]};
     }
     for (int e = 0; e < X; e++) {
         int64_t n = off[e + 1] - off[e];
         if (!n) continue;
         const uint8_t *xq = T > 1 ? s->ex_xq + (size_t)off[e] * rbe : s->ex_xqn;
-        const float *x = T > 1 ? s->ex_x + off[e] * E : s->xn;
-        views[nv] = expert(&l->w_gate_exps, e);
-        views[nv + 1] = expert(&l->w_up_exps, e);
+        const float *x = T > 1 ? s->ex_x + off[e] * E : xn;
+        views[nv] = expert(gate, e);
+        views[nv + 1] = expert(up, e);
         jobs[nj++] = (struct dsi_mm_job){s->ex_g + off[e] * F, xq, x, n, &views[nv]};
         jobs[nj++] = (struct dsi_mm_job){s->ex_u + off[e] * F, xq, x, n, &views[nv + 1]};
         nv += 2;
     }
     dsi_op_matmul_jobs(nj, jobs, nt, &s->mm);
     dsi_op_swiglu(s->ex_g, s->ex_u, T * k * F, nt);
-    if (is_q8(&l->w_down_exps)) dsi_op_quantize_rows(s->ex_xq, s->ex_g, T * k, F, nt);
+    if (is_q8(down)) dsi_op_quantize_rows(s->ex_xq, s->ex_g, T * k, F, nt);
     nj = 0;
     if (S) {
         dsi_op_swiglu(s->gate, s->up, T * S, nt);
-        if (is_q8(&l->w_down_sh)) dsi_op_quantize_rows(s->ex_xqs, s->gate, T, S, nt);
-        jobs[nj++] = (struct dsi_mm_job){s->tmp, s->ex_xqs, s->gate, T, &l->w_down_sh};
+        if (is_q8(sh[2])) dsi_op_quantize_rows(s->ex_xqs, s->gate, T, S, nt);
+        jobs[nj++] = (struct dsi_mm_job){s->tmp, s->ex_xqs, s->gate, T, sh[2]};
     }
     for (int e = 0; e < X; e++) {
         int64_t n = off[e + 1] - off[e];
         if (!n) continue;
-        views[nv] = expert(&l->w_down_exps, e);
+        views[nv] = expert(down, e);
         jobs[nj++] = (struct dsi_mm_job){s->ex_y + off[e] * E, s->ex_xq + (size_t)off[e] * rbf,
                                          s->ex_g + off[e] * F, n, &views[nv++]};
     }
@@ -155,7 +156,7 @@ static void moe_experts(struct dsi_context *c, const struct dsi_layer *l, int64_
     /* x[t] += shared + sum_j w_j expert_j, each token's selections in routing order */
 #pragma omp parallel for num_threads(nt) schedule(static) if (T > 1)
     for (int64_t t = 0; t < T; t++) {
-        float *xt = s->x + t * E;
+        float *xt = y + t * E;
         if (S)
             for (int64_t i = 0; i < E; i++) xt[i] += s->tmp[t * E + i];
         for (int j = 0; j < k; j++) {
@@ -167,25 +168,69 @@ static void moe_experts(struct dsi_context *c, const struct dsi_layer *l, int64_
     }
 }
 
-void dsi_block_ffn_moe(struct dsi_context *c, const struct dsi_layer *l, int64_t T) {
-    const struct dsi_hparams *hp = &c->m->hp;
+/* Sort the (token, expert) selections of sel/w [T][k] by expert: off[e]..off[e + 1] are
+ * expert e's in s->ex_tok / ex_w, s->ex_slot says where each selection went. */
+static void moe_sort(struct dsi_context *c, int64_t T, const int32_t *sel, const float *w,
+                     int64_t *off) {
     struct dsi_scratch *s = &c->s;
-    int nt = c->p.n_threads, X = hp->n_expert, k = hp->n_expert_used;
-    dsi_op_rmsnorm(s->xn, s->x, l->ffn_norm, T, hp->n_embd, hp->eps, nt);
-    dsi_op_matmul(s->router, s->xn, T, &l->router, NULL, nt, &s->mm);
-    dsi_moe_route(hp, s->router, l->router_bias, T, s->sel, s->sel_w);
-    /* counting sort of the (token, expert) pairs by expert */
-    int64_t off[X + 1];
-    memset(off, 0, sizeof off);
-    for (int64_t i = 0; i < T * k; i++) off[s->sel[i] + 1]++;
+    int X = c->m->hp.n_expert, k = c->m->hp.n_expert_used;
+    memset(off, 0, (size_t)(X + 1) * sizeof *off);
+    for (int64_t i = 0; i < T * k; i++) off[sel[i] + 1]++;
     for (int e = 0; e < X; e++) off[e + 1] += off[e];
     int64_t fill[X];
     memcpy(fill, off, sizeof fill);
     for (int64_t i = 0; i < T * k; i++) {
-        int e = s->sel[i];
+        int e = sel[i];
         s->ex_slot[i] = (int32_t)fill[e];
         s->ex_tok[fill[e]] = (int32_t)(i / k);
-        s->ex_w[fill[e]++] = s->sel_w[i];
+        s->ex_w[fill[e]++] = w[i];
     }
-    moe_experts(c, l, T, off);
+}
+
+void dsi_moe_cpu(struct dsi_context *c, float *y, const float *xn, int64_t T, const int32_t *sel,
+                 const float *w, const struct dsi_tensor *const exps[3],
+                 const struct dsi_tensor *const sh[3]) {
+    int64_t off[c->m->hp.n_expert + 1];
+    moe_sort(c, T, sel, w, off);
+    moe_experts(c, y, xn, T, off, exps, sh);
+}
+
+void dsi_block_ffn_moe(struct dsi_context *c, struct dsi_backend *be, const struct dsi_layer *l,
+                       int64_t T, bool experts_here) {
+    const struct dsi_hparams *hp = &c->m->hp;
+    const struct dsi_backend_ops *B = be->ops;
+    struct dsi_scratch *s = &c->s;
+    int64_t E = hp->n_embd;
+    B->rmsnorm(be, DSI_ACT_XN, DSI_ACT_X, l->ffn_norm, T, E, E, hp->eps);
+    {
+        const enum dsi_act y = DSI_ACT_ROUTER;
+        const struct dsi_tensor *W = &l->router;
+        B->matmul(be, 1, &y, DSI_ACT_XN, T, &W, NULL);
+    }
+    /* routing on the host */
+    if (!B->host(be, DSI_ACT_ROUTER) &&
+        (c->pass_err = B->get(be, DSI_ACT_ROUTER, 0, s->router, T * hp->n_expert)))
+        return;
+    dsi_moe_route(hp, s->router, l->router_bias, T, s->sel, s->sel_w);
+    const struct dsi_tensor *exps[3] = {&l->w_gate_exps, &l->w_up_exps, &l->w_down_exps};
+    const struct dsi_tensor *sh[3] = {&l->w_gate_sh, &l->w_up_sh, &l->w_down_sh};
+    if (experts_here) {
+        B->moe(be, DSI_ACT_X, DSI_ACT_XN, T, hp->n_expert_used, s->sel, s->sel_w, exps, sh);
+        return;
+    }
+    /* the routed experts on the CPU (they did not fit on be's device); the shared ones on be */
+    DSI_ASSERT(be != &c->cpu.base);
+    if ((c->pass_err = B->get(be, DSI_ACT_XN, 0, s->xn, T * E))) return;
+    if (sh[0]->data) {
+        const enum dsi_act y[2] = {DSI_ACT_GATE, DSI_ACT_UP};
+        B->matmul(be, 2, y, DSI_ACT_XN, T, sh, NULL);
+        B->swiglu(be, DSI_ACT_GATE, DSI_ACT_UP, T * sh[0]->ne[1]);
+        B->matmul_add(be, DSI_ACT_X, DSI_ACT_GATE, T, sh[2], NULL);
+    }
+    static const struct dsi_tensor none = {0};
+    const struct dsi_tensor *no_sh[3] = {&none, &none, &none};
+    memset(s->tmp, 0, (size_t)(T * E) * sizeof(float));
+    dsi_moe_cpu(c, s->tmp, s->xn, T, s->sel, s->sel_w, exps, no_sh);
+    B->set(be, DSI_ACT_TMP, 0, s->tmp, T * E);
+    B->add(be, DSI_ACT_X, DSI_ACT_TMP, T * E);
 }

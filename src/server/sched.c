@@ -30,6 +30,7 @@ enum dsi_status srv_model_load(struct dsi_server *s, struct srv_model **out) {
     mp.n_gpu_layers = s->p.n_gpu_layers;
     mp.gpu_device = s->p.gpu_device;
     mp.vram_budget = s->p.vram_budget;
+    mp.cpu_moe = s->p.cpu_moe;
     mp.gpu_ctx = s->p.n_ctx;
     mp.gpu_seqs = s->p.n_parallel;
     enum dsi_status st = dsi_model_load_ex(s->p.model_path, &mp, &sm->m);

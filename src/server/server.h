@@ -39,6 +39,7 @@ struct dsi_server_params {
     bool no_repack;            /* keep Q4_0 in the row layout (dsi_model_params) */
     int n_gpu_layers, gpu_device; /* Vulkan offload (dsi_model_params; default 0: CPU only) */
     uint64_t vram_budget;
+    bool cpu_moe;                 /* routed experts on the CPU (dsi_model_params.cpu_moe) */
     double shutdown_grace;     /* seconds in-flight requests get to finish on shutdown (30) */
     bool allow_local_images;   /* image_url parts may name files of the server's machine (an
                                 * absolute path or file:// URL); default: data: URLs only */

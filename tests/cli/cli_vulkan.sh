@@ -1,7 +1,8 @@
 #!/bin/sh
 # Vulkan offload end to end on the first Vulkan device (lavapipe in CI), against the CPU:
 # greedy tokens with every layer and the head offloaded (-ngl 99) and with half the layers
-# (-ngl 2) equal the CPU's, for the BF16 model and its Q8_0 and Q4_0 quantizations;
+# (-ngl 2) equal the CPU's, for the BF16 model and its Q8_0 and Q4_0 quantizations; a MoE
+# model with its experts on the GPU and with --cpu-moe too;
 # perplexity within 0.2% of the CPU's; a budget of a few MB offloads only what fits; the
 # Khronos validation layer (when installed) reports no error; without a driver, a clear
 # warning and the CPU. Skipped (exit 0 with a note) when there is no Vulkan device, unless
@@ -62,6 +63,29 @@ if grep -q "type: cpu" "$T/dev" && ! grep -Eq "type: (discrete|integrated|virtua
 fi
 $BIN run -m $M -p "ROMEO:" -n 4 --temp 0 -ngl auto --device 0 2>"$T/err" >/dev/null
 grep -q "4 of 4 layers and the output head on" "$T/err"; check $? 0 "-ngl auto --device 0 offloads what fits (all)"
+
+# a MoE model with latent attention (DeepSeek-V2 shape): the routed experts on the GPU, then
+# kept on the CPU with --cpu-moe; greedy ids equal the CPU's (BF16: the random tiny model's
+# near-ties would separate 8-bit activations on the CPU from float ones on the GPU, which the
+# op tests bound instead); the Q8_0 file runs both ways
+$BIN convert "$FIX/models/tiny-deepseek2-lite" "$T/ds2.gguf" >/dev/null 2>&1
+$BIN quantize "$T/ds2.gguf" "$T/ds2-q8.gguf" Q8_0 --no-progress 2>/dev/null
+for f in "$T/ds2.gguf" "$T/ds2-q8.gguf"; do
+  mc=$($BIN run -m $f -p "hello world" -n 16 --temp 0 --print-ids --raw-prompt -ngl 0 2>/dev/null)
+  mg=$($BIN run -m $f -p "hello world" -n 16 --temp 0 --print-ids --raw-prompt -ngl 99 2>"$T/err")
+  check $? 0 "MoE -ngl 99 runs ($(basename $f))"
+  grep -q "3 of 3 layers with their experts and the output head on" "$T/err"
+  check $? 0 "MoE -ngl 99 offloads the experts too ($(basename $f))"
+  ms=$($BIN run -m $f -p "hello world" -n 16 --temp 0 --print-ids --raw-prompt -ngl 99 --cpu-moe 2>"$T/err")
+  check $? 0 "MoE -ngl 99 --cpu-moe runs ($(basename $f))"
+  grep -q "3 of 3 layers (routed experts on the CPU) and the output head on" "$T/err"
+  check $? 0 "--cpu-moe keeps the routed experts on the CPU ($(basename $f))"
+  [ "$(echo $mg | wc -w)" = 16 ] && [ "$(echo $ms | wc -w)" = 16 ]; check $? 0 "16 tokens each ($(basename $f))"
+  if [ "$f" = "$T/ds2.gguf" ]; then
+    check "$mg" "$mc" "MoE greedy ids, -ngl 99 vs the CPU"
+    check "$ms" "$mc" "MoE greedy ids, -ngl 99 --cpu-moe vs the CPU"
+  fi
+done
 
 # the validation layer: no errors over a prompt and generation with everything offloaded
 if [ -f /usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json ]; then

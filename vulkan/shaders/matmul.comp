@@ -10,7 +10,7 @@
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform PC { // struct dsi_vk_pc_matmul (vulkan/vk_impl.h)
-    uint K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags, grp_rows, x_gs, y_gs;
+    uint K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags, grp_rows, x_gs, y_gs, row0;
 } pc;
 
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
@@ -42,8 +42,8 @@ void main() {
     for (uint kb = 0; kb < nb; kb++) {
         vec4 a = vec4(0.0), c = vec4(0.0);
         if (r0 + lr < rend) {
-            a = deq4((r0 + lr) * nb + kb, le);
-            c = deq4((r0 + lr) * nb + kb, le + 4u);
+            a = deq4((pc.row0 + r0 + lr) * nb + kb, le);
+            c = deq4((pc.row0 + r0 + lr) * nb + kb, le + 4u);
         }
         vec4 u = vec4(0.0), v = vec4(0.0);
         if (t0 + lr < pc.T) {

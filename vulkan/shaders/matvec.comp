@@ -1,6 +1,6 @@
 #version 450
 #extension GL_EXT_control_flow_attributes : require
-// y[t][r] = W[r] . x[t] (+ bias[r]) for few tokens (decode). Every token's sum takes the same
+// y[t][r] = W[row0 + r] . x[t] (+ bias[r]) for few tokens (decode). Every token's sum takes the same
 // order whatever T is, so a token's result does not depend on the others of its pass.
 //   SUBGROUP: one subgroup per row, 4 subgroups per workgroup (local size 4 x the subgroup
 //     size, set at pipeline creation); 4 or 8 lanes per 32-element block, so that a subgroup
@@ -18,7 +18,7 @@ layout(local_size_x = 128) in;
 #endif
 
 layout(push_constant) uniform PC { // struct dsi_vk_pc_matmul (vulkan/vk_impl.h)
-    uint K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags, grp_rows, x_gs, y_gs;
+    uint K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags, grp_rows, x_gs, y_gs, row0;
 } pc;
 
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
@@ -59,9 +59,9 @@ void main() {
         [[unroll]] for (uint t = 0; t < TT; t++) acc[t] = 0.0;
         if (r < pc.N) {
             for (uint kb = kb0; kb < nb; kb += per) {
-                vec4 lo = deq4(r * nb + kb, 4u * q);
+                vec4 lo = deq4((pc.row0 + r) * nb + kb, 4u * q);
 #if WTYPE == 2
-                vec4 hi = deq4(r * nb + kb, 16u + 4u * q);
+                vec4 hi = deq4((pc.row0 + r) * nb + kb, 16u + 4u * q);
 #endif
                 [[unroll]] for (uint t = 0; t < TT; t++)
                     if (t0 + t < pc.T) {
@@ -95,7 +95,7 @@ void main() {
         if (r < pc.N) {
             for (uint kb = lane; kb < nb; kb += 32u) {
                 vec4 v[8];
-                [[unroll]] for (uint i = 0; i < 8; i++) v[i] = deq4(r * nb + kb, 4u * i);
+                [[unroll]] for (uint i = 0; i < 8; i++) v[i] = deq4((pc.row0 + r) * nb + kb, 4u * i);
                 [[unroll]] for (uint t = 0; t < TT; t++) {
                     if (t0 + t < pc.T) {
                         uint xb = ((t0 + t) * pc.x_ld + x_at(r) + kb * 32u) / 4u;
