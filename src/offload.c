@@ -17,10 +17,11 @@ static int layer_weights(const struct dsi_model *m, int il, bool experts, const 
     int nt = 0;
     const struct dsi_tensor *all[] = {&l->wq,   &l->wk,   &l->wv,    &l->wo,   &l->w_gate,
                                       &l->w_up, &l->w_down, &l->wq_a, &l->wq_b, &l->wkv_a,
-                                      &l->wk_b, &l->wv_b,  &l->router, &l->w_gate_sh,
-                                      &l->w_up_sh, &l->w_down_sh};
+                                      &l->wk_b, &l->wv_b,  &l->w_gate_sh, &l->w_up_sh,
+                                      &l->w_down_sh};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) t[nt++] = all[i];
-    if (experts) {
+    if (experts) { /* with the router (without them, the CPU routes) */
+        t[nt++] = &l->router;
         t[nt++] = &l->w_gate_exps;
         t[nt++] = &l->w_up_exps;
         t[nt++] = &l->w_down_exps;

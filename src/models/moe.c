@@ -201,24 +201,23 @@ void dsi_block_ffn_moe(struct dsi_context *c, struct dsi_backend *be, const stru
     const struct dsi_backend_ops *B = be->ops;
     struct dsi_scratch *s = &c->s;
     int64_t E = hp->n_embd;
+    const struct dsi_tensor *exps[3] = {&l->w_gate_exps, &l->w_up_exps, &l->w_down_exps};
+    const struct dsi_tensor *sh[3] = {&l->w_gate_sh, &l->w_up_sh, &l->w_down_sh};
     B->rmsnorm(be, DSI_ACT_XN, DSI_ACT_X, l->ffn_norm, T, E, E, hp->eps);
-    {
+    if (experts_here) {
+        /* the router on be, the routing on the host */
         const enum dsi_act y = DSI_ACT_ROUTER;
         const struct dsi_tensor *W = &l->router;
         B->matmul(be, 1, &y, DSI_ACT_XN, T, &W, NULL);
-    }
-    /* routing on the host */
-    if (!B->host(be, DSI_ACT_ROUTER) &&
-        (c->pass_err = B->get(be, DSI_ACT_ROUTER, 0, s->router, T * hp->n_expert)))
-        return;
-    dsi_moe_route(hp, s->router, l->router_bias, T, s->sel, s->sel_w);
-    const struct dsi_tensor *exps[3] = {&l->w_gate_exps, &l->w_up_exps, &l->w_down_exps};
-    const struct dsi_tensor *sh[3] = {&l->w_gate_sh, &l->w_up_sh, &l->w_down_sh};
-    if (experts_here) {
+        if (!B->host(be, DSI_ACT_ROUTER) &&
+            (c->pass_err = B->get(be, DSI_ACT_ROUTER, 0, s->router, T * hp->n_expert)))
+            return;
+        dsi_moe_route(hp, s->router, l->router_bias, T, s->sel, s->sel_w);
         B->moe(be, DSI_ACT_X, DSI_ACT_XN, T, hp->n_expert_used, s->sel, s->sel_w, exps, sh);
         return;
     }
-    /* the routed experts on the CPU (they did not fit on be's device); the shared ones on be */
+    /* the routed experts on the CPU (they did not fit on be's device): the normed inputs come
+     * back (one wait), the router and experts run here, the shared experts on be */
     DSI_ASSERT(be != &c->cpu.base);
     if ((c->pass_err = B->get(be, DSI_ACT_XN, 0, s->xn, T * E))) return;
     if (sh[0]->data) {
@@ -227,6 +226,8 @@ void dsi_block_ffn_moe(struct dsi_context *c, struct dsi_backend *be, const stru
         B->swiglu(be, DSI_ACT_GATE, DSI_ACT_UP, T * sh[0]->ne[1]);
         B->matmul_add(be, DSI_ACT_X, DSI_ACT_GATE, T, sh[2], NULL);
     }
+    dsi_op_matmul(s->router, s->xn, T, &l->router, NULL, c->p.n_threads, &s->mm);
+    dsi_moe_route(hp, s->router, l->router_bias, T, s->sel, s->sel_w);
     static const struct dsi_tensor none = {0};
     const struct dsi_tensor *no_sh[3] = {&none, &none, &none};
     memset(s->tmp, 0, (size_t)(T * E) * sizeof(float));
