@@ -315,6 +315,44 @@ void dsi_op_quantize_rows(uint8_t *xq, const float *x, int64_t T, int64_t K, int
         quant(x + t * K, xq + (size_t)t * rb, K);
 }
 
+/* Rows [r0, r0 + 16) of job j (one chunk of dsi_op_matmul_jobs). */
+static inline void job_chunk(const struct dsi_mm_job *j, int64_t r0, dsi_gemm_fn gemm,
+                             struct dsi_matmul_scratch *s, uint8_t *panel, float *part) {
+    int64_t K = j->W->ne[0], N = j->W->ne[1];
+    const struct dsi_type_kernels *kt = dsi_kernels(j->W->type);
+    size_t rb = kt->dot_q8 ? dsi_xq_row_bytes(K) : 0;
+    int64_t r1 = r0 + 16 < N ? r0 + 16 : N;
+    if (j->W->layout != DSI_LAYOUT_ROWS && !(gemm && j->T >= gemm_min(s))) {
+        x16_chunk(j->W, r0, j->xq, rb, 0, j->T, j->y, NULL);
+        return;
+    }
+    if (gemm && kt->dot_q8 && j->T >= gemm_min(s) && dsi_gemm_can_pack(j->W->type)) {
+        int nr = (int)(r1 - r0);
+        int off = j->W->layout != DSI_LAYOUT_ROWS
+                      ? dsi_gemm_pack_x16(j->W->layout, dsi_tensor_row(j->W, r0), K, panel)
+                      : dsi_gemm_pack(j->W->type, dsi_tensor_row(j->W, r0), j->W->nb[1], nr, K, panel);
+        if (nr == DSI_GEMM_ROWS) {
+            gemm(K, panel, off, j->xq, rb, j->T, j->y + r0, (size_t)N);
+        } else {
+            gemm(K, panel, off, j->xq, rb, j->T, part, DSI_GEMM_ROWS);
+            for (int64_t t = 0; t < j->T; t++)
+                memcpy(j->y + t * N + r0, part + t * DSI_GEMM_ROWS, (size_t)nr * sizeof *part);
+        }
+        return;
+    }
+    for (int64_t t = 0; t < j->T; t += DSI_DOT_MAX_X) {
+        int nx = (int)(j->T - t < DSI_DOT_MAX_X ? j->T - t : DSI_DOT_MAX_X);
+        for (int64_t r = r0; r < r1; r++) {
+            if (kt->dot_q8)
+                kt->dot_q8(K, dsi_tensor_row(j->W, r), j->xq + (size_t)t * rb, rb, nx,
+                           j->y + t * N + r, (size_t)N);
+            else
+                kt->dot_f32(K, dsi_tensor_row(j->W, r), j->x + t * K, (size_t)K, nx,
+                            j->y + t * N + r, (size_t)N);
+        }
+    }
+}
+
 void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads,
                         struct dsi_matmul_scratch *s) {
     const int64_t chunk = 16;
@@ -325,63 +363,36 @@ void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads,
         first[m + 1] = first[m] + (jobs[m].T > 0 ? (jobs[m].W->ne[1] + chunk - 1) / chunk : 0);
     int64_t n_chunks = first[nj];
     dsi_gemm_fn gemm = dsi_kernels_gemm();
-    int64_t kmax = 0, tmax = 0;
+    int64_t kmax = 0, tmax = 0, tmin = INT64_MAX;
     for (int m = 0; m < nj; m++) {
         if (jobs[m].W->ne[0] > kmax) kmax = jobs[m].W->ne[0];
         if (jobs[m].T > tmax) tmax = jobs[m].T;
+        if (jobs[m].T > 0 && jobs[m].T < tmin) tmin = jobs[m].T;
     }
     if (tmax < gemm_min(s)) gemm = NULL;
-        /* chunks of different jobs cost in proportion to their token counts: dynamic schedule */
+    /* Jobs of one token count (decode: every expert has one token) cost the same per chunk:
+     * a static share, no shared counter (grabbing 2 chunks at a time from one counter cost
+     * V2-Lite's decode a third of its speed on 2 cores). Otherwise chunks cost in proportion
+     * to their job's tokens: dynamic. */
+    bool uniform = tmax == tmin;
 #pragma omp parallel num_threads(n_threads)
     {
         uint8_t *panel = NULL;
         float *part = NULL;
         void *own = NULL;
         if (gemm) gemm_buffers(s, thread_id(), kmax, tmax, &panel, &part, &own);
+        int lo = 0; /* the job of chunk c: first[lo] <= c < first[lo + 1] (chunks ascend) */
+        if (uniform) {
+#pragma omp for schedule(static)
+            for (int64_t c = 0; c < n_chunks; c++) {
+                while (c >= first[lo + 1]) lo++;
+                job_chunk(&jobs[lo], (c - first[lo]) * chunk, gemm, s, panel, part);
+            }
+        } else {
 #pragma omp for schedule(dynamic, 2)
-        for (int64_t c = 0; c < n_chunks; c++) {
-            int lo = 0, hi = nj - 1; /* the job m with first[m] <= c < first[m + 1] */
-            while (lo < hi) {
-                int mid = (lo + hi + 1) / 2;
-                if (first[mid] <= c)
-                    lo = mid;
-                else
-                    hi = mid - 1;
-            }
-            const struct dsi_mm_job *j = &jobs[lo];
-            int64_t K = j->W->ne[0], N = j->W->ne[1];
-            const struct dsi_type_kernels *kt = dsi_kernels(j->W->type);
-            size_t rb = kt->dot_q8 ? dsi_xq_row_bytes(K) : 0;
-            int64_t r0 = (c - first[lo]) * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
-            if (j->W->layout != DSI_LAYOUT_ROWS && !(gemm && j->T >= gemm_min(s))) {
-                x16_chunk(j->W, r0, j->xq, rb, 0, j->T, j->y, NULL);
-                continue;
-            }
-            if (gemm && kt->dot_q8 && j->T >= gemm_min(s) && dsi_gemm_can_pack(j->W->type)) {
-                int nr = (int)(r1 - r0);
-                int off = j->W->layout != DSI_LAYOUT_ROWS
-                              ? dsi_gemm_pack_x16(j->W->layout, dsi_tensor_row(j->W, r0), K, panel)
-                              : dsi_gemm_pack(j->W->type, dsi_tensor_row(j->W, r0), j->W->nb[1], nr, K, panel);
-                if (nr == DSI_GEMM_ROWS) {
-                    gemm(K, panel, off, j->xq, rb, j->T, j->y + r0, (size_t)N);
-                } else {
-                    gemm(K, panel, off, j->xq, rb, j->T, part, DSI_GEMM_ROWS);
-                    for (int64_t t = 0; t < j->T; t++)
-                        memcpy(j->y + t * N + r0, part + t * DSI_GEMM_ROWS,
-                               (size_t)nr * sizeof *part);
-                }
-                continue;
-            }
-            for (int64_t t = 0; t < j->T; t += DSI_DOT_MAX_X) {
-                int nx = (int)(j->T - t < DSI_DOT_MAX_X ? j->T - t : DSI_DOT_MAX_X);
-                for (int64_t r = r0; r < r1; r++) {
-                    if (kt->dot_q8)
-                        kt->dot_q8(K, dsi_tensor_row(j->W, r), j->xq + (size_t)t * rb, rb, nx,
-                                   j->y + t * N + r, (size_t)N);
-                    else
-                        kt->dot_f32(K, dsi_tensor_row(j->W, r), j->x + t * K, (size_t)K, nx,
-                                    j->y + t * N + r, (size_t)N);
-                }
+            for (int64_t c = 0; c < n_chunks; c++) {
+                while (c >= first[lo + 1]) lo++;
+                job_chunk(&jobs[lo], (c - first[lo]) * chunk, gemm, s, panel, part);
             }
         }
         free(own);
