@@ -114,7 +114,7 @@ $(BUILD)/%.o: %.c
 VK_WTYPES  := f32 f16 q4_0 q8_0 q4_k q5_k q6_k
 VK_SHADERS := $(foreach t,$(VK_WTYPES),matvec_$(t) matvec_sg_$(t) matmul_$(t)) \
               rmsnorm layernorm rope kv_store_f16 kv_store_f32 attention_f16 attention_f32 attn_combine eltwise \
-              gather attention_mla_f16 attention_mla_f32 copy moe_combine
+              gather attention_mla_f16 attention_mla_f32 copy moe_combine route
 # a weight type's WTYPE (vulkan/shaders/common.glsl) is its position in VK_WTYPES, from 0
 $(foreach t,$(VK_WTYPES),$(eval wt_$(t) := $(shell echo $(VK_WTYPES) | tr ' ' '\n' | grep -nx $(t) | cut -d: -f1)))
 $(foreach t,$(VK_WTYPES),$(eval src_matvec_$(t) := matvec)$(eval src_matvec_sg_$(t) := matvec) \

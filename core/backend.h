@@ -81,6 +81,16 @@ enum dsi_act {
     DSI_ACT_COUNT
 };
 
+/* The routing of a MoE layer (models.md 0.6), for backends that route on the device: softmax
+ * (or sigmoid) gating, selection bias, group limits, k experts, weights renormalized or not
+ * and scaled (src/models/moe.c dsi_moe_route is the definition). */
+struct dsi_moe_gate {
+    int n_expert, k, n_group, n_group_used;
+    bool sigmoid, norm;
+    float scale;
+    const float *bias; /* [n_expert] or NULL */
+};
+
 struct dsi_backend;
 
 struct dsi_backend_ops {
@@ -145,6 +155,11 @@ struct dsi_backend_ops {
     void (*moe)(struct dsi_backend *b, enum dsi_act x, enum dsi_act xn, int64_t T, int k,
                 const int32_t *sel, const float *w, const struct dsi_tensor *const exps[3],
                 const struct dsi_tensor *const sh[3]);
+    /* Route the pass's T tokens on the device from their router logits (DSI_ACT_ROUTER) for
+     * the next moe call, which then gets sel = w = NULL (no round trip to the host). Returns
+     * false where it does not (then the caller routes on the host). May be NULL. */
+    bool (*moe_gate)(struct dsi_backend *b, int64_t T, const struct dsi_moe_gate *g,
+                     const struct dsi_tensor *const exps[3]);
     /* Vision encoders (src/vision/): */
     /* y = (x - mean) / sqrt(var + eps) * w + bias per row (LayerNorm, biased variance), T rows
      * of n; y may be x. */

@@ -163,7 +163,7 @@ static void cpu_attention_full(struct dsi_backend *b, enum dsi_act out, enum dsi
 static const struct dsi_backend_ops cpu_ops = {
     "cpu", cpu_begin, cpu_end, cpu_host, cpu_set, cpu_get, cpu_rmsnorm, cpu_matmul, cpu_matmul_add, cpu_rope,
     cpu_attention, cpu_swiglu, cpu_add, cpu_gather, cpu_matmul_heads, cpu_copy_heads, cpu_moe,
-    cpu_layernorm, cpu_gelu, cpu_attention_full,
+    NULL, cpu_layernorm, cpu_gelu, cpu_attention_full,
 };
 
 void dsi_backend_cpu_init(struct dsi_backend_cpu *b, struct dsi_context *c) {

@@ -34,7 +34,8 @@ static int layer_weights(const struct dsi_model *m, int il, bool experts, const 
     v[4] = l->bv, vn[4] = (int64_t)hp->n_head_kv * hp->head_dim_v;
     v[5] = l->q_a_norm, vn[5] = hp->q_lora_rank;
     v[6] = l->kv_a_norm, vn[6] = hp->kv_lora_rank;
-    *nv = 7;
+    v[7] = experts ? l->router_bias : NULL, vn[7] = hp->n_expert; /* device routing */
+    *nv = 8;
     return nt;
 }
 

@@ -219,6 +219,18 @@ static void run_model(const char *name, const char *source) {
         dsi_context_free(c);
     }
 
+    /* f32 KV cache in batches of 5 (decode-sized passes: a GPU routes MoE layers on the
+     * device there): the same tight bound */
+    cp.n_batch = 5;
+    if (dsi_context_init(m, &cp, &c) == DSI_OK) {
+        TU_CHECK(dsi_context_decode(c, ids, T, 0, true) == DSI_OK, "%s: decode in 5s", name);
+        char what[96];
+        snprintf(what, sizeof what, "%s (%s, f32 KV, batches of 5%s)", name, source,
+                 g_ngl ? ", vulkan" : "");
+        check_logits(what, c, logits, T, V, true);
+        dsi_context_free(c);
+    }
+
     /* default f16 KV cache, in small batches: same argmax everywhere */
     cp.kv_type = DSI_TYPE_F16;
     cp.n_batch = 7;

@@ -22,6 +22,7 @@
 #include "core/dtype.h"
 #include "quant/kernels.h"
 #include "quant/quantize.h"
+#include "src/model_impl.h"
 #include "src/ops.h"
 #include "tests/util.h"
 #include "vulkan/vk.h"
@@ -514,10 +515,13 @@ static void test_mla(struct dsi_vk *vk, enum dsi_type kv_type, enum dsi_type wty
 }
 
 /* The routed and shared experts (the backend's moe op) against the reference products: each
- * token's experts chosen at random, weights random; decode (matvec) and prompt (tiled) row
- * counts per expert; experts without tokens; shapes of a stack of 8. */
-static void test_moe(struct dsi_vk *vk, enum dsi_type wtype) {
-    enum { X = 8, K = 3, F = 256, S = 256 }; /* K-quant rows: multiples of 256 */
+ * token's experts chosen at random (host routing: decode and tiled shaders by the experts'
+ * token counts, idle experts), or routed on the device from random router logits (gate !=
+ * NULL: decode passes; the routing itself is the CPU's dsi_moe_route, softmax or sigmoid,
+ * groups, selection bias, renormalized or scaled weights). */
+static void test_moe(struct dsi_vk *vk, enum dsi_type wtype, int X, int K,
+                     const struct dsi_moe_gate *gate) {
+    enum { F = 256, S = 256 }; /* K-quant rows: multiples of 256 */
     struct dsi_vk_backend_params bp = bparams(DSI_TYPE_F16);
     bp.n_expert = X, bp.n_expert_used = K, bp.n_ff_exp = F;
     struct dsi_backend *b;
@@ -535,31 +539,49 @@ static void test_moe(struct dsi_vk *vk, enum dsi_type wtype) {
         w[i].nb[2] = w[i].nb[1] * (size_t)dims[i][1], w[i].nb[3] = w[i].nb[2] * (size_t)dims[i][2];
         free(src);
     }
+    float *sbias = malloc(sizeof(float) * (size_t)X);
+    fill(sbias, X, 0.05f);
+    struct dsi_moe_gate g = gate ? *gate : (struct dsi_moe_gate){0};
+    if (gate && gate->bias) g.bias = sbias;
     const struct dsi_tensor *tp[6] = {&w[0], &w[1], &w[2], &w[3], &w[4], &w[5]};
-    struct dsi_vk_group *g;
-    TU_CHECK(dsi_vk_upload(vk, tp, 6, NULL, NULL, 0, &g) == DSI_OK, "upload experts");
+    const float *vp[1] = {sbias};
+    int64_t vn[1] = {X};
+    struct dsi_vk_group *grp;
+    TU_CHECK(dsi_vk_upload(vk, tp, 6, vp, vn, 1, &grp) == DSI_OK, "upload experts");
     const struct dsi_tensor *exps[3] = {&w[0], &w[1], &w[2]}, *sh[3] = {&w[3], &w[4], &w[5]};
     float *x = malloc(sizeof(float) * NB * E), *xn = malloc(sizeof(float) * NB * E);
     float *want = malloc(sizeof(float) * NB * E), *got = malloc(sizeof(float) * NB * E);
-    float gt[S], ut[S], dn[E], wt[NB * K];
-    int32_t sel[NB * K];
+    float *logits = malloc(sizeof(float) * NB * (size_t)X);
+    float gt[S], ut[S], dn[E], wt[NB * 16];
+    int32_t sel[NB * 16];
     const int64_t Ts[] = {1, 3, 37};
     for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts && !tu_failures; ti++) {
         int64_t T = Ts[ti];
+        if (gate && T > 8) break; /* device routing: decode passes */
         fill(x, T * E, 1.0f);
         fill(xn, T * E, 1.0f);
-        for (int64_t t = 0; t < T; t++)
-            for (int j = 0; j < K; j++) {
-                int e;
-                bool dup;
-                do { /* distinct experts per token; expert 7 never chosen */
-                    e = (int)((frand() + 1.0f) * 3.5f) % 7;
-                    dup = false;
-                    for (int i = 0; i < j; i++) dup |= sel[t * K + i] == e;
-                } while (dup);
-                sel[t * K + j] = e;
-                wt[t * K + j] = 0.5f + 0.5f * frand();
-            }
+        if (gate) {
+            fill(logits, T * X, 2.0f);
+            struct dsi_hparams hp = {0};
+            hp.n_expert = X, hp.n_expert_used = K, hp.n_group = g.n_group;
+            hp.n_group_used = g.n_group_used;
+            hp.gating = g.sigmoid ? DSI_GATING_SIGMOID : DSI_GATING_SOFTMAX;
+            hp.expert_norm = g.norm, hp.expert_scale = g.scale;
+            dsi_moe_route(&hp, logits, g.bias, T, sel, wt);
+        } else {
+            for (int64_t t = 0; t < T; t++)
+                for (int j = 0; j < K; j++) {
+                    int e;
+                    bool dup;
+                    do { /* distinct experts per token; the last expert never chosen */
+                        e = (int)((frand() + 1.0f) * 0.5f * (float)(X - 1)) % (X - 1);
+                        dup = false;
+                        for (int i = 0; i < j; i++) dup |= sel[t * K + i] == e;
+                    } while (dup);
+                    sel[t * K + j] = e;
+                    wt[t * K + j] = 0.5f + 0.5f * frand();
+                }
+        }
         for (int64_t t = 0; t < T; t++) {
             float *y = want + t * E;
             memcpy(y, x + t * E, sizeof(float) * E);
@@ -580,27 +602,38 @@ static void test_moe(struct dsi_vk *vk, enum dsi_type wtype) {
                 for (int64_t i = 0; i < E; i++) y[i] += a * dn[i];
             }
         }
-        begin1(b, T);
+        b->ops->begin(b, &(struct dsi_seg){0, 0, T, 0}, 1, (int32_t[NB]){0}, T, false);
         b->ops->set(b, DSI_ACT_X, 0, x, T * E);
         b->ops->set(b, DSI_ACT_XN, 0, xn, T * E);
-        b->ops->moe(b, DSI_ACT_X, DSI_ACT_XN, T, K, sel, wt, exps, sh);
+        char label[96];
+        snprintf(label, sizeof label, "moe %s, %d of %d, %s T=%lld", dsi_type_name(wtype), K, X,
+                 !gate ? "host routing" : g.sigmoid ? "device routing (sigmoid, groups, bias)"
+                                        : "device routing (softmax)", (long long)T);
+        if (gate) {
+            b->ops->set(b, DSI_ACT_ROUTER, 0, logits, T * X);
+            bool on = b->ops->moe_gate(b, T, &g, exps);
+            TU_CHECK(on, "%s: not routed on the device", label);
+            b->ops->moe(b, DSI_ACT_X, DSI_ACT_XN, T, K, NULL, NULL, exps, sh);
+        } else {
+            b->ops->moe(b, DSI_ACT_X, DSI_ACT_XN, T, K, sel, wt, exps, sh);
+        }
         enum dsi_status st = b->ops->get(b, DSI_ACT_X, 0, got, T * E);
-        char label[64];
-        snprintf(label, sizeof label, "moe %s T=%lld", dsi_type_name(wtype), (long long)T);
         TU_CHECK(st == DSI_OK, "%s: %s", label, dsi_status_str(st));
-        CHECK_NMSE(got, want, T * E, 1e-9, "%s", label);
+        /* the device's exp may differ from libm's in the last bits: the weights too */
+        CHECK_NMSE(got, want, T * E, gate ? 1e-8 : 1e-9, "%s", label);
     }
-    /* an expert id out of range is refused */
-    sel[0] = X;
-    begin1(b, 1);
-    tu_capture_log(true);
-    b->ops->moe(b, DSI_ACT_X, DSI_ACT_XN, 1, K, sel, wt, exps, sh);
-    enum dsi_status st = b->ops->end(b);
-    tu_capture_log(false);
-    TU_CHECK(st == DSI_ERR_ARG, "expert %d of %d: %s", X, X, dsi_status_str(st));
+    if (!gate) { /* an expert id out of range is refused */
+        sel[0] = X;
+        begin1(b, 1);
+        tu_capture_log(true);
+        b->ops->moe(b, DSI_ACT_X, DSI_ACT_XN, 1, K, sel, wt, exps, sh);
+        enum dsi_status st = b->ops->end(b);
+        tu_capture_log(false);
+        TU_CHECK(st == DSI_ERR_ARG, "expert %d of %d: %s", X, X, dsi_status_str(st));
+    }
     dsi_vk_backend_free(b);
     for (int i = 0; i < 6; i++) free(mem[i]);
-    free(x), free(xn), free(want), free(got);
+    free(x), free(xn), free(want), free(got), free(logits), free(sbias);
 }
 
 /* A budget smaller than the request is refused without allocating. */
@@ -680,9 +713,15 @@ int main(int argc, char **argv) {
     test_mla(vk, DSI_TYPE_F32, DSI_TYPE_F32, false);
     test_mla(vk, DSI_TYPE_F16, DSI_TYPE_Q8_0, false);
     test_mla(vk, DSI_TYPE_F32, DSI_TYPE_Q4_0, true); /* decode split over 3 chunks */
-    test_moe(vk, DSI_TYPE_F32);
-    test_moe(vk, DSI_TYPE_Q4_0);
-    test_moe(vk, DSI_TYPE_Q6_K);
+    test_moe(vk, DSI_TYPE_F32, 8, 3, NULL);
+    test_moe(vk, DSI_TYPE_Q4_0, 8, 3, NULL);
+    test_moe(vk, DSI_TYPE_Q6_K, 8, 3, NULL);
+    {   /* V2-Lite's routing (softmax, greedy), and V3's (sigmoid, groups, selection bias) */
+        struct dsi_moe_gate soft = {16, 6, 1, 1, false, false, 1.0f, NULL};
+        struct dsi_moe_gate sigm = {32, 8, 8, 4, true, true, 2.5f, (const float *)1};
+        test_moe(vk, DSI_TYPE_Q4_0, 16, 6, &soft);
+        test_moe(vk, DSI_TYPE_Q8_0, 32, 8, &sigm);
+    }
     TU_CHECK(dsi_vk_validation_errors(vk) == 0, "%d validation errors", dsi_vk_validation_errors(vk));
     dsi_vk_close(vk);
     test_budget();

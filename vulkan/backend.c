@@ -30,6 +30,8 @@ struct vkb {
      * expert outputs, rows of n_batch * k; the host's routing (rows, slots, weights) */
     struct dsi_vk_buf ex_x, ex_g, ex_u, ex_y, route;
     bool route_used; /* the recorded work reads the route buffer: flush before rewriting it */
+    struct dsi_vk_buf route_dev; /* routing done on the device (route.comp), same layout */
+    bool dev_routed;             /* route_dev holds the routing for the next moe call */
     int64_t max_keys;       /* the most keys a token of this pass attends to */
     uint32_t tab_word, rows_word, full_word; /* info layout: tokens (2 words each), rope
                                                  table, rows, full attention's (0, T-1) */
@@ -87,6 +89,7 @@ static uint64_t part_bytes(const struct dsi_vk_backend_params *p) {
 #define EXX_BIT (4u << DSI_ACT_COUNT)
 #define EXG_BIT (8u << DSI_ACT_COUNT) /* ex_g and ex_u */
 #define EXY_BIT (16u << DSI_ACT_COUNT)
+#define ROUTE_BIT (32u << DSI_ACT_COUNT)
 #define BIT(a) (1u << (a))
 
 #ifdef DSI_VK_PROFILE
@@ -161,7 +164,7 @@ static uint64_t ex_rows(const struct dsi_vk_backend_params *p) {
 }
 
 uint64_t dsi_vk_backend_bytes(const struct dsi_vk_backend_params *p) {
-    uint64_t b = ex_rows(p) * (2 * (uint64_t)p->n_embd + 2 * (uint64_t)p->n_ff_exp + 3) * 4;
+    uint64_t b = ex_rows(p) * (2 * (uint64_t)p->n_embd + 2 * (uint64_t)p->n_ff_exp + 6) * 4;
     for (int a = 0; a < DSI_ACT_COUNT; a++)
         b += (uint64_t)act_rows(p, a) * (uint64_t)act_width(p, a) * 4;
     b += (uint64_t)p->n_layers * (kv_layer_bytes(p, false) + kv_layer_bytes(p, true));
@@ -673,6 +676,90 @@ static void vkb_copy_heads(struct dsi_backend *be, enum dsi_act y, int64_t ys, i
     dispatch(b, DSI_VK_COPY, bs, 2, &pc, sizeof pc, (uint32_t)((n + 63) / 64), gy, gz, BIT(x), BIT(y));
 }
 
+/* The shared experts: x += down(silu(gate xn) * up xn). */
+static void moe_shared(struct vkb *b, enum dsi_act x, enum dsi_act xn, int64_t T,
+                       const struct dsi_tensor *const sh[3]) {
+    if (!sh[0]->data) return;
+    matmul1(b, DSI_ACT_GATE, xn, T, sh[0], NULL, false);
+    matmul1(b, DSI_ACT_UP, xn, T, sh[1], NULL, false);
+    eltwise(b, DSI_ACT_GATE, DSI_ACT_UP, T * sh[0]->ne[1], 1);
+    matmul1(b, x, DSI_ACT_GATE, T, sh[2], NULL, true);
+}
+
+/* One projection of every selection routed on the device: selection p multiplies expert
+ * route_dev[p]'s matrix of the stack W with x row p / per (flag GATHERED; the decode shader,
+ * or the tiled one for rows that are not whole blocks). */
+static void mm_gathered(struct vkb *b, const struct dsi_tensor *W, struct bind x, uint32_t x_ld,
+                        uint32_t per, struct bind y, uint32_t y_ld, uint32_t n) {
+    const struct dsi_vk_weight *dw = dsi_vk_weight_find(b->vk, W->data);
+    if (!dw || !dw->buf) {
+        DSI_LOG_ERR("vulkan: weight %s is not on the device", W->name ? W->name : "?");
+        fail(b, DSI_ERR_DEVICE);
+        return;
+    }
+    uint32_t K = (uint32_t)W->ne[0], N = (uint32_t)W->ne[1];
+    struct bind bs[4] = {{dw->buf, dw->off, dw->size}, x, y, buf_bind(&b->route_dev)};
+    struct dsi_vk_pc_matmul pc = {K, N, 1, 0, x_ld, 0, y_ld, dw->scale_word, DSI_VK_MM_GATHERED,
+                                  N, per, 0, 0, {0}};
+    bool tiled = K % 32 != 0 || x_ld % 4 != 0;
+    dispatch(b, mm_shader(b, dw->type, tiled), bs, 4, &pc, sizeof pc, tiled ? (N + 63) / 64 : (N + 3) / 4,
+             1, n, 0, 0);
+}
+
+/* Experts routed on the device (decode): no sorting and no gathering; each selection's gate,
+ * up and down run as one dispatch each over all selections (an expert chosen by two tokens
+ * is read twice), then moe_combine.comp as for host routing. */
+static void moe_gathered(struct vkb *b, enum dsi_act x, enum dsi_act xn, int64_t T, int k,
+                         const struct dsi_tensor *const exps[3], const struct dsi_tensor *const sh[3]) {
+    uint32_t E = (uint32_t)b->p.n_embd, F = (uint32_t)b->p.n_ff_exp, n = (uint32_t)(T * k);
+    uint32_t R = (uint32_t)ex_rows(&b->p);
+    b->dev_routed = false;
+    moe_shared(b, x, xn, T, sh);
+    if (!recording(b)) return;
+    hazard(b, ROUTE_BIT | BIT(xn), EXG_BIT);
+    mm_gathered(b, exps[0], act_bind(b, xn), E, (uint32_t)k, buf_bind(&b->ex_g), F, n);
+    mm_gathered(b, exps[1], act_bind(b, xn), E, (uint32_t)k, buf_bind(&b->ex_u), F, n);
+    {
+        struct bind bs[2] = {buf_bind(&b->ex_g), buf_bind(&b->ex_u)};
+        struct dsi_vk_pc_eltwise pc = {n * F, 1};
+        uint32_t gx, gy;
+        split(((uint64_t)n * F + 255) / 256, &gx, &gy);
+        dispatch(b, DSI_VK_ELTWISE, bs, 2, &pc, sizeof pc, gx, gy, 1, EXG_BIT, EXG_BIT);
+    }
+    if (!recording(b)) return;
+    hazard(b, EXG_BIT, EXY_BIT);
+    mm_gathered(b, exps[2], buf_bind(&b->ex_g), F, 1, buf_bind(&b->ex_y), E, n);
+    struct bind bs[3] = {act_bind(b, x), buf_bind(&b->ex_y), buf_bind(&b->route_dev)};
+    struct dsi_vk_pc_moe pc = {(uint32_t)T, (uint32_t)k, E, R, 2 * R};
+    dispatch(b, DSI_VK_MOE_COMBINE, bs, 3, &pc, sizeof pc, (E + 255) / 256, (uint32_t)T, 1,
+             BIT(x) | EXY_BIT | ROUTE_BIT, BIT(x));
+}
+
+static bool vkb_moe_gate(struct dsi_backend *be, int64_t T, const struct dsi_moe_gate *g,
+                         const struct dsi_tensor *const exps[3]) {
+    struct vkb *b = (struct vkb *)be;
+    (void)exps;
+    /* decode passes (a prompt's experts are better read once for all of its tokens: host
+     * routing and sorting); batch-invariant: by the kind of pass, never by its length */
+    bool decode = b->p.batch_invariant ? !b->prompt : T <= 8;
+    if (!decode || g->k != b->p.n_expert_used || g->k > 16 || g->n_expert > 256 ||
+        g->n_expert != b->p.n_expert || g->n_group > 64 ||
+        (g->n_group > 1 && g->n_expert % g->n_group) || T * g->k > (int64_t)ex_rows(&b->p))
+        return false;
+    const struct dsi_vk_weight *db = g->bias ? dsi_vk_weight_find(b->vk, g->bias) : NULL;
+    if (g->bias && (!db || !db->buf)) return false;
+    struct bind bs[3] = {act_bind(b, DSI_ACT_ROUTER),
+                         db ? (struct bind){db->buf, db->off, db->size} : buf_bind(&b->dummy),
+                         buf_bind(&b->route_dev)};
+    struct dsi_vk_pc_route pc = {(uint32_t)g->n_expert, (uint32_t)g->k, (uint32_t)g->n_group,
+                                 (uint32_t)g->n_group_used,
+                                 (g->sigmoid ? 1u : 0u) | (g->norm ? 2u : 0u) | (db ? 4u : 0u),
+                                 (uint32_t)ex_rows(&b->p), g->scale};
+    dispatch(b, DSI_VK_ROUTE, bs, 3, &pc, sizeof pc, (uint32_t)T, 1, 1, BIT(DSI_ACT_ROUTER), ROUTE_BIT);
+    b->dev_routed = true;
+    return true;
+}
+
 /* Routed experts: the host sorts the selections by expert and writes the routing; the inputs
  * are gathered in that order, each active expert's gate/up/down runs as one product over its
  * rows of the stacks (no barrier between experts: they write disjoint rows), and
@@ -684,10 +771,15 @@ static void vkb_moe(struct dsi_backend *be, enum dsi_act x, enum dsi_act xn, int
     struct vkb *b = (struct vkb *)be;
     int X = b->p.n_expert;
     int64_t E = b->p.n_embd, F = b->p.n_ff_exp, R = (int64_t)ex_rows(&b->p);
-    if (k != b->p.n_expert_used || k <= 0 || T * k > R || exps[0]->ne[1] != F || exps[0]->ne[2] != X) {
-        DSI_LOG_ERR("vulkan: %d experts per token of %lld tokens: the backend was made for %d",
-                    k, (long long)T, b->p.n_expert_used);
+    if (k != b->p.n_expert_used || k <= 0 || T * k > R || exps[0]->ne[1] != F || exps[0]->ne[2] != X ||
+        (!sel && !b->dev_routed)) {
+        DSI_LOG_ERR("vulkan: %d experts per token of %lld tokens%s: the backend was made for %d",
+                    k, (long long)T, sel ? "" : " (not routed)", b->p.n_expert_used);
         fail(b, DSI_ERR_ARG);
+        return;
+    }
+    if (!sel) {
+        moe_gathered(b, x, xn, T, k, exps, sh);
         return;
     }
     if (b->route_used && flush(b)) return; /* the pending work still reads the old routing */
@@ -719,13 +811,7 @@ static void vkb_moe(struct dsi_backend *be, enum dsi_act x, enum dsi_act xn, int
         struct dsi_vk_pc_gather pc = {n, (uint32_t)E, 0, 0};
         dispatch(b, DSI_VK_GATHER, bs, 3, &pc, sizeof pc, (uint32_t)((E + 255) / 256), n, 1, BIT(xn), EXX_BIT);
     }
-    if (sh[0]->data) {
-        int64_t S = sh[0]->ne[1];
-        matmul1(b, DSI_ACT_GATE, xn, T, sh[0], NULL, false);
-        matmul1(b, DSI_ACT_UP, xn, T, sh[1], NULL, false);
-        eltwise(b, DSI_ACT_GATE, DSI_ACT_UP, T * S, 1);
-        matmul1(b, x, DSI_ACT_GATE, T, sh[2], NULL, true);
-    }
+    moe_shared(b, x, xn, T, sh);
     /* gate and up of every active expert, then SwiGLU, then down */
     for (int pass = 0; pass < 2; pass++) {
         if (!recording(b)) return;
@@ -805,7 +891,7 @@ static void vkb_attention_full(struct dsi_backend *be, enum dsi_act out, enum ds
 static const struct dsi_backend_ops vk_ops = {
     "vulkan", vkb_begin, vkb_end, vkb_host, vkb_set, vkb_get, vkb_rmsnorm, vkb_matmul, vkb_matmul_add, vkb_rope,
     vkb_attention, vkb_swiglu, vkb_add, vkb_gather, vkb_matmul_heads, vkb_copy_heads, vkb_moe,
-    vkb_layernorm, vkb_gelu, vkb_attention_full,
+    vkb_moe_gate, vkb_layernorm, vkb_gelu, vkb_attention_full,
 };
 
 /* ---- lifetime -------------------------------------------------------------------------------- */
@@ -847,6 +933,7 @@ void dsi_vk_backend_free(struct dsi_backend *be) {
     dsi_vk_buf_free(vk, &b->ex_u);
     dsi_vk_buf_free(vk, &b->ex_y);
     dsi_vk_buf_free(vk, &b->route);
+    dsi_vk_buf_free(vk, &b->route_dev);
     free(b);
 }
 
@@ -905,6 +992,7 @@ enum dsi_status dsi_vk_backend_new(struct dsi_vk *vk, const struct dsi_vk_backen
         if (!st) st = dsi_vk_buf_new(vk, r * (uint64_t)p->n_ff_exp * 4, false, &b->ex_u);
         if (!st) st = dsi_vk_buf_new(vk, r * (uint64_t)p->n_embd * 4, false, &b->ex_y);
         if (!st) st = dsi_vk_buf_new(vk, r * 3 * 4, true, &b->route);
+        if (!st) st = dsi_vk_buf_new(vk, r * 3 * 4, false, &b->route_dev);
     }
     VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
                                   .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,

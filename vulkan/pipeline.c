@@ -115,6 +115,9 @@ SPV(copy)
 SPV(moe_combine)
 #include "spv/moe_combine.inc"
     ;
+SPV(route)
+#include "spv/route.inc"
+    ;
 #undef SPV
 
 static const struct {
@@ -158,6 +161,7 @@ static const struct {
     S(DSI_VK_ATTENTION_MLA_F32, attention_mla_f32),
     S(DSI_VK_COPY, copy),
     S(DSI_VK_MOE_COMBINE, moe_combine),
+    S(DSI_VK_ROUTE, route),
 #undef S
 };
 

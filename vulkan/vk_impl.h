@@ -116,7 +116,7 @@ enum dsi_vk_shader {
     DSI_VK_ATTENTION_F16, DSI_VK_ATTENTION_F32, DSI_VK_ATTN_COMBINE, DSI_VK_ELTWISE, DSI_VK_GATHER,
     DSI_VK_LAYERNORM, /* rmsnorm.comp with LAYERNORM: mean removed, bias added */
     DSI_VK_ATTENTION_MLA_F16, DSI_VK_ATTENTION_MLA_F32, /* attention.comp, SHARED_V, heads <= 576 */
-    DSI_VK_COPY, DSI_VK_MOE_COMBINE,
+    DSI_VK_COPY, DSI_VK_MOE_COMBINE, DSI_VK_ROUTE,
     DSI_VK_SHADER_COUNT
 };
 
@@ -185,7 +185,7 @@ void dsi_vk_pipelines_free(struct dsi_vk *vk);
 /* shaders/matvec.comp and shaders/matmul.comp: y[t * y_ld + y_off + r] (+)= W[r] . x[t * x_ld +
  * x_off ..] (+ bias[r]) for rows r < N, tokens t < T, K columns. Offsets in elements. flags:
  * DSI_VK_MM_BIAS, DSI_VK_MM_ACC (add to y). */
-enum { DSI_VK_MM_BIAS = 1, DSI_VK_MM_ACC = 2 };
+enum { DSI_VK_MM_BIAS = 1, DSI_VK_MM_ACC = 2, DSI_VK_MM_GATHERED = 4 };
 struct dsi_vk_pc_matmul {
     uint32_t K, N, T, x_off, x_ld, y_off, y_ld, scale_word, flags;
     uint32_t grp_rows, x_gs, y_gs; /* per-head products: groups of rows, their x and y strides */
@@ -220,6 +220,15 @@ struct dsi_vk_pc_moe {
     uint32_t T, k, n, slot_off, w_off;
 };
 _Static_assert(sizeof(struct dsi_vk_pc_moe) == 20, "mirrored in moe_combine.comp");
+
+/* shaders/route.comp: MoE routing of T tokens (workgroups) from X logits each; flags: bit 0
+ * sigmoid gating, bit 1 renormalized weights, bit 2 a selection bias; R: route words per
+ * array (sel, slot, weight). */
+struct dsi_vk_pc_route {
+    uint32_t X, k, G, Gu, flags, R;
+    float scale;
+};
+_Static_assert(sizeof(struct dsi_vk_pc_route) == 28, "mirrored in route.comp");
 
 /* shaders/kv_store.comp, attention.comp and attn_combine.comp: per token t, info[t] = (cache
  * row base in rows: seq * n_ctx, position). K rows kw wide, V rows vw wide. chunk: keys per

@@ -209,6 +209,13 @@ void dsi_block_ffn_moe(struct dsi_context *c, struct dsi_backend *be, const stru
         const enum dsi_act y = DSI_ACT_ROUTER;
         const struct dsi_tensor *W = &l->router;
         B->matmul(be, 1, &y, DSI_ACT_XN, T, &W, NULL);
+        struct dsi_moe_gate g = {hp->n_expert,       hp->n_expert_used, hp->n_group,
+                                 hp->n_group_used,   hp->gating == DSI_GATING_SIGMOID,
+                                 hp->expert_norm,    hp->expert_scale,  l->router_bias};
+        if (B->moe_gate && B->moe_gate(be, T, &g, exps)) { /* routed on the device */
+            B->moe(be, DSI_ACT_X, DSI_ACT_XN, T, hp->n_expert_used, NULL, NULL, exps, sh);
+            return;
+        }
         if (!B->host(be, DSI_ACT_ROUTER) &&
             (c->pass_err = B->get(be, DSI_ACT_ROUTER, 0, s->router, T * hp->n_expert)))
             return;

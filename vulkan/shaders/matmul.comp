@@ -24,9 +24,17 @@ shared vec4 xs[32 * 16]; // [k][token / 4]
 
 void main() {
     uint tid = gl_LocalInvocationID.x;
-    uint g = 0u, rend = pc.N, xo = pc.x_off, yo = pc.y_off;
+    uint g = 0u, rend = pc.N, xo = pc.x_off, yo = pc.y_off, wbase = pc.row0;
     uint r0 = gl_WorkGroupID.x * 64u, t0 = gl_WorkGroupID.y * 64u;
-    if (pc.grp_rows > 0u) {
+    if ((pc.flags & 4u) != 0u) {
+        // experts routed on the device (as in matvec.comp; for rows that are not whole
+        // blocks): selection p = workgroup z, T = 1, expert route[p] (binding 3) of a stack of
+        // grp_rows-row matrices, x row p / x_gs, y row p
+        uint p = gl_WorkGroupID.z;
+        wbase = floatBitsToUint(bias[p]) * pc.grp_rows;
+        xo = (p / pc.x_gs) * pc.x_ld;
+        yo = p * pc.y_ld;
+    } else if (pc.grp_rows > 0u) {
         uint tiles = (pc.grp_rows + 63u) / 64u;
         g = gl_WorkGroupID.x / tiles;
         r0 = g * pc.grp_rows + (gl_WorkGroupID.x % tiles) * 64u;
@@ -42,8 +50,8 @@ void main() {
     for (uint kb = 0; kb < nb; kb++) {
         vec4 a = vec4(0.0), c = vec4(0.0);
         if (r0 + lr < rend) {
-            a = deq4((pc.row0 + r0 + lr) * nb + kb, le);
-            c = deq4((pc.row0 + r0 + lr) * nb + kb, le + 4u);
+            a = deq4((wbase + r0 + lr) * nb + kb, le);
+            c = deq4((wbase + r0 + lr) * nb + kb, le + 4u);
         }
         vec4 u = vec4(0.0), v = vec4(0.0);
         if (t0 + lr < pc.T) {

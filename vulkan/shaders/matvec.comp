@@ -29,13 +29,23 @@ layout(std430, binding = 3) readonly buffer B { float bias[]; };
 
 // Per-head products (grp_rows > 0): row r belongs to group g = r / grp_rows, which reads x
 // from x_off + g * x_gs and writes y at y_off + g * y_gs + r % grp_rows.
-uint grp(uint r) { return pc.grp_rows == 0u ? 0u : r / pc.grp_rows; }
-uint x_at(uint r) { return pc.x_off + grp(r) * pc.x_gs; }
+// flags bit 2, experts routed on the device (T = 1 per workgroup z = the selection p): the
+// expert e = route[p] (binding 3, words) of a stack of grp_rows-row matrices; x row p / x_gs
+// (x_gs selections per input row), y row p; row0, x_off, y_off unused.
+bool gathered() { return (pc.flags & 4u) != 0u; }
+uint grp(uint r) { return pc.grp_rows == 0u || gathered() ? 0u : r / pc.grp_rows; }
+uint x_at(uint r) {
+    return gathered() ? (gl_WorkGroupID.z / pc.x_gs) * pc.x_ld : pc.x_off + grp(r) * pc.x_gs;
+}
+uint w_row(uint r) {
+    return gathered() ? floatBitsToUint(bias[gl_WorkGroupID.z]) * pc.grp_rows + r : pc.row0 + r;
+}
 
 // flags bit 1: accumulate into y (the residual stream) instead of overwriting it
 void store(uint t, uint r, float v) {
     uint g = grp(r);
-    uint i = t * pc.y_ld + pc.y_off + g * pc.y_gs + r - g * pc.grp_rows;
+    uint i = gathered() ? gl_WorkGroupID.z * pc.y_ld + r
+                        : t * pc.y_ld + pc.y_off + g * pc.y_gs + r - g * pc.grp_rows;
     y[i] = (pc.flags & 2u) != 0u ? y[i] + v : v;
 }
 
@@ -58,14 +68,15 @@ void main() {
         float acc[TT];
         [[unroll]] for (uint t = 0; t < TT; t++) acc[t] = 0.0;
         if (r < pc.N) {
+            uint wb = w_row(r) * nb, xa = x_at(r);
             for (uint kb = kb0; kb < nb; kb += per) {
-                vec4 lo = deq4((pc.row0 + r) * nb + kb, 4u * q);
+                vec4 lo = deq4(wb + kb, 4u * q);
 #if WTYPE == 2
-                vec4 hi = deq4((pc.row0 + r) * nb + kb, 16u + 4u * q);
+                vec4 hi = deq4(wb + kb, 16u + 4u * q);
 #endif
                 [[unroll]] for (uint t = 0; t < TT; t++)
                     if (t0 + t < pc.T) {
-                        uint xb = ((t0 + t) * pc.x_ld + x_at(r) + kb * 32u) / 4u + q;
+                        uint xb = ((t0 + t) * pc.x_ld + xa + kb * 32u) / 4u + q;
                         float s = dot(lo, x4[xb]);
 #if WTYPE == 2
                         s += dot(hi, x4[xb + 4u]);
@@ -93,12 +104,13 @@ void main() {
         float acc[TT];
         [[unroll]] for (uint t = 0; t < TT; t++) acc[t] = 0.0;
         if (r < pc.N) {
+            uint wb = w_row(r) * nb, xa = x_at(r);
             for (uint kb = lane; kb < nb; kb += 32u) {
                 vec4 v[8];
-                [[unroll]] for (uint i = 0; i < 8; i++) v[i] = deq4((pc.row0 + r) * nb + kb, 4u * i);
+                [[unroll]] for (uint i = 0; i < 8; i++) v[i] = deq4(wb + kb, 4u * i);
                 [[unroll]] for (uint t = 0; t < TT; t++) {
                     if (t0 + t < pc.T) {
-                        uint xb = ((t0 + t) * pc.x_ld + x_at(r) + kb * 32u) / 4u;
+                        uint xb = ((t0 + t) * pc.x_ld + xa + kb * 32u) / 4u;
                         float s = 0.0;
                         [[unroll]] for (uint i = 0; i < 8; i++) s += dot(v[i], x4[xb + i]);
                         acc[t] += s;
