@@ -353,6 +353,21 @@ static inline void job_chunk(const struct dsi_mm_job *j, int64_t r0, dsi_gemm_fn
     }
 }
 
+/* The first chunk of share i of n when the chunks of job m (first[m] .. first[m + 1]) cost
+ * its row length each: shares of equal total cost, in chunk order. */
+static int64_t cost_split(const struct dsi_mm_job *jobs, const int64_t *first, int nj, int i, int n) {
+    int64_t total = 0;
+    for (int m = 0; m < nj; m++) total += (first[m + 1] - first[m]) * jobs[m].W->ne[0];
+    if (i >= n) return first[nj];
+    int64_t target = total / n * i + total % n * i / n, cum = 0;
+    for (int m = 0; m < nj; m++) {
+        int64_t k = jobs[m].W->ne[0], cm = (first[m + 1] - first[m]) * k;
+        if (target < cum + cm) return first[m] + (target - cum + k - 1) / k;
+        cum += cm;
+    }
+    return first[nj];
+}
+
 void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads,
                         struct dsi_matmul_scratch *s) {
     const int64_t chunk = 16;
@@ -370,10 +385,10 @@ void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads,
         if (jobs[m].T > 0 && jobs[m].T < tmin) tmin = jobs[m].T;
     }
     if (tmax < gemm_min(s)) gemm = NULL;
-    /* Jobs of one token count (decode: every expert has one token) cost the same per chunk:
-     * a static share, no shared counter (grabbing 2 chunks at a time from one counter cost
-     * V2-Lite's decode a third of its speed on 2 cores). Otherwise chunks cost in proportion
-     * to their job's tokens: dynamic. */
+    /* Jobs of one token count (decode: every expert has one token): a static share of equal
+     * cost, no shared counter (grabbing 2 chunks at a time from one counter cost V2-Lite's
+     * decode a third of its speed on 2 cores). Otherwise chunks cost in proportion to their
+     * job's tokens: dynamic. */
     bool uniform = tmax == tmin;
 #pragma omp parallel num_threads(n_threads)
     {
@@ -383,8 +398,14 @@ void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads,
         if (gemm) gemm_buffers(s, thread_id(), kmax, tmax, &panel, &part, &own);
         int lo = 0; /* the job of chunk c: first[lo] <= c < first[lo + 1] (chunks ascend) */
         if (uniform) {
-#pragma omp for schedule(static)
-            for (int64_t c = 0; c < n_chunks; c++) {
+            /* contiguous shares of equal cost (a chunk costs its row length: the shared
+             * experts' down rows are twice as long as the routed ones in V2-Lite) */
+            int nth = 1, id = thread_id();
+#ifdef _OPENMP
+            nth = omp_get_num_threads();
+#endif
+            int64_t c0 = cost_split(jobs, first, nj, id, nth), c1 = cost_split(jobs, first, nj, id + 1, nth);
+            for (int64_t c = c0; c < c1; c++) {
                 while (c >= first[lo + 1]) lo++;
                 job_chunk(&jobs[lo], (c - first[lo]) * chunk, gemm, s, panel, part);
             }
