@@ -207,6 +207,8 @@ void dsi_mm_x16_ref(int layout, int64_t K, const void *panel, const void *x, siz
                     float *y, size_t ldy);
 /* The kernel of this CPU for a layout, NULL where there is none (then nothing is repacked). */
 dsi_mm_x16_fn dsi_kernels_mm_x16(int layout);
+/* Row r (< 16) of a 16-row panel of K columns back in ggml's row layout (K / 32 blocks). */
+void dsi_x16_unpack_row(int layout, const void *panel, int64_t K, int r, void *row);
 /* The GEMM panel (below) of a repacked panel; returns the type's offset. Only where the GEMM
  * exists. */
 int dsi_gemm_pack_x16(int layout, const void *x16, int64_t K, void *panel);

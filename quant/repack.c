@@ -101,6 +101,23 @@ void dsi_mm_x16_ref(int layout, int64_t K, const void *panel, const void *x, siz
     }
 }
 
+void dsi_x16_unpack_row(int layout, const void *panel, int64_t K, int r, void *row) {
+    const uint8_t *p = panel;
+    size_t bb = dsi_x16_block_bytes(layout);
+    for (int64_t b = 0; b < K / 32; b++) {
+        const uint8_t *o = p + (size_t)b * bb;
+        if (layout == DSI_LAYOUT_Q4_0_X16) {
+            struct block_q4_0 *blk = (struct block_q4_0 *)row + b;
+            memcpy(&blk->d, o + 2 * r, 2);
+            for (int c = 0; c < 4; c++) memcpy(blk->qs + 4 * c, o + 32 + 64 * c + 4 * r, 4);
+        } else {
+            struct block_q8_0 *blk = (struct block_q8_0 *)row + b;
+            memcpy(&blk->d, o + 2 * r, 2);
+            for (int g = 0; g < 8; g++) memcpy(blk->qs + 4 * g, o + 32 + 64 * g + 4 * r, 4);
+        }
+    }
+}
+
 dsi_mm_x16_fn dsi_kernels_mm_x16(int layout) {
 #if defined(__x86_64__)
     if (dsi_cpu_has_all(DSI_CPU_AVX512 | DSI_CPU_AVX512_VNNI)) {

@@ -496,7 +496,8 @@ static bool repackable(const struct dsi_tensor *t) {
 }
 
 /* The matrices only the matmul operators read (not the embedding table, which the output
- * head may share, nor the per-head stacks of latent attention). */
+ * head may share); the per-head stacks of latent attention too (their transposed use in the
+ * naive form unpacks rows from the panels). */
 static int repack_candidates(struct dsi_model *m, struct dsi_tensor **out) {
     int n = 0;
     for (int64_t il = 0; il < m->hp.n_layer; il++) {
@@ -504,7 +505,7 @@ static int repack_candidates(struct dsi_model *m, struct dsi_tensor **out) {
         struct dsi_tensor *c[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up,
                                   &l->w_down, &l->wq_a, &l->wq_b, &l->wkv_a, &l->w_gate_exps,
                                   &l->w_up_exps, &l->w_down_exps, &l->w_gate_sh, &l->w_up_sh,
-                                  &l->w_down_sh};
+                                  &l->w_down_sh, &l->wk_b, &l->wv_b};
         for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
             if (c[i]->data && il < m->gpu_from && repackable(c[i])) {
                 if (out) out[n] = c[i];

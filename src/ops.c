@@ -428,7 +428,8 @@ void dsi_op_matmul_heads(float *y, int64_t y_ld, int64_t y_hs, const float *x, i
                          struct dsi_matmul_scratch *s) {
     int64_t K = W->ne[0], N = W->ne[1], H = W->ne[2];
     const struct dsi_type_kernels *kt = dsi_kernels(W->type);
-    DSI_ASSERT(kt && (kt->dot_q8 || kt->dot_f32) && W->layout == DSI_LAYOUT_ROWS);
+    bool x16 = W->layout != DSI_LAYOUT_ROWS; /* repacked at load: 16-row panels per head */
+    DSI_ASSERT(kt && (kt->dot_q8 || kt->dot_f32) && (!x16 || (kt->dot_q8 && N % DSI_X16_ROWS == 0)));
     bool q8 = kt->dot_q8 != NULL;
     size_t rb = q8 ? dsi_xq_row_bytes(K) : 0;
     uint8_t *xq = NULL, *owned = NULL;
@@ -454,6 +455,11 @@ void dsi_op_matmul_heads(float *y, int64_t y_ld, int64_t y_hs, const float *x, i
             int64_t h = c / per_head, r0 = c % per_head * chunk,
                     r1 = r0 + chunk < N ? r0 + chunk : N;
             const char *wh = (const char *)W->data + (size_t)h * W->nb[2];
+            if (x16) {
+                dsi_kernels_mm_x16(W->layout)(K, wh + (size_t)r0 * W->nb[1], xq + (size_t)h * rb,
+                                              rb * (size_t)H, T, y + h * y_hs + r0, (size_t)y_ld);
+                continue;
+            }
             for (int64_t t = 0; t < T; t += DSI_DOT_MAX_X) {
                 int nx = (int)(T - t < DSI_DOT_MAX_X ? T - t : DSI_DOT_MAX_X);
                 float *yt = y + t * y_ld + h * y_hs;
@@ -476,12 +482,14 @@ void dsi_op_matmul_heads_t(float *y, int64_t y_ld, int64_t y_hs, const float *x,
                            int64_t x_hs, int64_t T, const struct dsi_tensor *W, int n_threads) {
     int64_t N = W->ne[0], K = W->ne[1], H = W->ne[2];
     const struct dsi_type_kernels *kt = dsi_kernels(W->type);
-    DSI_ASSERT(kt && kt->to_f32 && W->layout == DSI_LAYOUT_ROWS);
+    bool x16 = W->layout != DSI_LAYOUT_ROWS; /* repacked: each row unpacked from its panel */
+    DSI_ASSERT(kt && kt->to_f32 && (!x16 || K % DSI_X16_ROWS == 0));
     const int64_t tb = 64, blocks = (T + tb - 1) / tb;
 #pragma omp parallel num_threads(n_threads)
     {
         float *row = malloc((size_t)N * sizeof *row);
-        DSI_ASSERT(row);
+        void *raw = x16 ? malloc(W->nb[1]) : NULL;
+        DSI_ASSERT(row && (raw || !x16));
 #pragma omp for schedule(static)
         for (int64_t w = 0; w < H * blocks; w++) {
             int64_t h = w / blocks, t0 = w % blocks * tb, t1 = t0 + tb < T ? t0 + tb : T;
@@ -489,7 +497,13 @@ void dsi_op_matmul_heads_t(float *y, int64_t y_ld, int64_t y_hs, const float *x,
             for (int64_t t = t0; t < t1; t++)
                 memset(y + t * y_ld + h * y_hs, 0, (size_t)N * sizeof *y);
             for (int64_t k = 0; k < K; k++) {
-                kt->to_f32(wh + (size_t)k * W->nb[1], row, N);
+                const void *src = wh + (size_t)k * W->nb[1];
+                if (x16) {
+                    dsi_x16_unpack_row(W->layout, wh + (size_t)(k / DSI_X16_ROWS) * DSI_X16_ROWS * W->nb[1],
+                                       N, (int)(k % DSI_X16_ROWS), raw);
+                    src = raw;
+                }
+                kt->to_f32(src, row, N);
                 for (int64_t t = t0; t < t1; t++) {
                     float a = x[t * x_ld + h * x_hs + k], *yt = y + t * y_ld + h * y_hs;
                     for (int64_t n = 0; n < N; n++)
@@ -498,6 +512,7 @@ void dsi_op_matmul_heads_t(float *y, int64_t y_ld, int64_t y_hs, const float *x,
             }
         }
         free(row);
+        free(raw);
     }
 }
 

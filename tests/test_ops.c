@@ -299,6 +299,58 @@ static void test_rope_attention(void) {
         TU_CHECK(fabs(g[i] - g0[i] / (1 + exp(-g0[i])) * u[i]) < 1e-6, "swiglu element %d", i);
 }
 
+/* Per-head products on stacks repacked into 16-row panels (latent attention's k_b / v_b):
+ * dsi_op_matmul_heads through the panel kernel equals the row kernels to the float rounding
+ * of their sums (the same 8-bit activations and integer dots per block), and the transposed
+ * form unpacks each row from its panel: equal bits. Q4_0 and Q8_0, 1 and 37 tokens. */
+static void test_matmul_heads_x16(void) {
+    static const enum dsi_type types[] = {DSI_TYPE_Q4_0, DSI_TYPE_Q8_0};
+    const int64_t K = 64, N = 32, H = 3;
+    for (size_t ti = 0; ti < 2; ti++) {
+        enum dsi_type t = types[ti];
+        int layout = t == DSI_TYPE_Q4_0 ? DSI_LAYOUT_Q4_0_X16 : DSI_LAYOUT_Q8_0_X16;
+        if (!dsi_kernels_mm_x16(layout)) {
+            TU_LOG("no panel kernel for %s on this CPU: skipped\n", dsi_type_name(t));
+            continue;
+        }
+        size_t rs = dsi_row_size(t, K);
+        uint8_t *wd = malloc(rs * (size_t)(N * H)), *wp = malloc(rs * (size_t)(N * H));
+        float row[64];
+        for (int64_t r = 0; r < N * H; r++) {
+            for (int64_t k = 0; k < K; k++) row[k] = frand() * 0.1f;
+            dsi_quantize_row(t, row, wd + (size_t)r * rs, K);
+        }
+        struct dsi_tensor W = dsi_tensor_make(t, K, N, H, 1, wd), P = W;
+        TU_CHECK(dsi_repack(&P, wp) && P.layout == layout, "repack the %s stack", dsi_type_name(t));
+        for (int64_t T = 1; T <= 37; T += 36) {
+            /* y rows of H * N, x rows of H * K; the transposed form: x rows of H * N */
+            float *x = malloc(sizeof(float) * (size_t)(T * H * K)), *y1 = malloc(sizeof(float) * (size_t)(T * H * N));
+            float *y2 = malloc(sizeof(float) * (size_t)(T * H * N)), *z1 = malloc(sizeof(float) * (size_t)(T * H * K));
+            float *z2 = malloc(sizeof(float) * (size_t)(T * H * K));
+            for (int64_t i = 0; i < T * H * K; i++) x[i] = frand();
+            struct dsi_matmul_scratch sc = {0};
+            dsi_op_matmul_heads(y1, H * N, N, x, H * K, K, T, &W, 2, &sc);
+            dsi_op_matmul_heads(y2, H * N, N, x, H * K, K, T, &P, 2, &sc);
+            double worst = 0, mx = 0;
+            for (int64_t i = 0; i < T * H * N; i++) {
+                double d = fabs((double)y1[i] - y2[i]);
+                if (d > worst) worst = d;
+                if (fabs(y1[i]) > mx) mx = fabs(y1[i]);
+            }
+            TU_CHECK(worst <= 1e-5 * mx, "heads %s T=%lld: panels vs rows differ by %.3g of max %.3g",
+                     dsi_type_name(t), (long long)T, worst, mx);
+            /* transposed: W ne [K, N, H] used as W_h^T: x rows of H * N in, rows of H * K out */
+            dsi_op_matmul_heads_t(z1, H * K, K, x, H * N, N, T, &W, 2);
+            dsi_op_matmul_heads_t(z2, H * K, K, x, H * N, N, T, &P, 2);
+            TU_CHECK(!memcmp(z1, z2, sizeof(float) * (size_t)(T * H * K)),
+                     "transposed heads %s T=%lld: panels and rows differ", dsi_type_name(t), (long long)T);
+            free(x), free(y1), free(y2), free(z1), free(z2);
+        }
+        free(wd);
+        free(wp);
+    }
+}
+
 int main(int argc, char **argv) {
     tu_init(argc, argv);
     dsi_cpu_init(getenv("DSI_CPU_DISABLE"));
@@ -307,6 +359,7 @@ int main(int argc, char **argv) {
     test_matmul();
     test_matmul_quant();
     test_matmul_multi();
+    test_matmul_heads_x16();
     test_rope_attention();
     return tu_finish("test_ops");
 }
