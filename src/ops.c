@@ -3,6 +3,7 @@
 #include "src/ops.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -124,6 +125,68 @@ static void matmul_rows(float *y, const float *x, int64_t T, const struct dsi_te
     }
 }
 
+/* Shares of work with stealing, for regions whose items cost about the same (decode): thread
+ * i owns items [b_i, b_{i+1}), takes them from the front a few at a time through its own
+ * counter (an uncontended atomic), and when its share is done takes from the back of the
+ * others' (a thread slowed down by a neighbour no longer holds up the region). Each share:
+ * front in the low 32 bits, end in the high 32 bits. */
+struct steal_share {
+    _Alignas(64) _Atomic uint64_t r;
+};
+
+static bool steal_next(struct steal_share *sh, int n, int id, int64_t own_g, int64_t steal_g,
+                       int64_t *lo, int64_t *hi) {
+    for (int k = 0; k < n; k++) {
+        int v = (id + k) % n;
+        uint64_t cur = atomic_load_explicit(&sh[v].r, memory_order_relaxed);
+        for (;;) {
+            int64_t f = (int64_t)(cur & 0xffffffffu), e = (int64_t)(cur >> 32);
+            if (f >= e) break;
+            int64_t a, b;
+            uint64_t nw;
+            if (k == 0) { /* own share: from the front */
+                a = f, b = f + own_g < e ? f + own_g : e;
+                nw = (uint64_t)e << 32 | (uint64_t)b;
+            } else { /* another's: from the back */
+                a = e - steal_g > f ? e - steal_g : f, b = e;
+                nw = (uint64_t)a << 32 | (uint64_t)f;
+            }
+            if (atomic_compare_exchange_weak_explicit(&sh[v].r, &cur, nw, memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                *lo = a, *hi = b;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Chunk c (16 rows of one of the nm matrices) of matmul_q8 for tokens [t0, t1). */
+static void q8_chunk(int nm, float *const *y, const uint8_t *xq, size_t rb,
+                     const struct dsi_tensor *const *W, const float *const *bias,
+                     const int64_t *first, int64_t c, int64_t t0, int64_t t1) {
+    const int64_t chunk = 16;
+    int m = 0;
+    while (m < nm - 1 && c >= first[m + 1]) m++;
+    const struct dsi_tensor *Wm = W[m];
+    int64_t K = Wm->ne[0], N = Wm->ne[1];
+    float *ym = y[m];
+    dsi_dot_q8_fn dot = dsi_kernels(Wm->type)->dot_q8;
+    int64_t r0 = (c - first[m]) * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
+    if (Wm->layout != DSI_LAYOUT_ROWS) {
+        x16_chunk(Wm, r0, xq, rb, t0, t1, ym, bias[m]);
+        return;
+    }
+    for (int64_t t = t0; t < t1; t += DSI_DOT_MAX_X) {
+        int nx = (int)(t1 - t < DSI_DOT_MAX_X ? t1 - t : DSI_DOT_MAX_X);
+        for (int64_t r = r0; r < r1; r++)
+            dot(K, dsi_tensor_row(Wm, r), xq + (size_t)t * rb, rb, nx, ym + t * N + r, (size_t)N);
+    }
+    if (bias[m])
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t t = t0; t < t1; t++) ym[t * N + r] += bias[m][r];
+}
+
 /* Quantized weights: quantize the T activation rows once, then each thread takes chunks of
  * weight rows and multiplies each row with groups of DSI_DOT_MAX_X activation rows. */
 /* One or more quantized matrices with the same input: x is quantized once, and the row
@@ -190,6 +253,13 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
         free(owned);
         return;
     }
+    /* decode (one token tile): the chunks cost the same; shares with stealing */
+    int nsh = n_threads > 0 ? n_threads : 1;
+    int64_t tile0 = (int64_t)((128u << 10) / rb) / DSI_DOT_MAX_X * DSI_DOT_MAX_X;
+    struct steal_share *sh = T <= tile0 && T <= DSI_DOT_MAX_X && nsh > 1
+                                 ? aligned_alloc(64, sizeof *sh * (size_t)nsh) : NULL;
+    for (int i = 0; sh && i < nsh; i++)
+        atomic_init(&sh[i].r, (uint64_t)(n_chunks * (i + 1) / nsh) << 32 | (uint64_t)(n_chunks * i / nsh));
 #pragma omp parallel num_threads(n_threads)
     {
 #pragma omp for schedule(static)
@@ -202,35 +272,18 @@ static void matmul_q8(int nm, float *const *y, const float *x, int64_t T,
          * schedule) across tiles and re-reads only its own share of the weights. */
         int64_t tile = (int64_t)((128u << 10) / rb) / DSI_DOT_MAX_X * DSI_DOT_MAX_X;
         if (tile < DSI_DOT_MAX_X) tile = DSI_DOT_MAX_X;
-        for (int64_t t0 = 0; t0 < T; t0 += tile) {
+        if (sh) { /* one tile (decode): shares with stealing */
+            int64_t a, b;
+            while (steal_next(sh, nsh, thread_id() % nsh, 4, 2, &a, &b))
+                for (int64_t c = a; c < b; c++) q8_chunk(nm, y, xq, rb, W, bias, first, c, 0, T);
+        }
+        for (int64_t t0 = 0; t0 < T && !sh; t0 += tile) {
             int64_t t1 = t0 + tile < T ? t0 + tile : T;
 #pragma omp for schedule(static) nowait
-            for (int64_t c = 0; c < n_chunks; c++) {
-                int m = 0;
-                while (c >= first[m + 1])
-                    m++;
-                const struct dsi_tensor *Wm = W[m];
-                int64_t N = Wm->ne[1];
-                float *ym = y[m];
-                dsi_dot_q8_fn dot = dsi_kernels(Wm->type)->dot_q8;
-                int64_t r0 = (c - first[m]) * chunk, r1 = r0 + chunk < N ? r0 + chunk : N;
-                if (Wm->layout != DSI_LAYOUT_ROWS) {
-                    x16_chunk(Wm, r0, xq, rb, t0, t1, ym, bias[m]);
-                    continue;
-                }
-                for (int64_t t = t0; t < t1; t += DSI_DOT_MAX_X) {
-                    int nx = (int)(t1 - t < DSI_DOT_MAX_X ? t1 - t : DSI_DOT_MAX_X);
-                    for (int64_t r = r0; r < r1; r++)
-                        dot(K, dsi_tensor_row(Wm, r), xq + (size_t)t * rb, rb, nx, ym + t * N + r,
-                            (size_t)N);
-                }
-                if (bias[m])
-                    for (int64_t r = r0; r < r1; r++)
-                        for (int64_t t = t0; t < t1; t++)
-                            ym[t * N + r] += bias[m][r];
-            }
+            for (int64_t c = 0; c < n_chunks; c++) q8_chunk(nm, y, xq, rb, W, bias, first, c, t0, t1);
         }
     }
+    free(sh);
     free(owned);
 }
 
@@ -353,6 +406,17 @@ static inline void job_chunk(const struct dsi_mm_job *j, int64_t r0, dsi_gemm_fn
     }
 }
 
+/* The job of chunk c: first[m] <= c < first[m + 1]. */
+static int job_of(const int64_t *first, int nj, int64_t c) {
+    int lo = 0, hi = nj - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (first[mid] <= c) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
 /* The first chunk of share i of n when the chunks of job m (first[m] .. first[m + 1]) cost
  * its row length each: shares of equal total cost, in chunk order. */
 static int64_t cost_split(const struct dsi_mm_job *jobs, const int64_t *first, int nj, int i, int n) {
@@ -390,6 +454,14 @@ void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads,
      * decode a third of its speed on 2 cores). Otherwise chunks cost in proportion to their
      * job's tokens: dynamic. */
     bool uniform = tmax == tmin;
+    /* uniform: shares of equal cost (a chunk costs its row length: the shared experts' down
+     * rows are twice as long as the routed ones in V2-Lite), with stealing */
+    int nsh = n_threads > 0 ? n_threads : 1;
+    struct steal_share *sh = uniform ? aligned_alloc(64, sizeof *sh * (size_t)nsh) : NULL;
+    DSI_ASSERT(sh || !uniform);
+    for (int i = 0; uniform && i < nsh; i++)
+        atomic_init(&sh[i].r, (uint64_t)cost_split(jobs, first, nj, i + 1, nsh) << 32 |
+                                  (uint64_t)cost_split(jobs, first, nj, i, nsh));
 #pragma omp parallel num_threads(n_threads)
     {
         uint8_t *panel = NULL;
@@ -398,16 +470,13 @@ void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads,
         if (gemm) gemm_buffers(s, thread_id(), kmax, tmax, &panel, &part, &own);
         int lo = 0; /* the job of chunk c: first[lo] <= c < first[lo + 1] (chunks ascend) */
         if (uniform) {
-            /* contiguous shares of equal cost (a chunk costs its row length: the shared
-             * experts' down rows are twice as long as the routed ones in V2-Lite) */
-            int nth = 1, id = thread_id();
-#ifdef _OPENMP
-            nth = omp_get_num_threads();
-#endif
-            int64_t c0 = cost_split(jobs, first, nj, id, nth), c1 = cost_split(jobs, first, nj, id + 1, nth);
-            for (int64_t c = c0; c < c1; c++) {
-                while (c >= first[lo + 1]) lo++;
-                job_chunk(&jobs[lo], (c - first[lo]) * chunk, gemm, s, panel, part);
+            int64_t a, b;
+            while (steal_next(sh, nsh, thread_id() % nsh, 4, 2, &a, &b)) {
+                lo = job_of(first, nj, a);
+                for (int64_t c = a; c < b; c++) {
+                    while (c >= first[lo + 1]) lo++;
+                    job_chunk(&jobs[lo], (c - first[lo]) * chunk, gemm, s, panel, part);
+                }
             }
         } else {
 #pragma omp for schedule(dynamic, 2)
@@ -418,6 +487,7 @@ void dsi_op_matmul_jobs(int nj, const struct dsi_mm_job *jobs, int n_threads,
         }
         free(own);
     }
+    free(sh);
     free(first);
 }
 
