@@ -67,7 +67,8 @@ static struct dsi_vk_backend_params backend_params(const struct dsi_model *m, in
         .n_ff_exp = hp->n_ff_exp,
         .n_vocab = hp->n_vocab, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
         .head_dim = hp->head_dim, .head_dim_v = hp->head_dim_v, .rope_dims = hp->rope_dims,
-        .q_lora = hp->q_lora_rank, .kv_lora = hp->kv_lora_rank, .kv_type = kv_type, .output = out, .batch_invariant = invariant};
+        .q_lora = hp->q_lora_rank, .kv_lora = hp->kv_lora_rank, .kv_type = kv_type,
+        .output = out, .batch_invariant = invariant};
     return p;
 }
 
@@ -79,9 +80,8 @@ enum dsi_status dsi_model_offload(struct dsi_model *m, const struct dsi_model_pa
         DSI_LOG_ERR("offload: %d GPU layers", p->n_gpu_layers);
         return DSI_ERR_ARG;
     }
-    /* Latent attention of the legacy layout (kv_b for all heads)
-     * would need transposed per-head products: such a model offloads only its vision tower,
-     * if it has one. */
+    /* Latent attention of the legacy layout (kv_b for all heads) would need transposed
+     * per-head products: such a model offloads only its vision tower, if it has one. */
     bool layers_ok = !hp->mla_legacy;
     if (!layers_ok) {
         /* said as a warning only when layers were asked for explicitly */
