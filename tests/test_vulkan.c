@@ -669,6 +669,10 @@ static void test_budget(void) {
 int main(int argc, char **argv) {
     tu_init(argc, argv);
     dsi_kernels_init();
+    /* every pass in parts of 3 dispatches (vulkan/backend.c): the ring of command buffers
+     * comes round many times within one pass, and under the validation layer a buffer reused
+     * while in flight is an error */
+    setenv("DSI_VK_SPLIT", "3", 0);
     struct dsi_vk_device_info info[8];
     int n = 0;
     if (dsi_vk_list(info, 8, &n) != DSI_OK || n == 0) {

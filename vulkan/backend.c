@@ -36,9 +36,15 @@ struct vkb {
     uint32_t tab_word, rows_word, full_word; /* info layout: tokens (2 words each), rope
                                                  table, rows, full attention's (0, T-1) */
     VkCommandPool pool;
-    VkCommandBuffer cb;
-    VkFence fence;
-    bool recording, rope_ready;
+    /* A pass is recorded into a ring of command buffers: every split_at dispatches the one
+     * being recorded is submitted without waiting, so that the device starts while the host
+     * records the rest; `get`/`end` submit the last and wait for all. */
+    VkCommandBuffer cbs[DSI_VK_CBS], cb; /* cb: the one being recorded (cbs[cur]) */
+    VkFence fences[DSI_VK_CBS];
+    bool in_flight[DSI_VK_CBS];
+    int cur;
+    uint32_t n_disp, split_at;
+    bool recording, continued, rope_ready;
     enum dsi_status err;
     uint64_t up_used;
     uint32_t rows_used;
@@ -97,15 +103,36 @@ static uint64_t part_bytes(const struct dsi_vk_backend_params *p) {
  * printed to stderr when the backend is freed. */
 #include <stdio.h>
 #define PROF_MAX 4096
+#define PROF_SHAPES 512
+struct prof_shape {
+    enum dsi_vk_shader sh;
+    uint32_t gx, gy, gz;
+    double ms;
+    uint64_t count;
+};
 struct prof {
     VkQueryPool qp;
     uint32_t n;
     enum dsi_vk_shader sh[PROF_MAX];
+    uint32_t shape[PROF_MAX]; /* index into shapes */
     double ms[DSI_VK_SHADER_COUNT];
     uint64_t count[DSI_VK_SHADER_COUNT];
-    double submit_ms, passes;
+    double submit_ms, passes, record_ms;
+    struct timespec begun;
+    struct prof_shape shapes[PROF_SHAPES];
+    uint32_t n_shapes;
 };
+static uint32_t prof_shape(enum dsi_vk_shader s, uint32_t gx, uint32_t gy, uint32_t gz);
 static struct prof g_prof;
+static uint32_t prof_shape(enum dsi_vk_shader s, uint32_t gx, uint32_t gy, uint32_t gz) {
+    for (uint32_t i = 0; i < g_prof.n_shapes; i++) {
+        const struct prof_shape *q = &g_prof.shapes[i];
+        if (q->sh == s && q->gx == gx && q->gy == gy && q->gz == gz) return i;
+    }
+    if (g_prof.n_shapes == PROF_SHAPES) return PROF_SHAPES - 1;
+    g_prof.shapes[g_prof.n_shapes] = (struct prof_shape){s, gx, gy, gz, 0, 0};
+    return g_prof.n_shapes++;
+}
 #endif
 
 static int64_t act_width(const struct dsi_vk_backend_params *p, enum dsi_act a) {
@@ -174,23 +201,58 @@ uint64_t dsi_vk_backend_bytes(const struct dsi_vk_backend_params *p) {
 
 /* ---- recording ------------------------------------------------------------------------------ */
 
+/* Dispatches per submitted part of a pass (DSI_VK_SPLIT overrides; 0: one part). */
+static uint32_t split_dispatches(void) {
+    const char *e = getenv("DSI_VK_SPLIT");
+    if (e && *e) {
+        long v = strtol(e, NULL, 10);
+        return v > 0 && v < 1000000 ? (uint32_t)v : 0;
+    }
+    return 64;
+}
+
 static void fail(struct vkb *b, enum dsi_status st) {
     if (!b->err) b->err = st;
+}
+
+/* Wait for command buffer i of the ring and make it free. */
+static enum dsi_status wait_cb(struct vkb *b, int i) {
+    enum dsi_status st = DSI_VK_CHECK(b->vk->f.vkWaitForFences(b->vk->dev, 1, &b->fences[i], VK_TRUE, UINT64_MAX));
+    if (!st) st = DSI_VK_CHECK(b->vk->f.vkResetFences(b->vk->dev, 1, &b->fences[i]));
+    b->in_flight[i] = false;
+    return st;
 }
 
 static bool recording(struct vkb *b) {
     if (b->err) return false;
     if (b->recording) return true;
-    b->written = b->read = 0;
+    /* a continued pass keeps its hazards: a barrier orders against everything submitted to
+     * the queue before it, earlier command buffers included */
+    if (!b->continued) b->written = b->read = 0;
+    enum dsi_status st = DSI_OK;
+    if (b->in_flight[b->cur]) { /* the ring came round: this one must be done */
+        st = wait_cb(b, b->cur);
+        if (st) {
+            fail(b, st);
+            return false;
+        }
+    }
+    b->cb = b->cbs[b->cur];
+    b->n_disp = 0;
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
-    enum dsi_status st = DSI_VK_CHECK(b->vk->f.vkResetCommandBuffer(b->cb, 0));
+    st = DSI_VK_CHECK(b->vk->f.vkResetCommandBuffer(b->cb, 0));
     if (!st) st = DSI_VK_CHECK(b->vk->f.vkBeginCommandBuffer(b->cb, &bi));
     if (st) {
         fail(b, st);
         return false;
     }
 #ifdef DSI_VK_PROFILE
+    if (b->continued) {
+        b->recording = true;
+        b->bound = VK_NULL_HANDLE;
+        return true;
+    }
     if (!g_prof.qp) {
         VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
                                     .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = PROF_MAX};
@@ -230,16 +292,53 @@ static void hazard(struct vkb *b, uint32_t rd, uint32_t wr) {
 }
 
 /* Submit what was recorded and wait. */
-static enum dsi_status flush(struct vkb *b) {
-    if (b->err || !b->recording) return b->err;
+/* End the command buffer being recorded and submit it; the pass goes on in the next one. */
+static enum dsi_status submit_cb(struct vkb *b) {
     b->recording = false;
-    barrier(b, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
     enum dsi_status st = DSI_VK_CHECK(b->vk->f.vkEndCommandBuffer(b->cb));
+    if (!st) st = dsi_vk_submit(b->vk, b->cb, b->fences[b->cur]);
+    if (!st) b->in_flight[b->cur] = true;
+    b->cur = (b->cur + 1) % DSI_VK_CBS;
+    b->continued = true;
+    if (st) fail(b, st);
+    return st;
+}
+
+/* Called after each dispatch: submit the part recorded so far when it is long enough. */
+static void maybe_submit(struct vkb *b) {
+    if (b->split_at && ++b->n_disp >= b->split_at) submit_cb(b);
+}
+
+static enum dsi_status wait_all(struct vkb *b) {
+    enum dsi_status st = DSI_OK;
+    for (int i = 0; i < DSI_VK_CBS; i++)
+        if (b->in_flight[i]) {
+            enum dsi_status s = wait_cb(b, i);
+            if (!st) st = s;
+        }
+    return st;
+}
+
+static enum dsi_status flush(struct vkb *b) {
+    if (!b->err && !b->recording && b->continued) recording(b); /* for the host barrier */
+    if (b->err || !b->recording) {
+        /* a failed pass: drop what was recorded, let what was submitted finish */
+        if (b->recording) b->vk->f.vkEndCommandBuffer(b->cb);
+        b->recording = false;
+        enum dsi_status w = wait_all(b);
+        b->continued = false;
+        return b->err ? b->err : w;
+    }
+    barrier(b, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
 #ifdef DSI_VK_PROFILE
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    g_prof.record_ms += (t0.tv_sec - g_prof.begun.tv_sec) * 1e3 + (t0.tv_nsec - g_prof.begun.tv_nsec) * 1e-6;
 #endif
-    if (!st) st = dsi_vk_submit_wait(b->vk, b->cb, b->fence);
+    enum dsi_status st = submit_cb(b);
+    enum dsi_status w = wait_all(b);
+    if (!st) st = w;
+    b->continued = false;
 #ifdef DSI_VK_PROFILE
     clock_gettime(CLOCK_MONOTONIC, &t1);
     g_prof.submit_ms += (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6;
@@ -249,8 +348,11 @@ static enum dsi_status flush(struct vkb *b) {
         b->vk->f.vkGetQueryPoolResults(b->vk->dev, g_prof.qp, 0, g_prof.n, sizeof ts, ts, 8,
                                        VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
         for (uint32_t i = 0; i + 1 < g_prof.n; i += 2) {
-            g_prof.ms[g_prof.sh[i / 2]] += (double)(ts[i + 1] - ts[i]) * b->vk->timestamp_ns * 1e-6;
+            double ms = (double)(ts[i + 1] - ts[i]) * b->vk->timestamp_ns * 1e-6;
+            g_prof.ms[g_prof.sh[i / 2]] += ms;
             g_prof.count[g_prof.sh[i / 2]]++;
+            g_prof.shapes[g_prof.shape[i / 2]].ms += ms;
+            g_prof.shapes[g_prof.shape[i / 2]].count++;
         }
     }
 #endif
@@ -369,6 +471,7 @@ static void dispatch(struct vkb *b, enum dsi_vk_shader s, struct bind *binds, in
     if (g_prof.qp && g_prof.n + 2 <= PROF_MAX) {
         vk->f.vkCmdWriteTimestamp(b->cb, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, g_prof.qp, g_prof.n);
         g_prof.sh[g_prof.n / 2] = s;
+        g_prof.shape[g_prof.n / 2] = prof_shape(s, gx, gy, gz);
     }
 #endif
     vk->f.vkCmdDispatch(b->cb, gx, gy, gz);
@@ -378,6 +481,7 @@ static void dispatch(struct vkb *b, enum dsi_vk_shader s, struct bind *binds, in
         g_prof.n += 2;
     }
 #endif
+    maybe_submit(b);
 }
 
 /* Split n workgroups into x * y, x <= 65535. */
@@ -391,7 +495,10 @@ static void split(uint64_t n, uint32_t *x, uint32_t *y) {
 static void vkb_begin(struct dsi_backend *be, const struct dsi_seg *segs, int n_segs,
                       const int32_t *pos, int64_t T, bool prompt) {
     struct vkb *b = (struct vkb *)be;
-    if (b->recording) flush(b); /* a pass that did not end */
+    if (b->recording || b->continued) flush(b); /* a pass that did not end */
+#ifdef DSI_VK_PROFILE
+    clock_gettime(CLOCK_MONOTONIC, &g_prof.begun);
+#endif
     b->err = DSI_OK;
     b->T = T;
     b->prompt = prompt;
@@ -479,6 +586,11 @@ static enum dsi_vk_shader mm_shader(const struct vkb *b, enum dsi_vk_wtype t, bo
     return (enum dsi_vk_shader)((sg ? DSI_VK_MATVEC_SG : DSI_VK_MATVEC) + t);
 }
 
+/* Rows of W per workgroup: the tiled shader 64; matvec 4 (4 subgroups, or 4 x 32 lanes). */
+static uint32_t wg_rows(enum dsi_vk_shader s) {
+    return s >= DSI_VK_MATMUL && s < DSI_VK_MATMUL + DSI_VK_WTYPE_COUNT ? 64 : 4;
+}
+
 /* A matrix product as in struct dsi_vk_pc_matmul: y (+)= x W^T (+ bias) over rows
  * [row0, row0 + rows) of W (rows 0: all); with grp_rows, groups of W's rows (heads) read their
  * own slice of x and write their own slice of y. x, y: buffers and their hazard bits. */
@@ -511,7 +623,7 @@ static void mm_dispatch(struct vkb *b, int64_t T, const struct dsi_tensor *W, co
                                   dw->scale_word, flags, a->grp_rows, a->x_gs, a->y_gs, a->row0,
                                   {0}};
     enum dsi_vk_shader s = mm_shader(b, dw->type, tiled);
-    uint32_t rows = tiled ? 64 : 4; /* matvec: 4 rows a workgroup (4 subgroups, or 4 x 32 lanes) */
+    uint32_t rows = wg_rows(s);
     uint32_t gx = (N + rows - 1) / rows;
     if (tiled && a->grp_rows) gx = (N / a->grp_rows) * ((a->grp_rows + 63) / 64); /* tiles per group */
     uint32_t rd = a->x_bit | (a->acc ? a->y_bit : 0);
@@ -702,8 +814,8 @@ static void mm_gathered(struct vkb *b, const struct dsi_tensor *W, struct bind x
     struct dsi_vk_pc_matmul pc = {K, N, 1, 0, x_ld, 0, y_ld, dw->scale_word, DSI_VK_MM_GATHERED,
                                   N, per, 0, 0, {0}};
     bool tiled = K % 32 != 0 || x_ld % 4 != 0;
-    dispatch(b, mm_shader(b, dw->type, tiled), bs, 4, &pc, sizeof pc, tiled ? (N + 63) / 64 : (N + 3) / 4,
-             1, n, 0, 0);
+    enum dsi_vk_shader s = mm_shader(b, dw->type, tiled);
+    dispatch(b, s, bs, 4, &pc, sizeof pc, (N + wg_rows(s) - 1) / wg_rows(s), 1, n, 0, 0);
 }
 
 /* Experts routed on the device (decode): no sorting and no gathering; each selection's gate,
@@ -901,8 +1013,17 @@ void dsi_vk_backend_free(struct dsi_backend *be) {
     struct vkb *b = (struct vkb *)be;
     struct dsi_vk *vk = b->vk;
 #ifdef DSI_VK_PROFILE
-    fprintf(stderr, "vk profile: %.0f submits, %.3f ms each (submit to fence)\n", g_prof.passes,
-            g_prof.passes ? g_prof.submit_ms / g_prof.passes : 0);
+    fprintf(stderr, "vk profile: %.0f passes, %.3f ms each from the last submit to the fence, "
+            "%.3f ms from begin to the last submit\n", g_prof.passes,
+            g_prof.passes ? g_prof.submit_ms / g_prof.passes : 0,
+            g_prof.passes ? g_prof.record_ms / g_prof.passes : 0);
+    for (uint32_t i = 0; i < g_prof.n_shapes; i++) {
+        const struct prof_shape *q = &g_prof.shapes[i];
+        if (q->count && q->ms * 1e3 / (double)q->count > 1.0)
+            fprintf(stderr, "vk profile: shader %2d %6u x %4u x %4u: %8llu, %9.3f ms, %7.2f us each\n",
+                    q->sh, q->gx, q->gy, q->gz, (unsigned long long)q->count, q->ms,
+                    q->ms * 1e3 / (double)q->count);
+    }
     for (int i = 0; i < DSI_VK_SHADER_COUNT; i++)
         if (g_prof.count[i])
             fprintf(stderr, "vk profile: shader %2d: %8llu dispatches, %9.3f ms, %7.2f us each\n", i,
@@ -911,10 +1032,13 @@ void dsi_vk_backend_free(struct dsi_backend *be) {
     memset(&g_prof, 0, sizeof g_prof);
 #endif
     if (b->recording) vk->f.vkEndCommandBuffer(b->cb);
+    for (int i = 0; i < DSI_VK_CBS; i++)
+        if (b->in_flight[i]) vk->f.vkWaitForFences(vk->dev, 1, &b->fences[i], VK_TRUE, UINT64_MAX);
     for (int i = 0; i < b->n_pools; i++) vk->f.vkDestroyDescriptorPool(vk->dev, b->pools[i], NULL);
     free(b->pools);
     free(b->sets);
-    if (b->fence) vk->f.vkDestroyFence(vk->dev, b->fence, NULL);
+    for (int i = 0; i < DSI_VK_CBS; i++)
+        if (b->fences[i]) vk->f.vkDestroyFence(vk->dev, b->fences[i], NULL);
     if (b->pool) vk->f.vkDestroyCommandPool(vk->dev, b->pool, NULL);
     for (int a = 0; a < DSI_ACT_COUNT; a++) dsi_vk_buf_free(vk, &b->act[a]);
     for (int l = 0; b->kc && l < b->p.n_layers; l++) {
@@ -1001,10 +1125,13 @@ enum dsi_status dsi_vk_backend_new(struct dsi_vk *vk, const struct dsi_vk_backen
     VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
                                       .commandPool = b->pool,
                                       .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                      .commandBufferCount = 1};
-    if (!st) st = DSI_VK_CHECK(vk->f.vkAllocateCommandBuffers(vk->dev, &ai, &b->cb));
+                                      .commandBufferCount = DSI_VK_CBS};
+    if (!st) st = DSI_VK_CHECK(vk->f.vkAllocateCommandBuffers(vk->dev, &ai, b->cbs));
     VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    if (!st) st = DSI_VK_CHECK(vk->f.vkCreateFence(vk->dev, &fi, NULL, &b->fence));
+    for (int i = 0; i < DSI_VK_CBS && !st; i++)
+        st = DSI_VK_CHECK(vk->f.vkCreateFence(vk->dev, &fi, NULL, &b->fences[i]));
+    b->cb = b->cbs[0];
+    b->split_at = split_dispatches();
     if (st) {
         dsi_vk_backend_free(&b->base);
         return st;

@@ -104,7 +104,13 @@ static enum dsi_status instance_open(struct dsi_vk *vk, bool validation, enum ds
                              .pEngineName = "dsinfer",
                              .apiVersion = VK_API_VERSION_1_2};
     const char *layers[1] = {"VK_LAYER_KHRONOS_validation"};
-    const char *exts[1] = {VK_EXT_DEBUG_UTILS_EXTENSION_NAME};
+    const char *exts[2] = {VK_EXT_DEBUG_UTILS_EXTENSION_NAME, VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME};
+    /* with the layer's synchronization checks too: a missing barrier is an error even on a
+     * driver that runs every dispatch in order (lavapipe) */
+    VkValidationFeatureEnableEXT sync = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
+    VkValidationFeaturesEXT vf = {.sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT,
+                                  .enabledValidationFeatureCount = 1,
+                                  .pEnabledValidationFeatures = &sync};
     VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
                                .pApplicationInfo = &app};
     if (validation) {
@@ -115,10 +121,16 @@ static enum dsi_status instance_open(struct dsi_vk *vk, bool validation, enum ds
         }
         ci.enabledLayerCount = 1;
         ci.ppEnabledLayerNames = layers;
-        ci.enabledExtensionCount = 1;
+        ci.enabledExtensionCount = 2;
         ci.ppEnabledExtensionNames = exts;
+        ci.pNext = &vf;
+        if (f->vkCreateInstance(&ci, NULL, &vk->inst) != VK_SUCCESS) { /* an older layer */
+            vk->inst = VK_NULL_HANDLE;
+            ci.enabledExtensionCount = 1;
+            ci.pNext = NULL;
+        }
     }
-    if ((st = DSI_VK_CHECK(f->vkCreateInstance(&ci, NULL, &vk->inst)))) return st;
+    if (!vk->inst && (st = DSI_VK_CHECK(f->vkCreateInstance(&ci, NULL, &vk->inst)))) return st;
 #define DSI_VK_LOAD(fn) f->fn = (PFN_##fn)f->vkGetInstanceProcAddr(vk->inst, #fn);
     DSI_VK_INSTANCE_FNS(DSI_VK_LOAD)
 #undef DSI_VK_LOAD
@@ -275,6 +287,9 @@ enum dsi_status dsi_vk_open(const struct dsi_vk_params *pp, struct dsi_vk **out)
     struct dsi_vk *vk = calloc(1, sizeof *vk);
     if (!vk) return DSI_ERR_NOMEM;
     pthread_mutex_init(&vk->lock, NULL);
+    vk->mv_unroll = 4;
+    const char *un = getenv("DSI_VK_UNR");
+    if (un && *un >= '1' && *un <= '4' && !un[1]) vk->mv_unroll = (uint32_t)(*un - '0');
     enum dsi_status st = instance_open(vk, p.validation, DSI_LOG_ERROR);
     if (st) goto fail;
     VkPhysicalDevice pd[64];
@@ -458,12 +473,17 @@ void dsi_vk_buf_free(struct dsi_vk *vk, struct dsi_vk_buf *b) {
     memset(b, 0, sizeof *b);
 }
 
-enum dsi_status dsi_vk_submit_wait(struct dsi_vk *vk, VkCommandBuffer cb, VkFence fence) {
+enum dsi_status dsi_vk_submit(struct dsi_vk *vk, VkCommandBuffer cb, VkFence fence) {
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1,
                        .pCommandBuffers = &cb};
     pthread_mutex_lock(&vk->lock);
     enum dsi_status st = DSI_VK_CHECK(vk->f.vkQueueSubmit(vk->queue, 1, &si, fence));
     pthread_mutex_unlock(&vk->lock);
+    return st;
+}
+
+enum dsi_status dsi_vk_submit_wait(struct dsi_vk *vk, VkCommandBuffer cb, VkFence fence) {
+    enum dsi_status st = dsi_vk_submit(vk, cb, fence);
     if (!st) st = DSI_VK_CHECK(vk->f.vkWaitForFences(vk->dev, 1, &fence, VK_TRUE, UINT64_MAX));
     if (!st) st = DSI_VK_CHECK(vk->f.vkResetFences(vk->dev, 1, &fence));
     return st;

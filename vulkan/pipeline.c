@@ -201,10 +201,11 @@ VkPipeline dsi_vk_pipeline(struct dsi_vk *vk, enum dsi_vk_shader s) {
         VkShaderModule mod = VK_NULL_HANDLE;
         if (!DSI_VK_CHECK(vk->f.vkCreateShaderModule(vk->dev, &mi, NULL, &mod))) {
             /* the subgroup shaders' local size: four subgroups */
-            uint32_t local = 4 * vk->info.subgroup_size;
-            VkSpecializationMapEntry me = {0, 0, sizeof local};
-            VkSpecializationInfo si = {1, &me, sizeof local, &local};
             bool sg = s >= DSI_VK_MATVEC_SG && s < DSI_VK_MATVEC_SG + DSI_VK_WTYPE_COUNT;
+            /* and their unrolling */
+            uint32_t sc[2] = {4 * vk->info.subgroup_size, vk->mv_unroll};
+            VkSpecializationMapEntry me[2] = {{0, 0, 4}, {1, 4, 4}};
+            VkSpecializationInfo si = {2, me, sizeof sc, sc};
             VkComputePipelineCreateInfo ci = {
                 .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
                 .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,

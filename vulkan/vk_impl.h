@@ -122,6 +122,8 @@ enum dsi_vk_shader {
 
 /* Storage-buffer bindings every pipeline's one descriptor set has. */
 #define DSI_VK_BINDINGS 5
+/* command buffers a backend's pass is spread over (vulkan/backend.c) */
+#define DSI_VK_CBS 4
 
 struct dsi_vk {
     struct dsi_vk_fns f;
@@ -136,6 +138,7 @@ struct dsi_vk {
     struct dsi_vk_device_info info;
     VkDeviceSize align; /* minStorageBufferOffsetAlignment */
     float timestamp_ns; /* timestampPeriod */
+    uint32_t mv_unroll; /* matvec.comp's UNR: 4, or DSI_VK_UNR (1..4) */
     pthread_mutex_t lock; /* queue submission, pipelines, the budget counter */
     uint64_t budget, used;
     int validation_errors;
@@ -175,6 +178,8 @@ enum dsi_status dsi_vk_copy_now(struct dsi_vk *vk, const struct dsi_vk_buf *src,
                                 VkDeviceSize n);
 /* Submit cb on the device's queue and wait for it (serialized across threads). */
 enum dsi_status dsi_vk_submit_wait(struct dsi_vk *vk, VkCommandBuffer cb, VkFence fence);
+/* Submit without waiting; fence is signalled when cb is done. */
+enum dsi_status dsi_vk_submit(struct dsi_vk *vk, VkCommandBuffer cb, VkFence fence);
 
 /* The pipeline of shader s, created on first use (NULL on failure, logged). */
 VkPipeline dsi_vk_pipeline(struct dsi_vk *vk, enum dsi_vk_shader s);

@@ -30,6 +30,10 @@ for f in $M "$T/q8.gguf" "$T/q4.gguf"; do
   half=$($BIN run -m $f -p "ROMEO:" -n 24 --temp 0 --print-ids -t 2 -ngl 2 2>"$T/err")
   grep -q "2 of 4 layers on" "$T/err"; check $? 0 "-ngl 2 offloads 2 layers ($f)"
   check "$half" "$cpu" "greedy ids, -ngl 2 vs the CPU ($(basename $f))"
+  # a pass spread over many command buffers (3 dispatches each: the ring of 4 comes round)
+  # and the decode products one step at a time
+  split=$(DSI_VK_SPLIT=3 DSI_VK_UNR=1 $BIN run -m $f -p "ROMEO:" -n 24 --temp 0 --print-ids -t 2 -ngl 99 2>/dev/null)
+  check "$split" "$cpu" "greedy ids, -ngl 99 in parts of 3 dispatches, no unrolling ($(basename $f))"
 done
 
 # a prompt longer than the tiled-matmul threshold, in batches of 16 (prefill on the device)
@@ -92,6 +96,12 @@ if [ -f /usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json ]; th
   $BIN run -m $M -p "ROMEO:" -n 8 --temp 0 -ngl 99 --vk-validation >/dev/null 2>"$T/err"
   check $? 0 "a run under the validation layer"
   grep -q "validation" "$T/err"; check $? 1 "validation messages: $(grep -m1 validation "$T/err")"
+  # and with the pass spread over command buffers of 3 dispatches (the ring of 4 comes round
+  # many times: reusing one still in flight is an error; this layer version checks hazards
+  # within a command buffer, not across submissions)
+  DSI_VK_SPLIT=3 $BIN run -m $M -p "ROMEO:" -n 8 --temp 0 -ngl 99 --vk-validation >/dev/null 2>"$T/err"
+  check $? 0 "a run in parts under the validation layer"
+  grep -q "validation" "$T/err"; check $? 1 "validation messages in parts: $(grep -m1 validation "$T/err")"
 else
   echo "note: VK_LAYER_KHRONOS_validation not installed, validation run skipped"
 fi
