@@ -7,6 +7,7 @@
  * Packing follows each type's decomposition (dsi_decode32: element = a * q + m, q integer),
  * u = q + off with a constant offset per type that makes u non-negative; the kernels take
  * off * sum(x) from each block's integer sum (exact), and c = m is the type's own offset.
+ * The types with off > 0 are symmetric (m = 0, so c = 0): the kernels leave their c term out.
  * Q4_0, Q8_0 and Q4_K have word-at-a-time packers; the other types with one scale and one
  * offset per 32 elements go through the decoder. Types whose scales change every 16 elements
  * (Q2_K, Q3_K, Q6_K) are not packed: their prompts keep the row kernels. */
