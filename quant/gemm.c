@@ -8,9 +8,11 @@
  * u = q + off with a constant offset per type that makes u non-negative; the kernels take
  * off * sum(x) from each block's integer sum (exact), and c = m is the type's own offset.
  * The types with off > 0 are symmetric (m = 0, so c = 0): the kernels leave their c term out.
- * Q4_0, Q8_0 and Q4_K have word-at-a-time packers; the other types with one scale and one
- * offset per 32 elements go through the decoder. Types whose scales change every 16 elements
- * (Q2_K, Q3_K, Q6_K) are not packed: their prompts keep the row kernels. */
+ * Q4_0, Q8_0, Q4_K and Q6_K have word-at-a-time packers; the other types with one scale and
+ * one offset per 32 elements go through the decoder. Q6_K's scale changes every 16 elements:
+ * its offset carries DSI_GEMM_HALVES and the c slot holds the second half's scale. Q2_K and
+ * Q3_K (a scale and a minimum per 16) are not packed: their prompts keep the row kernels. */
+#include <stdbool.h>
 #include <string.h>
 
 #include "core/cpu.h"
@@ -30,6 +32,7 @@ static int pack_offset(enum dsi_type t) {
     case DSI_TYPE_Q8_0:
     case DSI_TYPE_IQ4_NL:
     case DSI_TYPE_IQ4_XS: return 128;
+    case DSI_TYPE_Q6_K: return 32 | DSI_GEMM_HALVES;
     default: return -1;
     }
 }
@@ -92,7 +95,8 @@ static void pack_row_q4_K(const void *w, int64_t nb, int r, uint8_t *panel) {
 
 static void pack_row_generic(enum dsi_type t, const void *w, int64_t nb, int r, uint8_t *panel) {
     dsi_decode32_fn dec = dsi_decode32(t);
-    int off = pack_offset(t);
+    int off = pack_offset(t) & 0xff;
+    bool halves = pack_offset(t) & DSI_GEMM_HALVES;
     for (int64_t j = 0; j < nb; j++) {
         uint8_t *blk = panel + (size_t)j * DSI_GEMM_BLOCK_BYTES;
         int q[32];
@@ -100,7 +104,7 @@ static void pack_row_generic(enum dsi_type t, const void *w, int64_t nb, int r, 
         dec(w, j, q, a, m);
         for (int i = 0; i < 32; i++) blk[64 * (i / 4) + 4 * r + i % 4] = (uint8_t)(q[i] + off);
         blk_a(blk)[r] = a[0];
-        blk_c(blk)[r] = m[0];
+        blk_c(blk)[r] = halves ? a[1] : m[0];
     }
 }
 
@@ -137,19 +141,24 @@ int dsi_gemm_pack(enum dsi_type t, const void *w, size_t ws, int nr, int64_t K, 
 void dsi_gemm_ref(int64_t K, const void *panel, int off, const void *x, size_t rb, int64_t T,
                   float *y, size_t ldy) {
     const uint8_t *p = panel;
+    const bool halves = off & DSI_GEMM_HALVES;
+    off &= 0xff;
     for (int64_t t = 0; t < T; t++) {
         struct dsi_xq_view v = dsi_xq_view((const uint8_t *)x + (size_t)t * rb, K);
         for (int r = 0; r < DSI_GEMM_ROWS; r++) {
             double acc = 0;
             for (int64_t j = 0; j < K / 32; j++) {
                 const uint8_t *blk = p + (size_t)j * DSI_GEMM_BLOCK_BYTES;
-                int64_t isum = 0;
+                int64_t isum[2] = {0, 0};
                 for (int i = 0; i < 32; i++)
-                    isum += ((int64_t)blk[64 * (i / 4) + 4 * r + i % 4] - off) * v.q[32 * j + i];
+                    isum[i / 16] += ((int64_t)blk[64 * (i / 4) + 4 * r + i % 4] - off) * v.q[32 * j + i];
                 float a, c;
                 memcpy(&a, blk + 512 + 4 * r, 4);
                 memcpy(&c, blk + 576 + 4 * r, 4);
-                acc += (double)a * v.d[j] * (double)isum + (double)c * v.ds32[j];
+                if (halves)
+                    acc += (double)a * v.d[j] * (double)isum[0] + (double)c * v.d[j] * (double)isum[1];
+                else
+                    acc += (double)a * v.d[j] * (double)(isum[0] + isum[1]) + (double)c * v.ds32[j];
             }
             y[(size_t)t * ldy + (size_t)r] = (float)acc;
         }

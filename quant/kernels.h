@@ -159,9 +159,12 @@ void dsi_acc_rows_f16_avx512(int64_t, int64_t, int, const float *, size_t, const
  * A panel holds DSI_GEMM_ROWS weight rows unpacked per 32-element block: 512 bytes of
  * unsigned values u (64-byte group g: elements 4g..4g+3 of rows 0..15, four bytes per row),
  * then 16 floats a and 16 floats c, the weight being a * (u - off) + c (off per type); DSI_GEMM_BLOCK_BYTES per
- * block, 64-byte aligned. */
+ * block, 64-byte aligned. Types whose scale changes every 16 elements (Q6_K) are packed with
+ * DSI_GEMM_HALVES set in the returned offset: their c slot holds the scale of the block's
+ * second 16 elements (a: the first 16's), the weight being a_h * (u - off) (no c term). */
 #define DSI_GEMM_ROWS 16
 #define DSI_GEMM_BLOCK_BYTES 640
+#define DSI_GEMM_HALVES 0x10000
 bool dsi_gemm_can_pack(enum dsi_type t);
 size_t dsi_gemm_panel_bytes(int64_t K);
 /* Pack rows 0..nr-1 (nr <= 16; the others become zero) of a matrix of type t whose rows are

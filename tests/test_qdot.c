@@ -347,7 +347,7 @@ static void test_gemm(const struct dsi_qdot_set *sets) {
         }
     }
     uint8_t dummy[64];
-    TU_CHECK(dsi_gemm_pack(DSI_TYPE_Q6_K, dummy, 0, 1, 256, dummy) < 0, "gemm: q6_K must not pack");
+    TU_CHECK(dsi_gemm_pack(DSI_TYPE_Q3_K, dummy, 0, 1, 256, dummy) < 0, "gemm: q3_K must not pack");
 }
 
 /* Repacked Q4_0 and Q8_0 (quant/repack.c): 32 rows (two panels) of 1, 3, 48 (1536) and 280

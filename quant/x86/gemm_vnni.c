@@ -6,8 +6,11 @@
  * taken off the integer sums, then one convert, one multiply (a * d_x) and one FMA for all 16
  * rows, and for the types without an offset (c != 0: Q4_K, ...) one more FMA, c * d_x * sum(x). */
 #include <immintrin.h>
+#include <stdbool.h>
 #include <string.h>
 
+#include "core/dtype.h"
+#include "quant/formats.h"
 #include "quant/kernels.h"
 
 #define NT 4
@@ -21,7 +24,7 @@ static inline int32_t rd32(const int8_t *p) {
 
 static inline __attribute__((always_inline)) void tile(int64_t K, const uint8_t *panel, int off,
                                                        const uint8_t *x, size_t rb, const int nt,
-                                                       float *y, size_t ldy) {
+                                                       float *y, size_t ldy, const bool halves) {
     struct dsi_xq_view X[NT];
     __m512 acc[NT];
     UNROLL for (int t = 0; t < nt; t++) {
@@ -31,12 +34,27 @@ static inline __attribute__((always_inline)) void tile(int64_t K, const uint8_t 
     const int64_t nb = K / 32;
     for (int64_t j = 0; j < nb; j++) {
         const uint8_t *blk = panel + (size_t)j * DSI_GEMM_BLOCK_BYTES;
-        __m512i is[NT];
-        UNROLL for (int t = 0; t < nt; t++) is[t] = _mm512_setzero_si512();
+        __m512i is[NT], ih[NT]; /* halves: is the first 16 elements, ih the second */
+        UNROLL for (int t = 0; t < nt; t++) is[t] = ih[t] = _mm512_setzero_si512();
         UNROLL for (int g = 0; g < 8; g++) {
             __m512i wv = _mm512_load_si512((const void *)(blk + 64 * g));
-            UNROLL for (int t = 0; t < nt; t++)
-                is[t] = _mm512_dpbusd_epi32(is[t], wv, _mm512_set1_epi32(rd32(X[t].q + 32 * j + 4 * g)));
+            UNROLL for (int t = 0; t < nt; t++) {
+                __m512i xv = _mm512_set1_epi32(rd32(X[t].q + 32 * j + 4 * g));
+                if (halves && g >= 4) ih[t] = _mm512_dpbusd_epi32(ih[t], wv, xv);
+                else is[t] = _mm512_dpbusd_epi32(is[t], wv, xv);
+            }
+        }
+        __m512 a = _mm512_load_ps((const void *)(blk + 512));
+        if (halves) { /* two scales: a for elements 0..15, the c slot for 16..31 */
+            __m512 a1 = _mm512_load_ps((const void *)(blk + 576));
+            UNROLL for (int t = 0; t < nt; t++) {
+                is[t] = _mm512_sub_epi32(is[t], _mm512_set1_epi32(off * X[t].s16[2 * j]));
+                ih[t] = _mm512_sub_epi32(ih[t], _mm512_set1_epi32(off * X[t].s16[2 * j + 1]));
+                __m512 dx = _mm512_set1_ps(X[t].d[j]);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[t]), _mm512_mul_ps(a, dx), acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ih[t]), _mm512_mul_ps(a1, dx), acc[t]);
+            }
+            continue;
         }
         /* the offset: off * sum(x) off each integer sum, exactly */
         if (off)
@@ -44,7 +62,6 @@ static inline __attribute__((always_inline)) void tile(int64_t K, const uint8_t 
                 int sx = X[t].s16[2 * j] + X[t].s16[2 * j + 1];
                 is[t] = _mm512_sub_epi32(is[t], _mm512_set1_epi32(off * sx));
             }
-        __m512 a = _mm512_load_ps((const void *)(blk + 512));
         UNROLL for (int t = 0; t < nt; t++)
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[t]), _mm512_mul_ps(a, _mm512_set1_ps(X[t].d[j])), acc[t]);
         if (!off) { /* the types with an offset have c = 0 (quant/gemm.c) */
@@ -55,17 +72,23 @@ static inline __attribute__((always_inline)) void tile(int64_t K, const uint8_t 
     UNROLL for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
 }
 
-void dsi_gemm_avx512vnni(int64_t K, const void *panel, int off, const void *x, size_t rb,
-                         int64_t T, float *y, size_t ldy) {
-    const uint8_t *xb = x;
+static inline __attribute__((always_inline)) void tiles(int64_t K, const uint8_t *panel, int off,
+                                                        const uint8_t *xb, size_t rb, int64_t T,
+                                                        float *y, size_t ldy, const bool halves) {
     int64_t t = 0;
-    for (; t + NT <= T; t += NT) tile(K, panel, off, xb + (size_t)t * rb, rb, NT, y + (size_t)t * ldy, ldy);
+    for (; t + NT <= T; t += NT) tile(K, panel, off, xb + (size_t)t * rb, rb, NT, y + (size_t)t * ldy, ldy, halves);
     switch (T - t) {
     case 0: break;
-    case 1: tile(K, panel, off, xb + (size_t)t * rb, rb, 1, y + (size_t)t * ldy, ldy); break;
-    case 2: tile(K, panel, off, xb + (size_t)t * rb, rb, 2, y + (size_t)t * ldy, ldy); break;
-    default: tile(K, panel, off, xb + (size_t)t * rb, rb, 3, y + (size_t)t * ldy, ldy); break;
+    case 1: tile(K, panel, off, xb + (size_t)t * rb, rb, 1, y + (size_t)t * ldy, ldy, halves); break;
+    case 2: tile(K, panel, off, xb + (size_t)t * rb, rb, 2, y + (size_t)t * ldy, ldy, halves); break;
+    default: tile(K, panel, off, xb + (size_t)t * rb, rb, 3, y + (size_t)t * ldy, ldy, halves); break;
     }
+}
+
+void dsi_gemm_avx512vnni(int64_t K, const void *panel, int off, const void *x, size_t rb,
+                         int64_t T, float *y, size_t ldy) {
+    if (off & DSI_GEMM_HALVES) tiles(K, panel, off & 0xff, x, rb, T, y, ldy, true);
+    else tiles(K, panel, off, x, rb, T, y, ldy, false);
 }
 
 /* ---- packing with gathers: one dword of every row of the panel per instruction ---------- */
@@ -115,6 +138,32 @@ int dsi_gemm_pack_avx512vnni(enum dsi_type t, const void *w, size_t ws, int nr, 
         }
         return 128;
     }
+    case DSI_TYPE_Q6_K:
+        for (int64_t sbi = 0; sbi < nb / 8; sbi++) {
+            size_t base = (size_t)sbi * 210;
+            /* scales: d * sc[16] of every row */
+            _Alignas(64) float sc[16][16];
+            for (int r = 0; r < DSI_GEMM_ROWS; r++) {
+                const struct block_q6_K *b = (const void *)(wb + (size_t)r * ws + base);
+                float d = dsi_f16_to_f32(b->d);
+                for (int i = 0; i < 16; i++) sc[i][r] = d * (float)b->scales[i];
+            }
+            for (int s = 0; s < 8; s++) { /* the super-block's 32-element blocks */
+                uint8_t *blk = p + (size_t)(8 * sbi + s) * DSI_GEMM_BLOCK_BYTES;
+                int half = s / 4, k = s % 4;
+                size_t ql = base + 64 * (size_t)half + 32 * (size_t)(k % 2), qh = base + 128 + 32 * (size_t)half;
+                for (int g = 0; g < 8; g++) {
+                    __m512i l = gather_rows(wb, ridx, ql + 4 * (size_t)g);
+                    __m512i h = gather_rows(wb, ridx, qh + 4 * (size_t)g);
+                    l = _mm512_and_si512(k < 2 ? l : _mm512_srli_epi32(l, 4), lo);
+                    h = _mm512_and_si512(_mm512_srli_epi32(h, 2 * k), _mm512_set1_epi8(3));
+                    _mm512_store_si512((void *)(blk + 64 * g), _mm512_or_si512(l, _mm512_slli_epi32(h, 4)));
+                }
+                _mm512_store_ps((void *)(blk + 512), _mm512_load_ps(sc[8 * half + 2 * k]));
+                _mm512_store_ps((void *)(blk + 576), _mm512_load_ps(sc[8 * half + 2 * k + 1]));
+            }
+        }
+        return 32 | DSI_GEMM_HALVES;
     case DSI_TYPE_Q4_K:
         for (int64_t sbi = 0; sbi < nb / 8; sbi++) {
             size_t base = (size_t)sbi * 144;
