@@ -148,19 +148,27 @@ int dsi_gemm_pack_avx512vnni(enum dsi_type t, const void *w, size_t ws, int nr, 
                 float d = dsi_f16_to_f32(b->d);
                 for (int i = 0; i < 16; i++) sc[i][r] = d * (float)b->scales[i];
             }
-            for (int s = 0; s < 8; s++) { /* the super-block's 32-element blocks */
-                uint8_t *blk = p + (size_t)(8 * sbi + s) * DSI_GEMM_BLOCK_BYTES;
-                int half = s / 4, k = s % 4;
-                size_t ql = base + 64 * (size_t)half + 32 * (size_t)(k % 2), qh = base + 128 + 32 * (size_t)half;
+            /* a 128-element half: blocks k = 0..3 share the high bits (qh >> 2k) and pairs
+             * of them the low ones (k and k + 2: low and high nibbles), 24 gathers in all */
+            for (int half = 0; half < 2; half++) {
+                uint8_t *b0 = p + (size_t)(8 * sbi + 4 * half) * DSI_GEMM_BLOCK_BYTES;
+                size_t ql = base + 64 * (size_t)half, qh = base + 128 + 32 * (size_t)half;
                 for (int g = 0; g < 8; g++) {
-                    __m512i l = gather_rows(wb, ridx, ql + 4 * (size_t)g);
                     __m512i h = gather_rows(wb, ridx, qh + 4 * (size_t)g);
-                    l = _mm512_and_si512(k < 2 ? l : _mm512_srli_epi32(l, 4), lo);
-                    h = _mm512_and_si512(_mm512_srli_epi32(h, 2 * k), _mm512_set1_epi8(3));
-                    _mm512_store_si512((void *)(blk + 64 * g), _mm512_or_si512(l, _mm512_slli_epi32(h, 4)));
+                    __m512i l[2] = {gather_rows(wb, ridx, ql + 4 * (size_t)g),
+                                    gather_rows(wb, ridx, ql + 32 + 4 * (size_t)g)};
+                    for (int k = 0; k < 4; k++) {
+                        __m512i lk = _mm512_and_si512(k < 2 ? l[k % 2] : _mm512_srli_epi32(l[k % 2], 4), lo);
+                        __m512i hk = _mm512_and_si512(_mm512_srli_epi32(h, 2 * k), _mm512_set1_epi8(3));
+                        _mm512_store_si512((void *)(b0 + (size_t)k * DSI_GEMM_BLOCK_BYTES + 64 * g),
+                                           _mm512_or_si512(lk, _mm512_slli_epi32(hk, 4)));
+                    }
                 }
-                _mm512_store_ps((void *)(blk + 512), _mm512_load_ps(sc[8 * half + 2 * k]));
-                _mm512_store_ps((void *)(blk + 576), _mm512_load_ps(sc[8 * half + 2 * k + 1]));
+                for (int k = 0; k < 4; k++) {
+                    uint8_t *blk = b0 + (size_t)k * DSI_GEMM_BLOCK_BYTES;
+                    _mm512_store_ps((void *)(blk + 512), _mm512_load_ps(sc[8 * half + 2 * k]));
+                    _mm512_store_ps((void *)(blk + 576), _mm512_load_ps(sc[8 * half + 2 * k + 1]));
+                }
             }
         }
         return 32 | DSI_GEMM_HALVES;
