@@ -1,11 +1,16 @@
 /* Scalar references for the float weight types F32, F16, BF16: exact element conversion and
  * plain f32 accumulation in index order. They are the test oracle for the SIMD variants and
  * the fallback on CPUs without them. */
+#include <math.h>
 #include <string.h>
 
 #include "quant/kernels.h"
 
 void dsi_to_f32_f32_ref(const void *w, float *y, int64_t n) { memcpy(y, w, (size_t)n * 4); }
+
+void dsi_silu_mul_ref(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
 
 void dsi_to_f32_f16_ref(const void *w, float *y, int64_t n) {
     const uint8_t *p = w;

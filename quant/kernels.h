@@ -144,6 +144,16 @@ dsi_decode32_fn dsi_decode32(enum dsi_type t);
 typedef void (*dsi_acc_rows_fn)(int64_t n, int64_t m, int G, const float *s, size_t ss,
                                 const void *v, size_t vs, float *out, size_t os);
 dsi_acc_rows_fn dsi_kernels_acc_rows(enum dsi_type t); /* NULL for other types */
+
+/* SwiGLU's product: g[i] = g[i] / (1 + e^-g[i]) * u[i]. The vector versions use their own
+ * exponential (within 2 ulp of expf; tests/test_ops.c bounds the result). */
+typedef void (*dsi_silu_mul_fn)(float *g, const float *u, int64_t n);
+dsi_silu_mul_fn dsi_kernels_silu_mul(void);
+void dsi_silu_mul_ref(float *g, const float *u, int64_t n);
+#if defined(__x86_64__)
+void dsi_silu_mul_avx2(float *g, const float *u, int64_t n);
+void dsi_silu_mul_avx512(float *g, const float *u, int64_t n);
+#endif
 void dsi_acc_rows_f32_ref(int64_t n, int64_t m, int G, const float *s, size_t ss, const void *v,
                           size_t vs, float *out, size_t os);
 void dsi_acc_rows_f16_ref(int64_t n, int64_t m, int G, const float *s, size_t ss, const void *v,

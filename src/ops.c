@@ -798,10 +798,15 @@ void dsi_op_attention_ref(float *out, const float *q, const struct dsi_kv_view *
 /* ---- elementwise ----------------------------------------------------------------------- */
 
 void dsi_op_swiglu(float *g, const float *u, int64_t n, int n_threads) {
-    /* an exp per element: worth a parallel region from a few thousand elements */
+    dsi_silu_mul_fn f = dsi_kernels_silu_mul();
+    /* an exp per element: worth a parallel region from a few thousand elements; shares of
+     * whole 64-element pieces */
+    int64_t pieces = (n + 63) / 64;
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (n > 4096)
-    for (int64_t i = 0; i < n; i++)
-        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (int64_t c = 0; c < pieces; c++) {
+        int64_t i = c * 64;
+        f(g + i, u + i, n - i < 64 ? n - i : 64);
+    }
 }
 
 void dsi_op_add(float *y, const float *x, int64_t n, int n_threads) {

@@ -14,6 +14,12 @@
     _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
 #define VSTORE(p, v) _mm512_storeu_ps(p, v)
 #define VSUM(v) _mm512_reduce_add_ps(v)
+#define VMUL(a, b) _mm512_mul_ps(a, b)
+#define VDIV(a, b) _mm512_div_ps(a, b)
+#define VMIN(a, b) _mm512_min_ps(a, b)
+#define VMAX(a, b) _mm512_max_ps(a, b)
+#define VROUND(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VPOW2N(p, n) _mm512_scalef_ps(p, n)
 #define SUFFIX avx512
 
 #include "quant/x86/float_impl.h"

@@ -9,6 +9,7 @@
  *   VLOAD_BF16(p) VL bfloat16s from p (unaligned), widened to f32 (a 16-bit shift: exact)
  *   VSTORE(p, v)  VL floats to p
  *   VSUM(v)       horizontal sum
+ *   VMUL, VDIV, VMIN, VMAX, VROUND (to nearest), VPOW2N(p, n) = p * 2^n (n integral, |n| <= 127)
  *   SUFFIX        the function name suffix (avx2 / avx512)
  * Elements past the last whole vector go through the scalar reference. */
 #include <string.h>
@@ -108,3 +109,33 @@ DEFINE_TO_F32(bf16, 2, VLOAD_BF16)
 
 DEFINE_ACC(f32, 4, VLOAD_F32P)
 DEFINE_ACC(f16, 2, VLOAD_F16)
+
+/* e^x for x in [-87, 88] (callers clamp): n = round(x / ln 2), r = x - n ln 2 in two steps
+ * (Cody and Waite), e^r from a degree-6 polynomial on [-ln 2 / 2, ln 2 / 2] (the Cephes
+ * coefficients), times 2^n: within 2 ulp of expf. */
+static inline VEC CAT(vexp, SUFFIX)(VEC x) {
+    VEC n = VROUND(VMUL(x, VSET1(1.44269504088896341f)));
+    VEC r = VFMA(n, VSET1(-0.693359375f), x);
+    r = VFMA(n, VSET1(2.12194440e-4f), r);
+    VEC p = VSET1(1.9875691500e-4f);
+    p = VFMA(p, r, VSET1(1.3981999507e-3f));
+    p = VFMA(p, r, VSET1(8.3334519073e-3f));
+    p = VFMA(p, r, VSET1(4.1665795894e-2f));
+    p = VFMA(p, r, VSET1(1.6666665459e-1f));
+    p = VFMA(p, r, VSET1(5.0000001201e-1f));
+    p = VFMA(p, VMUL(r, r), VADD(r, VSET1(1.0f)));
+    return VPOW2N(p, n);
+}
+
+/* g[i] = silu(g[i]) * u[i] = g / (1 + e^-g) * u; e^-g with -g clamped to [-87, 88] (beyond,
+ * the quotient is g or 0 to within float precision anyway). */
+void CAT(dsi_silu_mul, SUFFIX)(float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + VL <= n; i += VL) {
+        VEC x = VLOAD_F32(g + i);
+        VEC m = VMIN(VMAX(VMUL(x, VSET1(-1.0f)), VSET1(-87.0f)), VSET1(88.0f));
+        VEC e = CAT(vexp, SUFFIX)(m);
+        VSTORE(g + i, VMUL(VDIV(x, VADD(VSET1(1.0f), e)), VLOAD_F32(u + i)));
+    }
+    if (i < n) dsi_silu_mul_ref(g + i, u + i, n - i);
+}
