@@ -10,6 +10,12 @@ export DSINFER_NGL=${DSINFER_NGL:-0}
 # Vulkan tests: with the Khronos validation layer when it is installed
 [ -f /usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json ] &&
   export DSI_VK_VALIDATION=${DSI_VK_VALIDATION:-1}
+# and its synchronization checks, except in sanitizer builds (LeakSanitizer reports the
+# memory those checks keep at exit)
+case "$build" in
+  *asan*|*san*) ;;
+  *) export DSI_VK_SYNC_VALIDATION=${DSI_VK_SYNC_VALIDATION:-1};;
+esac
 pass=0; fail=0; failed=""; skip=0
 if [ "${DSI_ARM_ONLY:-0}" != 1 ]; then
   for t in "$build"/tests/test_*; do

@@ -105,8 +105,8 @@ static enum dsi_status instance_open(struct dsi_vk *vk, bool validation, enum ds
                              .apiVersion = VK_API_VERSION_1_2};
     const char *layers[1] = {"VK_LAYER_KHRONOS_validation"};
     const char *exts[2] = {VK_EXT_DEBUG_UTILS_EXTENSION_NAME, VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME};
-    /* with the layer's synchronization checks too: a missing barrier is an error even on a
-     * driver that runs every dispatch in order (lavapipe) */
+    /* with DSI_VK_SYNC_VALIDATION=1, the layer's synchronization checks too: a missing barrier
+     * is an error even on a driver that runs every dispatch in order (lavapipe) */
     VkValidationFeatureEnableEXT sync = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
     VkValidationFeaturesEXT vf = {.sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT,
                                   .enabledValidationFeatureCount = 1,
@@ -121,13 +121,18 @@ static enum dsi_status instance_open(struct dsi_vk *vk, bool validation, enum ds
         }
         ci.enabledLayerCount = 1;
         ci.ppEnabledLayerNames = layers;
-        ci.enabledExtensionCount = 2;
+        ci.enabledExtensionCount = 1;
         ci.ppEnabledExtensionNames = exts;
-        ci.pNext = &vf;
-        if (f->vkCreateInstance(&ci, NULL, &vk->inst) != VK_SUCCESS) { /* an older layer */
-            vk->inst = VK_NULL_HANDLE;
-            ci.enabledExtensionCount = 1;
-            ci.pNext = NULL;
+        const char *sv = getenv("DSI_VK_SYNC_VALIDATION");
+        if (sv && *sv == '1') { /* opt-in: the layer's synchronization checks keep memory
+                                   that LeakSanitizer reports at exit */
+            ci.enabledExtensionCount = 2;
+            ci.pNext = &vf;
+            if (f->vkCreateInstance(&ci, NULL, &vk->inst) != VK_SUCCESS) { /* an older layer */
+                vk->inst = VK_NULL_HANDLE;
+                ci.enabledExtensionCount = 1;
+                ci.pNext = NULL;
+            }
         }
     }
     if (!vk->inst && (st = DSI_VK_CHECK(f->vkCreateInstance(&ci, NULL, &vk->inst)))) return st;
