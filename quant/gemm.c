@@ -95,8 +95,8 @@ static void pack_row_q4_K(const void *w, int64_t nb, int r, uint8_t *panel) {
 
 static void pack_row_generic(enum dsi_type t, const void *w, int64_t nb, int r, uint8_t *panel) {
     dsi_decode32_fn dec = dsi_decode32(t);
-    int off = pack_offset(t) & 0xff;
-    bool halves = pack_offset(t) & DSI_GEMM_HALVES;
+    const int po = pack_offset(t), off = po & 0xff;
+    const bool halves = po & DSI_GEMM_HALVES;
     for (int64_t j = 0; j < nb; j++) {
         uint8_t *blk = panel + (size_t)j * DSI_GEMM_BLOCK_BYTES;
         int q[32];

@@ -799,13 +799,17 @@ void dsi_op_attention_ref(float *out, const float *q, const struct dsi_kv_view *
 
 void dsi_op_swiglu(float *g, const float *u, int64_t n, int n_threads) {
     dsi_silu_mul_fn f = dsi_kernels_silu_mul();
-    /* an exp per element: worth a parallel region from a few thousand elements; shares of
-     * whole 64-element pieces */
-    int64_t pieces = (n + 63) / 64;
-#pragma omp parallel for num_threads(n_threads) schedule(static) if (n > 4096)
-    for (int64_t c = 0; c < pieces; c++) {
-        int64_t i = c * 64;
-        f(g + i, u + i, n - i < 64 ? n - i : 64);
+    /* an exp per element: worth a parallel region from a few thousand elements; one
+     * contiguous share per thread, whole 64-element pieces */
+#pragma omp parallel num_threads(n_threads) if (n > 4096)
+    {
+        int nt = 1, tid = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads(), tid = omp_get_thread_num();
+#endif
+        int64_t share = ((n + nt - 1) / nt + 63) / 64 * 64, i0 = share * tid;
+        int64_t i1 = i0 + share < n ? i0 + share : n;
+        if (i0 < i1) f(g + i0, u + i0, i1 - i0);
     }
 }
 

@@ -145,6 +145,20 @@ static bool write_legacy(const char *in, const char *out) {
 static int g_ngl;
 static bool g_cpu_moe; /* with g_ngl: the routed experts stay on the CPU */
 
+/* A context with cp decodes ids in one call; its logits against the reference (tight: the
+ * f32-cache bound, else the same argmax). */
+static void decode_check(struct dsi_model *m, const struct dsi_context_params *cp,
+                         const int32_t *ids, int64_t T, const float *logits, int64_t V,
+                         const char *name, const char *source, const char *how, bool tight) {
+    struct dsi_context *c;
+    if (dsi_context_init(m, cp, &c) != DSI_OK) return;
+    TU_CHECK(dsi_context_decode(c, ids, T, 0, true) == DSI_OK, "%s: decode (%s)", name, how);
+    char what[96];
+    snprintf(what, sizeof what, "%s (%s, %s%s)", name, source, how, g_ngl ? ", vulkan" : "");
+    check_logits(what, c, logits, T, V, tight);
+    dsi_context_free(c);
+}
+
 static void run_model(const char *name, const char *source) {
     char dir[256], refp[300];
     fixture_paths(name, dir, refp);
@@ -222,26 +236,12 @@ static void run_model(const char *name, const char *source) {
     /* f32 KV cache in batches of 5 (decode-sized passes: a GPU routes MoE layers on the
      * device there): the same tight bound */
     cp.n_batch = 5;
-    if (dsi_context_init(m, &cp, &c) == DSI_OK) {
-        TU_CHECK(dsi_context_decode(c, ids, T, 0, true) == DSI_OK, "%s: decode in 5s", name);
-        char what[96];
-        snprintf(what, sizeof what, "%s (%s, f32 KV, batches of 5%s)", name, source,
-                 g_ngl ? ", vulkan" : "");
-        check_logits(what, c, logits, T, V, true);
-        dsi_context_free(c);
-    }
+    decode_check(m, &cp, ids, T, logits, V, name, source, "f32 KV, batches of 5", true);
 
     /* default f16 KV cache, in small batches: same argmax everywhere */
     cp.kv_type = DSI_TYPE_F16;
     cp.n_batch = 7;
-    if (dsi_context_init(m, &cp, &c) == DSI_OK) {
-        TU_CHECK(dsi_context_decode(c, ids, T, 0, true) == DSI_OK, "%s: decode f16", name);
-        char what[96];
-        snprintf(what, sizeof what, "%s (%s, f16 KV, batches of 7%s)", name, source,
-                 g_ngl ? ", vulkan" : "");
-        check_logits(what, c, logits, T, V, false);
-        dsi_context_free(c);
-    }
+    decode_check(m, &cp, ids, T, logits, V, name, source, "f16 KV, batches of 7", false);
 
     /* greedy generation with the cache: prompt in one batch, then one token at a time */
     int64_t np = 0, ng = 0;

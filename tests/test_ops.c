@@ -323,7 +323,22 @@ static void check_silu(dsi_silu_mul_fn f, const char *name) {
     free(g), free(u), free(g0);
 }
 
+/* ... and dsi_op_swiglu's threaded shares reach every element (sizes around the shares'
+ * 64-element rounding) */
 static void test_silu(void) {
+    for (int64_t n = 4097; n <= 4097 + 130; n += 65) {
+        float *g = malloc(sizeof(float) * (size_t)n), *u = malloc(sizeof(float) * (size_t)n);
+        float *g0 = malloc(sizeof(float) * (size_t)n);
+        for (int64_t i = 0; i < n; i++) g[i] = g0[i] = 4 * frand(), u[i] = frand();
+        dsi_op_swiglu(g, u, n, 2);
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            double want = (double)g0[i] / (1.0 + exp(-(double)g0[i])) * u[i];
+            if (!(fabs(g[i] - want) <= 4 * FLT_EPSILON * fabs(want) + 1e-30) && bad++ < 3)
+                TU_CHECK(0, "swiglu n=%lld element %lld: %.9g vs %.9g", (long long)n, (long long)i, g[i], want);
+        }
+        free(g), free(u), free(g0);
+    }
     check_silu(dsi_silu_mul_ref, "ref");
     check_silu(dsi_kernels_silu_mul(), "dispatched");
 #if defined(__x86_64__)

@@ -398,6 +398,19 @@ static void test_attention(struct dsi_vk *vk, enum dsi_type kv_type, bool invari
     dsi_vk_backend_free(b);
 }
 
+/* Per-head products on the host: y row (t, h) (ys wide) = head h's matrix of the stack w
+ * (its first `rows` rows) times x row (t, h) (xs wide). */
+static void heads_ref(float *y, int64_t ys, const float *x, int64_t xs, int64_t T, int H,
+                      const struct dsi_tensor *w, int64_t rows) {
+    for (int64_t t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            struct dsi_tensor wh = *w;
+            wh.data = (char *)w->data + (size_t)h * w->nb[2];
+            wh.ne[1] = rows, wh.ne[2] = 1;
+            dsi_op_matmul_ref(y + (t * H + h) * ys, x + (t * H + h) * xs, 1, &wh, NULL);
+        }
+}
+
 /* Latent attention (deepseek2's absorbed form) op by op against the CPU reference: the
  * strided norm of the latent, rope of a slice of each head, per-head products (decode and
  * tiled shaders, groups of rows that are and are not whole tiles), the head-slice copy and
@@ -457,23 +470,13 @@ static void test_mla(struct dsi_vk *vk, enum dsi_type kv_type, enum dsi_type wty
         for (int64_t t = 0; t < T; t++) dsi_op_rmsnorm_ref(kva + t * RK, kva + t * RK, nw, 1, R, 1e-6f);
         dsi_op_rope_ref(q + N, T, H, DQ, pos, &r);
         dsi_op_rope_ref(kva + R, T, 1, RK, pos, &r);
+        heads_ref(qf, RK, q, DQ, T, H, &wkb, R);
         for (int64_t t = 0; t < T; t++)
-            for (int h = 0; h < H; h++) {
-                struct dsi_tensor wh = wkb;
-                wh.data = (char *)wkb.data + (size_t)h * wkb.nb[2];
-                wh.ne[1] = R, wh.ne[2] = 1;
-                dsi_op_matmul_ref(qf + (t * H + h) * RK, q + (t * H + h) * DQ, 1, &wh, NULL);
+            for (int h = 0; h < H; h++)
                 memcpy(qf + (t * H + h) * RK + R, q + (t * H + h) * DQ + N, sizeof(float) * P);
-            }
         dsi_op_kv_store(&kv, kva, NULL, past, T, 1);
         dsi_op_attention_ref(lat, qf, &kv, past, T, &ap);
-        for (int64_t t = 0; t < T; t++)
-            for (int h = 0; h < H; h++) {
-                struct dsi_tensor wh = wvb;
-                wh.data = (char *)wvb.data + (size_t)h * wvb.nb[2];
-                wh.ne[1] = DV, wh.ne[2] = 1;
-                dsi_op_matmul_ref(o + (t * H + h) * DV, lat + (t * H + h) * R, 1, &wh, NULL);
-            }
+        heads_ref(o, DV, lat, R, T, H, &wvb, DV);
         /* the device */
         b->ops->rmsnorm(b, DSI_ACT_KVA, DSI_ACT_KVA, nw, T, R, RK, 1e-6f);
         b->ops->rope(b, DSI_ACT_Q, T, H, DQ, N, &r);
