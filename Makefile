@@ -7,7 +7,7 @@
 #   make fuzz       libFuzzer targets (clang) in build-fuzz/
 #   make test-arm   the AArch64 kernel tests, cross-built in build-arm/, under qemu-aarch64
 #                   (make test runs them too when aarch64-linux-gnu-gcc and qemu-aarch64 exist)
-# Knobs: DEBUG=1 SANITIZE=1 NATIVE=1 WERROR=1 VKPROF=1 (GPU time per shader on stderr), and
+# Knobs: DEBUG=1 SANITIZE=1 TSAN=1 (ThreadSanitizer) NATIVE=1 WERROR=1 VKPROF=1 (GPU time per shader on stderr), and
 # CC, CFLAGS, BUILD.
 
 CC      ?= cc
@@ -36,6 +36,10 @@ endif
 ifdef SANITIZE
 override CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=address,undefined
+endif
+ifdef TSAN
+override CFLAGS += -fsanitize=thread -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=thread
 endif
 ifdef NATIVE
 override CFLAGS += -march=native

@@ -149,8 +149,8 @@ void dsi_server_stop(struct dsi_server *s) {
     s->cancel_all = true;
     pthread_cond_signal(&s->cv_work);
     while (s->n_active || s->n_queued) pthread_cond_wait(&s->cv_idle, &s->mu);
-    pthread_mutex_unlock(&s->mu);
-    /* let the connections send what their requests produced (up to 5 s), then close */
+    /* let the connections send what their requests produced (up to 5 s), then close (the
+     * mutex stays held: the wait below releases it while it sleeps) */
     double flush_end = dsi_time_now() + 5.0;
     while (s->n_conns && dsi_time_now() < flush_end) {
         cond_wait_ms(&s->cv_idle, &s->mu, 50);

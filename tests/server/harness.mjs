@@ -17,6 +17,25 @@ export function check(cond, what, detail) {
 
 export const failureCount = () => failures;
 
+// What the test is doing now, and the servers it has running: a watchdog that fires names the
+// stage, shows the servers' last log lines and kills them (no server outlives a hung test).
+let current = 'start';
+const live = new Set();
+export function stage(name) {
+  current = name;
+  if (verbose) console.log(`stage: ${name}`);
+}
+export function watchdog(ms) {
+  return setTimeout(() => {
+    console.log(`FAIL: timeout after ${ms / 1000} s in stage "${current}"`);
+    for (const s of live) {
+      console.log(`server pid ${s.proc.pid} log tail:\n${s.log().slice(-1500)}`);
+      s.proc.kill('SIGKILL');
+    }
+    process.exit(100);
+  }, ms);
+}
+
 // Start `BIN serve --port 0 ARGS`; resolves with {proc, port, log(), exited, stop(sig)} once
 // it listens.
 export function startServer(bin, args, timeoutMs = 120000) {
@@ -32,10 +51,13 @@ export function startServer(bin, args, timeoutMs = 120000) {
         done = true;
         clearTimeout(timer);
         const exited = new Promise((res) => proc.on('exit', (code, sig) => res({ code, sig })));
-        resolve({
+        const srv = {
           proc, port: Number(m[1]), log: () => log, exited,
           stop: async (sig = 'SIGTERM') => { proc.kill(sig); return exited; },
-        });
+        };
+        live.add(srv);
+        exited.then(() => live.delete(srv));
+        resolve(srv);
       }
     });
     proc.on('exit', (code) => { if (!done) { done = true; clearTimeout(timer); reject(new Error(`server exited ${code}: ${log}`)); } });

@@ -6,7 +6,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { check, failureCount, json, request as req, startServer as start } from './harness.mjs';
+import { check, failureCount, json, request as req, stage, startServer as start, watchdog as startWatchdog } from './harness.mjs';
 
 const [BIN, MODEL] = process.argv.slice(2);
 const KEY = 'test-key-123';
@@ -43,6 +43,7 @@ async function main() {
   const client = new OpenAI({ apiKey: KEY, baseURL: `http://127.0.0.1:${port}/v1`, maxRetries: 0 });
   try {
     // --- the official client: models, chat, completions, stream and non-stream
+    stage('the official client');
     const models = await client.models.list();
     check(models.data.length === 1 && typeof models.data[0].id === 'string', 'models.list', models.data);
     const messages = [{ role: 'system', content: 'You are a player.' }, { role: 'user', content: 'Speak of love.' }];
@@ -95,6 +96,7 @@ async function main() {
     check(l2 && l2.tokens.length === 4 && l2.token_logprobs.length === 4 && l2.top_logprobs.length === 4, 'completions logprobs', l2);
 
     // --- 16 concurrent identical requests at temperature 0: all equal to the single request
+    stage('16 concurrent identical requests at temperature 0');
     const b0 = await metric(port, 'dsinfer_decode_batches_total');
     const t0 = await metric(port, 'dsinfer_decode_batch_tokens_total');
     const many = await Promise.all(Array.from({ length: 16 }, () =>
@@ -111,12 +113,14 @@ async function main() {
     check((t1 - t0) / (b1 - b0) > 1.5, 'concurrent requests are decoded in shared batches', { tokens: t1 - t0, batches: b1 - b0 });
 
     // --- prefix reuse: the same conversation again, and continued
+    stage('prefix reuse');
     const again = await client.chat.completions.create({ model: 'x', messages, max_tokens: 8, temperature: 0 });
     check(again.usage.prompt_tokens_details.cached_tokens === again.usage.prompt_tokens - 1, 'same prompt: all but the last token cached', again.usage);
     const cont = await client.chat.completions.create({ model: 'x', messages: [...messages, { role: 'assistant', content: text }, { role: 'user', content: 'And of hate?' }], max_tokens: 8, temperature: 0 });
     check(cont.usage.prompt_tokens_details.cached_tokens >= again.usage.prompt_tokens - 2, 'continued chat reuses the cached prefix', cont.usage);
 
     // --- errors
+    stage('errors');
     errorShape(await request(port, 'POST', '/v1/chat/completions', { body: '{"messages": [' }), 400, 'invalid JSON');
     errorShape(await request(port, 'POST', '/v1/chat/completions', { body: JSON.stringify({ messages, max_tokens: 'ten' }) }), 400, 'max_tokens of the wrong type');
     errorShape(await request(port, 'POST', '/v1/chat/completions', { body: JSON.stringify({ messages, max_tokens: -5 }) }), 400, 'negative max_tokens');
@@ -146,6 +150,7 @@ async function main() {
     check((await request(port, 'GET', '/health', { key: null })).status === 200, '/health needs no key');
 
     // --- a client disconnecting mid-stream frees its slot at once
+    stage('a client disconnecting mid-stream frees its slot at once');
     const g0 = await metric(port, 'dsinfer_generated_tokens_total');
     await new Promise((resolve) => {
       const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/completions',
@@ -163,6 +168,7 @@ async function main() {
       'the disconnect is counted as status 499');
 
     // --- metrics
+    stage('metrics');
     const met = (await request(port, 'GET', '/metrics')).body;
     for (const name of ['dsinfer_requests_total{endpoint="/v1/chat/completions",status="200"}', 'dsinfer_prompt_tokens_total',
       'dsinfer_generated_tokens_total', 'dsinfer_time_to_first_token_seconds_bucket{le="+Inf"}', 'dsinfer_time_per_output_token_seconds_count',
@@ -171,6 +177,7 @@ async function main() {
       check(met.includes(name + ' '), `metrics: ${name}`);
 
     // --- still healthy, still the same answer
+    stage('still healthy, still the same answer');
     check((await request(port, 'GET', '/health')).status === 200, 'healthy after everything');
     const last = await client.completions.create({ model: 'x', prompt: 'ROMEO:', max_tokens: 32, temperature: 0 });
     check(last.choices[0].text === ctext, 'same answer after everything', last.choices[0].text);
@@ -180,6 +187,7 @@ async function main() {
   }
 
   // --- a full queue answers 503 with Retry-After
+  stage('a full queue answers 503 with Retry-After');
   {
     const s2 = await startServer(['-m', MODEL, '--parallel', '1', '--queue', '1', '-c', '512', '-t', '2']);
     const body = JSON.stringify({ prompt: 'ROMEO:', max_tokens: 400, ignore_eos: true });
@@ -188,6 +196,7 @@ async function main() {
     check(busy.length >= 1 && rs.filter((r) => r.status === 200).length >= 2, 'full queue: some 503, others served', rs.map((r) => r.status));
     check(busy.every((r) => r.headers['retry-after'] !== undefined && json(r.body)?.error), '503 has Retry-After and an error body');
     // graceful shutdown: a stream in flight finishes, then the process exits 0
+    stage('graceful shutdown');
     const streamDone = new Promise((resolve) => {
       const req = http.request({ host: '127.0.0.1', port: s2.port, method: 'POST', path: '/v1/completions', headers: { 'Content-Type': 'application/json' } }, (res) => {
         let all = '';
@@ -208,6 +217,7 @@ async function main() {
   }
 
   // --- R1-style reasoning: with the deepseek-r1 template the generation starts inside <think>
+  stage('R1-style reasoning');
   {
     const s3 = await startServer(['-m', MODEL, '--chat-template', 'deepseek-r1', '-c', '512', '-t', '2']);
     const c3 = new OpenAI({ apiKey: 'none', baseURL: `http://127.0.0.1:${s3.port}/v1`, maxRetries: 0 });
@@ -224,6 +234,7 @@ async function main() {
   }
 
   // --- hot reload: SIGHUP and /admin/reload; a broken file keeps the old model serving
+  stage('hot reload');
   {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'dsinfer-serve-'));
     const mp = path.join(dir, 'model.gguf');
@@ -234,6 +245,7 @@ async function main() {
     const inflight = request(s4.port, 'POST', '/v1/completions', { body: JSON.stringify({ prompt: 'ROMEO:', max_tokens: 300, ignore_eos: true, temperature: 0 }) });
     copyFileSync(MODEL, mp + '.new');
     renameSync(mp + '.new', mp);
+    stage('hot reload: SIGHUP');
     s4.proc.kill('SIGHUP');
     check(await waitFor(async () => (await metric(s4.port, 'dsinfer_model_reloads_total')) === 1, 30000), 'SIGHUP reloads the model');
     const fin = await inflight;
@@ -254,7 +266,7 @@ async function main() {
   }
 }
 
-const watchdog = setTimeout(() => { console.log('FAIL: timeout'); process.exit(100); }, 600000);
+const watchdog = startWatchdog(600000);
 main().then(() => {
   clearTimeout(watchdog);
   const failures = failureCount();

@@ -5,7 +5,7 @@
 // (run by tests/cli/cli_serve.sh, which writes the two files with `dsinfer run --no-echo`).
 import { readFileSync } from 'node:fs';
 import OpenAI from 'openai';
-import { check, failureCount, json, request as req, startServer as start } from './harness.mjs';
+import { check, failureCount, json, request as req, stage, startServer as start, watchdog as startWatchdog } from './harness.mjs';
 
 const [BIN, MODEL, IMAGE, EXP_IMAGE, EXP_TEXT] = process.argv.slice(2);
 const startServer = (args) => start(BIN, args, 60000);
@@ -26,6 +26,7 @@ async function main() {
   const msgs = (url) => [{ role: 'user', content: [imagePart(url), { type: 'text', text: '\nDescribe this image.' }] }];
 
   // --- data: URLs only (the default)
+  stage('data: URLs only');
   const srv = await startServer(['-m', MODEL, '-c', '2048', '--parallel', '2', '-t', '2', '--max-body', '4000000']);
   try {
     const client = new OpenAI({ apiKey: 'none', baseURL: `http://127.0.0.1:${srv.port}/v1`, maxRetries: 0 });
@@ -75,6 +76,7 @@ async function main() {
   }
 
   // --- with --allow-local-images: absolute paths and file:// URLs
+  stage('with --allow-local-images');
   const s2 = await startServer(['-m', MODEL, '-c', '2048', '--parallel', '1', '-t', '2', '--allow-local-images']);
   try {
     const p = await request(s2.port, { messages: msgs(IMAGE), max_tokens: 16, temperature: 0 });
@@ -89,7 +91,7 @@ async function main() {
   }
 }
 
-const watchdog = setTimeout(() => { console.log('FAIL: timeout'); process.exit(100); }, 300000);
+const watchdog = startWatchdog(300000);
 main().then(() => {
   clearTimeout(watchdog);
   const failures = failureCount();
