@@ -198,18 +198,21 @@ int dsi_gemm_pack_avx512vnni(enum dsi_type t, const void *w, size_t ws, int nr, 
 #endif
 
 /* ---- repacked weights (quant/repack.c) ----------------------------------------------------
- * Q4_0 and Q8_0 matrices with rows in multiples of 16 may be repacked at load time into
- * 16-row panels, dsi_x16_block_bytes() per 32-element block (the size of 16 blocks of the
- * type): the 16 fp16 scales, then 64-byte chunks whose 4-byte lane r holds four values of
- * row r (Q4_0: four chunks of nibbles, Q8_0: eight chunks of bytes). One kernel per type then
- * serves every token count: each block's values are loaded once and multiplied, four bytes of
- * an activation broadcast to 16 rows per vpdpbusd, with up to four tokens at a time. Results
- * do not depend on the token count. */
+ * Q4_0, Q8_0 and Q4_K matrices with rows in multiples of 16 may be repacked at load time into
+ * 16-row panels, dsi_x16_block_bytes() per block of dsi_x16_block_elems() elements (the size
+ * of 16 blocks of the type): the scales of the 16 rows, then 64-byte chunks whose 4-byte lane
+ * r holds four values of row r (Q4_0, Q4_K: nibbles, Q8_0: bytes; quant/repack.c has the
+ * byte layouts). One kernel per type then serves every token count: each block's values are
+ * loaded once and multiplied, four bytes of an activation broadcast to 16 rows per vpdpbusd,
+ * with up to four tokens at a time. Results do not depend on the token count. */
 #define DSI_X16_ROWS 16
+/* The layout a type is repacked into (0: none). */
+int dsi_x16_layout(enum dsi_type t);
 size_t dsi_x16_block_bytes(int layout);
+int64_t dsi_x16_block_elems(int layout);
 bool dsi_repack_possible(const struct dsi_tensor *t);
-/* Repack t (Q4_0 or Q8_0 rows) into dst (t's size; dst == t->data repacks in place); t then
- * points at dst with layout DSI_LAYOUT_Q4_0_X16 / _Q8_0_X16. False if t cannot be repacked
+/* Repack t (Q4_0, Q8_0 or Q4_K rows) into dst (t's size; dst == t->data repacks in place); t
+ * then points at dst with layout dsi_x16_layout(t->type). False if t cannot be repacked
  * (or no memory). */
 bool dsi_repack(struct dsi_tensor *t, void *dst);
 /* y[t * ldy + r] = (panel row r) . (activation row t), r < 16, t < T; x: T quantized
@@ -220,7 +223,7 @@ void dsi_mm_x16_ref(int layout, int64_t K, const void *panel, const void *x, siz
                     float *y, size_t ldy);
 /* The kernel of this CPU for a layout, NULL where there is none (then nothing is repacked). */
 dsi_mm_x16_fn dsi_kernels_mm_x16(int layout);
-/* Row r (< 16) of a 16-row panel of K columns back in ggml's row layout (K / 32 blocks). */
+/* Row r (< 16) of a 16-row panel of K columns back in ggml's row layout. */
 void dsi_x16_unpack_row(int layout, const void *panel, int64_t K, int r, void *row);
 /* The GEMM panel (below) of a repacked panel; returns the type's offset. Only where the GEMM
  * exists. */
@@ -230,6 +233,8 @@ int dsi_gemm_pack_x16_avx512vnni(int layout, const void *x16, int64_t K, void *p
 void dsi_mm_q4_0_x16_avx512vnni(int64_t K, const void *panel, const void *x, size_t rb, int64_t T,
                                 float *y, size_t ldy);
 void dsi_mm_q8_0_x16_avx512vnni(int64_t K, const void *panel, const void *x, size_t rb, int64_t T,
+                                float *y, size_t ldy);
+void dsi_mm_q4_K_x16_avx512vnni(int64_t K, const void *panel, const void *x, size_t rb, int64_t T,
                                 float *y, size_t ldy);
 #endif
 

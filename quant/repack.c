@@ -1,9 +1,15 @@
-/* Load-time repacking of Q4_0 and Q8_0 matrices into 16-row panels (see kernels.h,
- * "repacked weights"). Per 32-element block of 16 rows: the 16 fp16 scales, then 64-byte
- * chunks whose 4-byte lane r holds four values of row r:
- *  - Q4_0 (288 bytes): four chunks, chunk c = bytes 4c..4c+3 of the row's nibbles (low
- *    nibbles: elements 4c..4c+3, high nibbles: elements 16+4c..16+4c+3);
- *  - Q8_0 (544 bytes): eight chunks, chunk g = elements 4g..4g+3.
+/* Load-time repacking of Q4_0, Q8_0 and Q4_K matrices into 16-row panels (see kernels.h,
+ * "repacked weights"). Per block of 16 rows, 64-byte chunks whose 4-byte lane r holds four
+ * bytes of row r:
+ *  - Q4_0 (32 elements, 288 bytes): the 16 fp16 scales, then four chunks, chunk c = bytes
+ *    4c..4c+3 of the row's nibbles (low nibbles: elements 4c..4c+3, high nibbles: elements
+ *    16+4c..16+4c+3);
+ *  - Q8_0 (32 elements, 544 bytes): the 16 scales, then eight chunks, chunk g = elements
+ *    4g..4g+3;
+ *  - Q4_K (256 elements, 2304 bytes): the 16 d, the 16 dmin (fp16), the 12 bytes of packed
+ *    scales and mins transposed (byte k of row r at 64 + 16k + r), then per 64 elements i
+ *    (0..3) eight chunks, chunk c = bytes 32i + 4c..+3 of the row's nibbles (low nibbles:
+ *    elements 4c..4c+3 of sub-block 2i, high nibbles: the same of sub-block 2i + 1).
  * A panel block is the size of 16 blocks of the type, so a matrix keeps its size and can be
  * repacked in place. */
 #include <stdlib.h>
@@ -13,44 +19,65 @@
 #include "quant/formats.h"
 #include "quant/kernels.h"
 
-static int layout_of(enum dsi_type t) {
-    return t == DSI_TYPE_Q4_0 ? DSI_LAYOUT_Q4_0_X16 : t == DSI_TYPE_Q8_0 ? DSI_LAYOUT_Q8_0_X16 : 0;
+int dsi_x16_layout(enum dsi_type t) {
+    return t == DSI_TYPE_Q4_0   ? DSI_LAYOUT_Q4_0_X16
+           : t == DSI_TYPE_Q8_0 ? DSI_LAYOUT_Q8_0_X16
+           : t == DSI_TYPE_Q4_K ? DSI_LAYOUT_Q4_K_X16
+                                : 0;
 }
 
 size_t dsi_x16_block_bytes(int layout) {
-    return layout == DSI_LAYOUT_Q4_0_X16 ? 288 : layout == DSI_LAYOUT_Q8_0_X16 ? 544 : 0;
+    return layout == DSI_LAYOUT_Q4_0_X16   ? 288
+           : layout == DSI_LAYOUT_Q8_0_X16 ? 544
+           : layout == DSI_LAYOUT_Q4_K_X16 ? 2304
+                                           : 0;
 }
 
+int64_t dsi_x16_block_elems(int layout) { return layout == DSI_LAYOUT_Q4_K_X16 ? QK_K : 32; }
+
 bool dsi_repack_possible(const struct dsi_tensor *t) {
-    return layout_of(t->type) && t->layout == DSI_LAYOUT_ROWS && t->ne[0] % 32 == 0 &&
+    int layout = dsi_x16_layout(t->type);
+    return layout && t->layout == DSI_LAYOUT_ROWS && t->ne[0] % dsi_x16_block_elems(layout) == 0 &&
            t->ne[1] % DSI_X16_ROWS == 0 && t->nb[1] == dsi_row_size(t->type, t->ne[0]) &&
            t->nb[2] == t->nb[1] * (size_t)t->ne[1] && t->ne[3] == 1;
 }
 
+/* Block b of row r between the row layout (blk, a block of the type) and a panel block (o). */
+static void move_block(int layout, uint8_t *o, int r, void *blk, bool to_panel) {
+#define MV(panel_off, blk_ptr, n)                                                                  \
+    (to_panel ? memcpy(o + (panel_off), (blk_ptr), (n)) : memcpy((blk_ptr), o + (panel_off), (n)))
+    if (layout == DSI_LAYOUT_Q4_0_X16) {
+        struct block_q4_0 *q = blk;
+        MV(2 * r, &q->d, 2);
+        for (int c = 0; c < 4; c++) MV(32 + 64 * c + 4 * r, q->qs + 4 * c, 4);
+    } else if (layout == DSI_LAYOUT_Q8_0_X16) {
+        struct block_q8_0 *q = blk;
+        MV(2 * r, &q->d, 2);
+        for (int g = 0; g < 8; g++) MV(32 + 64 * g + 4 * r, q->qs + 4 * g, 4);
+    } else {
+        struct block_q4_K *q = blk;
+        MV(2 * r, &q->d, 2);
+        MV(32 + 2 * r, &q->dmin, 2);
+        for (int k = 0; k < 12; k++) MV(64 + 16 * k + r, q->scales + k, 1);
+        for (int i = 0; i < 4; i++)
+            for (int c = 0; c < 8; c++) MV(256 + 512 * i + 64 * c + 4 * r, q->qs + 32 * i + 4 * c, 4);
+    }
+#undef MV
+}
+
 /* One panel: 16 rows of src (rows rs bytes apart) into dst (16 * rs bytes). */
 static void pack_panel(int layout, const uint8_t *src, size_t rs, int64_t nb, uint8_t *dst) {
-    size_t bb = dsi_x16_block_bytes(layout);
-    for (int64_t b = 0; b < nb; b++) {
-        uint8_t *o = dst + (size_t)b * bb;
-        for (int r = 0; r < DSI_X16_ROWS; r++) {
-            const uint8_t *row = src + (size_t)r * rs;
-            if (layout == DSI_LAYOUT_Q4_0_X16) {
-                const struct block_q4_0 *blk = (const struct block_q4_0 *)(const void *)row + b;
-                memcpy(o + 2 * r, &blk->d, 2);
-                for (int c = 0; c < 4; c++) memcpy(o + 32 + 64 * c + 4 * r, blk->qs + 4 * c, 4);
-            } else {
-                const struct block_q8_0 *blk = (const struct block_q8_0 *)(const void *)row + b;
-                memcpy(o + 2 * r, &blk->d, 2);
-                for (int g = 0; g < 8; g++) memcpy(o + 32 + 64 * g + 4 * r, blk->qs + 4 * g, 4);
-            }
-        }
-    }
+    size_t bb = dsi_x16_block_bytes(layout), tb = bb / DSI_X16_ROWS;
+    for (int64_t b = 0; b < nb; b++)
+        for (int r = 0; r < DSI_X16_ROWS; r++)
+            move_block(layout, dst + (size_t)b * bb, r, (void *)(uintptr_t)(src + (size_t)r * rs + (size_t)b * tb),
+                       true);
 }
 
 bool dsi_repack(struct dsi_tensor *t, void *dst) {
     if (!dsi_repack_possible(t)) return false;
-    int layout = layout_of(t->type);
-    int64_t nb = t->ne[0] / 32, rows = t->ne[1] * t->ne[2];
+    int layout = dsi_x16_layout(t->type);
+    int64_t nb = t->ne[0] / dsi_x16_block_elems(layout), rows = t->ne[1] * t->ne[2];
     size_t rs = t->nb[1], panel = rs * DSI_X16_ROWS;
     uint8_t *tmp = dst == t->data ? malloc(panel) : NULL;
     if (dst == t->data && !tmp) return false;
@@ -77,6 +104,31 @@ void dsi_mm_x16_ref(int layout, int64_t K, const void *panel, const void *x, siz
         struct dsi_xq_view X = dsi_xq_view((const uint8_t *)x + (size_t)t * rb, K);
         for (int r = 0; r < DSI_X16_ROWS; r++) {
             float acc = 0;
+            if (layout == DSI_LAYOUT_Q4_K_X16) { /* w = d * sc * q - dmin * m per sub-block */
+                for (int64_t sb = 0; sb < K / QK_K; sb++) {
+                    const uint8_t *o = p + (size_t)sb * bb;
+                    uint16_t h[2];
+                    memcpy(&h[0], o + 2 * r, 2);
+                    memcpy(&h[1], o + 32 + 2 * r, 2);
+                    uint8_t scales[12];
+                    for (int k = 0; k < 12; k++) scales[k] = o[64 + 16 * k + r];
+                    for (int j = 0; j < 8; j++) {
+                        uint8_t sc, mn;
+                        dsi_q4k_scale_min(j, scales, &sc, &mn);
+                        int32_t s = 0;
+                        const int8_t *q = X.q + 32 * (8 * sb + j);
+                        for (int c = 0; c < 8; c++)
+                            for (int i = 0; i < 4; i++) {
+                                uint8_t v = o[256 + 512 * (j / 2) + 64 * c + 4 * r + i];
+                                s += ((j % 2 ? v >> 4 : v) & 15) * q[4 * c + i];
+                            }
+                        acc += (float)s * (dsi_f16_to_f32(h[0]) * sc) * X.d[8 * sb + j] -
+                               dsi_f16_to_f32(h[1]) * mn * X.ds32[8 * sb + j];
+                    }
+                }
+                y[(size_t)t * ldy + (size_t)r] = acc;
+                continue;
+            }
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *o = p + (size_t)b * bb;
                 uint16_t h;
@@ -102,20 +154,9 @@ void dsi_mm_x16_ref(int layout, int64_t K, const void *panel, const void *x, siz
 }
 
 void dsi_x16_unpack_row(int layout, const void *panel, int64_t K, int r, void *row) {
-    const uint8_t *p = panel;
-    size_t bb = dsi_x16_block_bytes(layout);
-    for (int64_t b = 0; b < K / 32; b++) {
-        const uint8_t *o = p + (size_t)b * bb;
-        if (layout == DSI_LAYOUT_Q4_0_X16) {
-            struct block_q4_0 *blk = (struct block_q4_0 *)row + b;
-            memcpy(&blk->d, o + 2 * r, 2);
-            for (int c = 0; c < 4; c++) memcpy(blk->qs + 4 * c, o + 32 + 64 * c + 4 * r, 4);
-        } else {
-            struct block_q8_0 *blk = (struct block_q8_0 *)row + b;
-            memcpy(&blk->d, o + 2 * r, 2);
-            for (int g = 0; g < 8; g++) memcpy(blk->qs + 4 * g, o + 32 + 64 * g + 4 * r, 4);
-        }
-    }
+    size_t bb = dsi_x16_block_bytes(layout), tb = bb / DSI_X16_ROWS;
+    for (int64_t b = 0; b < K / dsi_x16_block_elems(layout); b++)
+        move_block(layout, (uint8_t *)(uintptr_t)panel + (size_t)b * bb, r, (uint8_t *)row + (size_t)b * tb, false);
 }
 
 dsi_mm_x16_fn dsi_kernels_mm_x16(int layout) {
@@ -123,6 +164,7 @@ dsi_mm_x16_fn dsi_kernels_mm_x16(int layout) {
     if (dsi_cpu_has_all(DSI_CPU_AVX512 | DSI_CPU_AVX512_VNNI)) {
         if (layout == DSI_LAYOUT_Q4_0_X16) return dsi_mm_q4_0_x16_avx512vnni;
         if (layout == DSI_LAYOUT_Q8_0_X16) return dsi_mm_q8_0_x16_avx512vnni;
+        if (layout == DSI_LAYOUT_Q4_K_X16) return dsi_mm_q4_K_x16_avx512vnni;
     }
 #endif
     (void)layout;
@@ -133,10 +175,29 @@ int dsi_gemm_pack_x16(int layout, const void *x16, int64_t K, void *panel) {
 #if defined(__x86_64__)
     if (dsi_kernels_gemm() == dsi_gemm_avx512vnni) return dsi_gemm_pack_x16_avx512vnni(layout, x16, K, panel);
 #endif
-    /* portable: the same bytes */
+    /* portable: the same bytes as dsi_gemm_pack's portable packers */
     const uint8_t *s = x16;
     uint8_t *o = panel;
     size_t bb = dsi_x16_block_bytes(layout);
+    if (layout == DSI_LAYOUT_Q4_K_X16) {
+        for (int64_t sb = 0; sb < K / QK_K; sb++, s += bb) {
+            for (int j = 0; j < 8; j++, o += DSI_GEMM_BLOCK_BYTES) {
+                for (int i = 0; i < 512; i++) o[i] = (s[256 + 512 * (j / 2) + i] >> (4 * (j % 2))) & 15;
+                for (int r = 0; r < 16; r++) {
+                    uint8_t scales[12], sc, mn;
+                    uint16_t h[2];
+                    memcpy(h, s + 2 * r, 2);
+                    memcpy(h + 1, s + 32 + 2 * r, 2);
+                    for (int k = 0; k < 12; k++) scales[k] = s[64 + 16 * k + r];
+                    dsi_q4k_scale_min(j, scales, &sc, &mn);
+                    float a = dsi_f16_to_f32(h[0]) * (float)sc, c = -dsi_f16_to_f32(h[1]) * (float)mn;
+                    memcpy(o + 512 + 4 * r, &a, 4);
+                    memcpy(o + 576 + 4 * r, &c, 4);
+                }
+            }
+        }
+        return 0;
+    }
     for (int64_t b = 0; b < K / 32; b++, s += bb, o += DSI_GEMM_BLOCK_BYTES) {
         if (layout == DSI_LAYOUT_Q4_0_X16) {
             for (int c = 0; c < 4; c++)

@@ -491,8 +491,7 @@ struct dsi_model_params dsi_model_default_params(void) {
 
 /* A matrix that can be repacked and has a kernel on this CPU. */
 static bool repackable(const struct dsi_tensor *t) {
-    return dsi_repack_possible(t) &&
-           dsi_kernels_mm_x16(t->type == DSI_TYPE_Q4_0 ? DSI_LAYOUT_Q4_0_X16 : DSI_LAYOUT_Q8_0_X16);
+    return dsi_repack_possible(t) && dsi_kernels_mm_x16(dsi_x16_layout(t->type));
 }
 
 /* The matrices only the matmul operators read (not the embedding table, which the output
@@ -520,7 +519,7 @@ static int repack_candidates(struct dsi_model *m, struct dsi_tensor **out) {
     return n;
 }
 
-/* Repack the Q4_0 and Q8_0 matrices into 16-row panels where this CPU has the kernel: in place when
+/* Repack the Q4_0, Q8_0 and Q4_K matrices into 16-row panels where this CPU has the kernel: in place when
  * the weights were copied into memory, else into one buffer of their size. */
 static enum dsi_status repack_weights(struct dsi_model *m) {
     int n = repack_candidates(m, NULL);

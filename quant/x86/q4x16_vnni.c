@@ -1,4 +1,4 @@
-/* The repacked Q4_0 and Q8_0 kernels (quant/kernels.h, "repacked weights") for AVX-512 VNNI:
+/* The repacked Q4_0, Q8_0 (and, further down, Q4_K) kernels (quant/kernels.h, "repacked weights") for AVX-512 VNNI:
  * per 32-element block of a 16-row panel, one 32-byte scale load and the values (Q4_0: four
  * 64-byte nibble loads, unpacked with and/shift; Q8_0: eight 64-byte loads, made unsigned by
  * flipping the sign bit), giving eight vectors of 16 rows x 4 unsigned values; per token,
@@ -12,6 +12,18 @@
 #include <string.h>
 
 #include "quant/kernels.h"
+
+/* Software prefetch of the weights PF_AHEAD bytes ahead of [p, p + n): on this EPYC the
+ * decode kernels streamed a matrix at about half the bandwidth without it (a panel's rows
+ * are contiguous and a thread's share of panels too, so "ahead" is what it reads next). */
+#ifndef PF_AHEAD
+#define PF_AHEAD 12288
+#endif
+static inline __attribute__((always_inline)) void prefetch_ahead(const uint8_t *p, const int n) {
+    if (PF_AHEAD)
+        _Pragma("GCC unroll 9") for (int k = 0; k < n; k += 64)
+            _mm_prefetch((const char *)(p + PF_AHEAD + k), _MM_HINT_T0);
+}
 
 static inline __m512i bcast4(const int8_t *p) {
     int32_t v;
@@ -34,6 +46,7 @@ static inline __attribute__((always_inline)) void tokens(const bool q8, int64_t 
     const __m512i m4 = _mm512_set1_epi8(0x0f), sign = _mm512_set1_epi8((char)0x80);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *pb = panel + (size_t)b * bb;
+        prefetch_ahead(pb, (int)bb);
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)pb));
         __m512i v[8]; /* v[g]: elements 4g..4g+3 of the 16 rows, unsigned */
         if (q8) {
@@ -103,9 +116,132 @@ void dsi_mm_q8_0_x16_avx512vnni(int64_t K, const void *panel, const void *x, siz
     run(true, K, panel, x, rb, T, y, ldy);
 }
 
+/* Q4_K (2304-byte super-blocks of 256 elements, quant/repack.c): the scales and minimums of
+ * the 16 rows' eight sub-blocks as floats, a[j] = d * sc_j and c[j] = 0 - dmin * m_j (the
+ * prompt GEMM's packer computes them the same way), decoded from the transposed 6-bit fields
+ * sixteen rows at a time. */
+static inline void q4k_scales_x16(const uint8_t *o, float a[8][16], float c[8][16]) {
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)o));
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(o + 32)));
+    const __m128i m6 = _mm_set1_epi8(63), m4 = _mm_set1_epi8(15), m30 = _mm_set1_epi8(0x30);
+    __m128i S[12];
+    for (int k = 0; k < 12; k++) S[k] = _mm_loadu_si128((const __m128i *)(const void *)(o + 64 + 16 * k));
+    for (int j = 0; j < 8; j++) {
+        __m128i sc, mn;
+        if (j < 4) {
+            sc = _mm_and_si128(S[j], m6);
+            mn = _mm_and_si128(S[j + 4], m6);
+        } else { /* low 4 bits in bytes 8..11, top 2 bits in bits 6-7 of bytes 0..7 */
+            sc = _mm_or_si128(_mm_and_si128(S[j + 4], m4), _mm_and_si128(_mm_srli_epi16(S[j - 4], 2), m30));
+            mn = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(S[j + 4], 4), m4),
+                              _mm_and_si128(_mm_srli_epi16(S[j], 2), m30));
+        }
+        _mm512_store_ps(a[j], _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sc))));
+        _mm512_store_ps(c[j], _mm512_sub_ps(_mm512_setzero_ps(),
+                                            _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(mn)))));
+    }
+}
+
+/* nt tokens (1..4) of one Q4_K panel: per 64 elements, eight 64-byte loads give the low
+ * nibbles (sub-block 2i) and the high ones (2i + 1); per token and sub-block eight vpdpbusd,
+ * then the GEMM's float steps: acc += float(sum) * (a * d_x), acc += c * d_x * sum(x). */
+static inline __attribute__((always_inline)) void q4k_tokens(int64_t nsb, const uint8_t *panel,
+                                                             const uint8_t *x, size_t rb, int64_t K,
+                                                             const int nt, float *y, size_t ldy) {
+    struct dsi_xq_view X[4];
+    __m512 acc[4];
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+        X[t] = dsi_xq_view(x + (size_t)t * rb, K);
+        acc[t] = _mm512_setzero_ps();
+    }
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    _Alignas(64) float A[8][16], C[8][16];
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const uint8_t *o = panel + (size_t)sb * 2304;
+        q4k_scales_x16(o, A, C);
+        for (int i = 0; i < 4; i++) {
+            const uint8_t *pc = o + 256 + 512 * i;
+            prefetch_ahead(pc, 512);
+            __m512i lo[8], hi[8];
+            _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) {
+                __m512i w = _mm512_loadu_si512((const void *)(pc + 64 * c));
+                lo[c] = _mm512_and_si512(w, m4);
+                hi[c] = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+            }
+            const int64_t j0 = 8 * sb + 2 * i;
+            _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+                const int8_t *q = X[t].q + 32 * j0;
+                __m512i sl, sh;
+                if (nt <= 2) {
+                    __m512i l0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[0], bcast4(q));
+                    __m512i l1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[1], bcast4(q + 4));
+                    __m512i h0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi[0], bcast4(q + 32));
+                    __m512i h1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi[1], bcast4(q + 36));
+                    _Pragma("GCC unroll 4") for (int c = 2; c < 8; c += 2) {
+                        l0 = _mm512_dpbusd_epi32(l0, lo[c], bcast4(q + 4 * c));
+                        l1 = _mm512_dpbusd_epi32(l1, lo[c + 1], bcast4(q + 4 * c + 4));
+                        h0 = _mm512_dpbusd_epi32(h0, hi[c], bcast4(q + 32 + 4 * c));
+                        h1 = _mm512_dpbusd_epi32(h1, hi[c + 1], bcast4(q + 36 + 4 * c));
+                    }
+                    sl = _mm512_add_epi32(l0, l1);
+                    sh = _mm512_add_epi32(h0, h1);
+                } else {
+                    sl = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[0], bcast4(q));
+                    sh = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi[0], bcast4(q + 32));
+                    _Pragma("GCC unroll 8") for (int c = 1; c < 8; c++) {
+                        sl = _mm512_dpbusd_epi32(sl, lo[c], bcast4(q + 4 * c));
+                        sh = _mm512_dpbusd_epi32(sh, hi[c], bcast4(q + 32 + 4 * c));
+                    }
+                }
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sl),
+                                         _mm512_mul_ps(_mm512_load_ps(A[2 * i]), _mm512_set1_ps(X[t].d[j0])), acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_load_ps(C[2 * i]), _mm512_set1_ps(X[t].ds32[j0]), acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sh),
+                                         _mm512_mul_ps(_mm512_load_ps(A[2 * i + 1]), _mm512_set1_ps(X[t].d[j0 + 1])),
+                                         acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_load_ps(C[2 * i + 1]), _mm512_set1_ps(X[t].ds32[j0 + 1]), acc[t]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
+}
+
+void dsi_mm_q4_K_x16_avx512vnni(int64_t K, const void *panel, const void *x, size_t rb, int64_t T,
+                                float *y, size_t ldy) {
+    const uint8_t *xb = x;
+    int64_t nsb = K / 256, t = 0;
+    for (; t + 4 <= T; t += 4) q4k_tokens(nsb, panel, xb + (size_t)t * rb, rb, K, 4, y + (size_t)t * ldy, ldy);
+    switch (T - t) {
+    case 1: q4k_tokens(nsb, panel, xb + (size_t)t * rb, rb, K, 1, y + (size_t)t * ldy, ldy); break;
+    case 2: q4k_tokens(nsb, panel, xb + (size_t)t * rb, rb, K, 2, y + (size_t)t * ldy, ldy); break;
+    case 3: q4k_tokens(nsb, panel, xb + (size_t)t * rb, rb, K, 3, y + (size_t)t * ldy, ldy); break;
+    default: break;
+    }
+}
+
 /* A repacked panel into the prompt GEMM's panel (quant/gemm.c): the unsigned values of each
  * group, a = the scales, c = 0; returns the offset (Q4_0: 8, Q8_0: 128). */
 int dsi_gemm_pack_x16_avx512vnni(int layout, const void *x16, int64_t K, void *panel) {
+    if (layout == DSI_LAYOUT_Q4_K_X16) { /* a = d * sc, c = -dmin * m: the row packer's values */
+        const __m512i m4 = _mm512_set1_epi8(0x0f);
+        _Alignas(64) float A[8][16], C[8][16];
+        uint8_t *o = panel;
+        for (int64_t sb = 0; sb < K / 256; sb++) {
+            const uint8_t *s = (const uint8_t *)x16 + (size_t)sb * 2304;
+            q4k_scales_x16(s, A, C);
+            for (int j = 0; j < 8; j++, o += DSI_GEMM_BLOCK_BYTES) {
+                const uint8_t *pc = s + 256 + 512 * (j / 2);
+                for (int g = 0; g < 8; g++) {
+                    __m512i w = _mm512_loadu_si512((const void *)(pc + 64 * g));
+                    if (j % 2) w = _mm512_srli_epi16(w, 4);
+                    _mm512_storeu_si512((void *)(o + 64 * g), _mm512_and_si512(w, m4));
+                }
+                _mm512_storeu_ps((void *)(o + 512), _mm512_load_ps(A[j]));
+                _mm512_storeu_ps((void *)(o + 576), _mm512_load_ps(C[j]));
+            }
+        }
+        return 0;
+    }
     const bool q8 = layout == DSI_LAYOUT_Q8_0_X16;
     const size_t bb = q8 ? 544 : 288;
     const uint8_t *s = x16;
