@@ -17,7 +17,8 @@ extern "C" {
 
 /* How a quantized matrix's bytes are arranged: ggml's rows, or repacked into panels at load
  * time (then only the matmul operators read it; dsi_tensor_row does not apply). */
-enum { DSI_LAYOUT_ROWS = 0, DSI_LAYOUT_Q4_0_X16 = 1, DSI_LAYOUT_Q8_0_X16 = 2, DSI_LAYOUT_Q4_K_X16 = 3 };
+enum { DSI_LAYOUT_ROWS = 0, DSI_LAYOUT_Q4_0_X16 = 1, DSI_LAYOUT_Q8_0_X16 = 2, DSI_LAYOUT_Q4_K_X16 = 3,
+       DSI_LAYOUT_Q6_K_X16 = 4 };
 
 struct dsi_tensor {
     enum dsi_type type;

@@ -198,11 +198,11 @@ int dsi_gemm_pack_avx512vnni(enum dsi_type t, const void *w, size_t ws, int nr, 
 #endif
 
 /* ---- repacked weights (quant/repack.c) ----------------------------------------------------
- * Q4_0, Q8_0 and Q4_K matrices with rows in multiples of 16 may be repacked at load time into
+ * Q4_0, Q8_0, Q4_K and Q6_K matrices with rows in multiples of 16 may be repacked at load time into
  * 16-row panels, dsi_x16_block_bytes() per block of dsi_x16_block_elems() elements (the size
  * of 16 blocks of the type): the scales of the 16 rows, then 64-byte chunks whose 4-byte lane
- * r holds four values of row r (Q4_0, Q4_K: nibbles, Q8_0: bytes; quant/repack.c has the
- * byte layouts). One kernel per type then serves every token count: each block's values are
+ * r holds four values of row r (Q4_0, Q4_K: nibbles, Q8_0: bytes, Q6_K: low nibbles and
+ * high bits apart; quant/repack.c has the byte layouts). One kernel per type then serves every token count: each block's values are
  * loaded once and multiplied, four bytes of an activation broadcast to 16 rows per vpdpbusd,
  * with up to four tokens at a time. Results do not depend on the token count. */
 #define DSI_X16_ROWS 16
@@ -211,7 +211,7 @@ int dsi_x16_layout(enum dsi_type t);
 size_t dsi_x16_block_bytes(int layout);
 int64_t dsi_x16_block_elems(int layout);
 bool dsi_repack_possible(const struct dsi_tensor *t);
-/* Repack t (Q4_0, Q8_0 or Q4_K rows) into dst (t's size; dst == t->data repacks in place); t
+/* Repack t (Q4_0, Q8_0, Q4_K or Q6_K rows) into dst (t's size; dst == t->data repacks in place); t
  * then points at dst with layout dsi_x16_layout(t->type). False if t cannot be repacked
  * (or no memory). */
 bool dsi_repack(struct dsi_tensor *t, void *dst);
@@ -235,6 +235,8 @@ void dsi_mm_q4_0_x16_avx512vnni(int64_t K, const void *panel, const void *x, siz
 void dsi_mm_q8_0_x16_avx512vnni(int64_t K, const void *panel, const void *x, size_t rb, int64_t T,
                                 float *y, size_t ldy);
 void dsi_mm_q4_K_x16_avx512vnni(int64_t K, const void *panel, const void *x, size_t rb, int64_t T,
+                                float *y, size_t ldy);
+void dsi_mm_q6_K_x16_avx512vnni(int64_t K, const void *panel, const void *x, size_t rb, int64_t T,
                                 float *y, size_t ldy);
 #endif
 

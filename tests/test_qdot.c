@@ -350,7 +350,7 @@ static void test_gemm(const struct dsi_qdot_set *sets) {
     TU_CHECK(dsi_gemm_pack(DSI_TYPE_Q3_K, dummy, 0, 1, 256, dummy) < 0, "gemm: q3_K must not pack");
 }
 
-/* Repacked Q4_0, Q8_0 and Q4_K (quant/repack.c): 32 rows (two panels) of 32 (Q4_K: 256),
+/* Repacked Q4_0, Q8_0, Q4_K and Q6_K (quant/repack.c): 32 rows (two panels) of 32 (K-quants: 256),
  * 96 (768), 1536 and 8960 elements, 1..9 tokens. Against the row reference: integer-exact cases bit for bit,
  * realistic ones within the summation bound; every token count gives a token exactly the
  * result it gets alone (batch invariance); the tensor keeps its size and is repacked in
@@ -362,7 +362,8 @@ static void test_x16(const struct dsi_qdot_set *sets) {
         int layout, ti;
     } types[] = {{DSI_TYPE_Q4_0, DSI_LAYOUT_Q4_0_X16, 0},
                  {DSI_TYPE_Q8_0, DSI_LAYOUT_Q8_0_X16, 4},
-                 {DSI_TYPE_Q4_K, DSI_LAYOUT_Q4_K_X16, 7}};
+                 {DSI_TYPE_Q4_K, DSI_LAYOUT_Q4_K_X16, 7},
+                 {DSI_TYPE_Q6_K, DSI_LAYOUT_Q6_K_X16, 9}};
     /* row lengths in blocks of 32: 32, 96, 1536, 8960 (Q4_K: 256, 768, 1536, 8960) */
     static const int64_t kb[] = {1, 3, 48, 280}, kbk[] = {8, 24, 48, 280};
     const int R = 32, T = 9;
@@ -374,7 +375,7 @@ static void test_x16(const struct dsi_qdot_set *sets) {
         TU_LOG("repacked %s: %s\n", dsi_type_name(type), best ? "avx512vnni tested" : "no kernel on this CPU, reference only");
         for (size_t ki = 0; ki < sizeof kb / sizeof kb[0]; ki++)
             for (int exact = 0; exact < 2; exact++) {
-                int64_t K = 32 * (layout == DSI_LAYOUT_Q4_K_X16 ? kbk[ki] : kb[ki]);
+                int64_t K = 32 * (dsi_x16_block_elems(layout) == 256 ? kbk[ki] : kb[ki]);
                 size_t rsz = dsi_row_size(type, K), rb = dsi_xq_row_bytes(K);
                 uint8_t *w = malloc(rsz * R), *w2 = malloc(rsz * R), *x = malloc(rb * T);
                 float *wf = malloc((size_t)K * sizeof *wf), *xf = malloc((size_t)(K * T) * sizeof *xf);

@@ -1,4 +1,4 @@
-/* The repacked Q4_0, Q8_0 (and, further down, Q4_K) kernels (quant/kernels.h, "repacked weights") for AVX-512 VNNI:
+/* The repacked Q4_0, Q8_0 (and, further down, Q4_K and Q6_K) kernels (quant/kernels.h, "repacked weights") for AVX-512 VNNI:
  * per 32-element block of a 16-row panel, one 32-byte scale load and the values (Q4_0: four
  * 64-byte nibble loads, unpacked with and/shift; Q8_0: eight 64-byte loads, made unsigned by
  * flipping the sign bit), giving eight vectors of 16 rows x 4 unsigned values; per token,
@@ -219,9 +219,96 @@ void dsi_mm_q4_K_x16_avx512vnni(int64_t K, const void *panel, const void *x, siz
     }
 }
 
+/* Q6_K (3360-byte super-blocks of 256 elements, quant/repack.c): the 16 scales of the 16
+ * rows as floats, a[i] = d * sc_i (the prompt GEMM's packer computes them the same way). */
+static inline void q6k_scales_x16(const uint8_t *o, float a[16][16]) {
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)o));
+    for (int i = 0; i < 16; i++)
+        _mm512_store_ps(a[i], _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                   _mm_loadu_si128((const __m128i *)(const void *)(o + 32 + 16 * i))))));
+}
+
+/* The unsigned 6-bit values (0..63) of group g (elements 4g..4g+3) of sub-block k (0..3) of
+ * half hf of a Q6_K super-block: low nibbles from ql, two high bits from qh. */
+static inline __attribute__((always_inline)) __m512i q6k_group(const uint8_t *o, int hf, int k, int g) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    __m512i l = _mm512_loadu_si512((const void *)(o + 288 + 1024 * hf + 64 * (g + 8 * (k % 2))));
+    __m512i h = _mm512_loadu_si512((const void *)(o + 2336 + 512 * hf + 64 * g));
+    l = k < 2 ? _mm512_and_si512(l, m4) : _mm512_and_si512(_mm512_srli_epi16(l, 4), m4);
+    h = k == 0 ? _mm512_slli_epi16(h, 4) : k == 1 ? _mm512_slli_epi16(h, 2) : k == 2 ? h : _mm512_srli_epi16(h, 2);
+    return _mm512_or_si512(l, _mm512_and_si512(h, m30));
+}
+
+/* nt tokens (1..4) of one Q6_K panel: per sub-block and token, eight vpdpbusd in two sums
+ * (the scale changes every 16 elements), the offset 32 * sum(x) off each, then the GEMM's
+ * float steps for halves: acc += float(sum_h) * (a_h * d_x). */
+static inline __attribute__((always_inline)) void q6k_tokens(int64_t nsb, const uint8_t *panel,
+                                                             const uint8_t *x, size_t rb, int64_t K,
+                                                             const int nt, float *y, size_t ldy) {
+    struct dsi_xq_view X[4];
+    __m512 acc[4];
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+        X[t] = dsi_xq_view(x + (size_t)t * rb, K);
+        acc[t] = _mm512_setzero_ps();
+    }
+    _Alignas(64) float A[16][16];
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const uint8_t *o = panel + (size_t)sb * 3360;
+        q6k_scales_x16(o, A);
+        for (int j = 0; j < 8; j++) {
+            prefetch_ahead(o + 420 * j, 420);
+            __m512i v[8];
+            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) v[g] = q6k_group(o, j / 4, j % 4, g);
+            const int64_t jb = 8 * sb + j;
+            _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+                const int8_t *q = X[t].q + 32 * jb;
+                __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[0], bcast4(q));
+                __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[4], bcast4(q + 16));
+                _Pragma("GCC unroll 4") for (int g = 1; g < 4; g++) {
+                    s0 = _mm512_dpbusd_epi32(s0, v[g], bcast4(q + 4 * g));
+                    s1 = _mm512_dpbusd_epi32(s1, v[g + 4], bcast4(q + 16 + 4 * g));
+                }
+                s0 = _mm512_sub_epi32(s0, _mm512_set1_epi32(32 * X[t].s16[2 * jb]));
+                s1 = _mm512_sub_epi32(s1, _mm512_set1_epi32(32 * X[t].s16[2 * jb + 1]));
+                __m512 dx = _mm512_set1_ps(X[t].d[jb]);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_mul_ps(_mm512_load_ps(A[2 * j]), dx), acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_mul_ps(_mm512_load_ps(A[2 * j + 1]), dx), acc[t]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
+}
+
+void dsi_mm_q6_K_x16_avx512vnni(int64_t K, const void *panel, const void *x, size_t rb, int64_t T,
+                                float *y, size_t ldy) {
+    const uint8_t *xb = x;
+    int64_t nsb = K / 256, t = 0;
+    for (; t + 4 <= T; t += 4) q6k_tokens(nsb, panel, xb + (size_t)t * rb, rb, K, 4, y + (size_t)t * ldy, ldy);
+    switch (T - t) {
+    case 1: q6k_tokens(nsb, panel, xb + (size_t)t * rb, rb, K, 1, y + (size_t)t * ldy, ldy); break;
+    case 2: q6k_tokens(nsb, panel, xb + (size_t)t * rb, rb, K, 2, y + (size_t)t * ldy, ldy); break;
+    case 3: q6k_tokens(nsb, panel, xb + (size_t)t * rb, rb, K, 3, y + (size_t)t * ldy, ldy); break;
+    default: break;
+    }
+}
+
 /* A repacked panel into the prompt GEMM's panel (quant/gemm.c): the unsigned values of each
  * group, a = the scales, c = 0; returns the offset (Q4_0: 8, Q8_0: 128). */
 int dsi_gemm_pack_x16_avx512vnni(int layout, const void *x16, int64_t K, void *panel) {
+    if (layout == DSI_LAYOUT_Q6_K_X16) { /* a: the first 16 elements' scale, c: the second's */
+        _Alignas(64) float A[16][16];
+        uint8_t *o = panel;
+        for (int64_t sb = 0; sb < K / 256; sb++) {
+            const uint8_t *s = (const uint8_t *)x16 + (size_t)sb * 3360;
+            q6k_scales_x16(s, A);
+            for (int j = 0; j < 8; j++, o += DSI_GEMM_BLOCK_BYTES) {
+                for (int g = 0; g < 8; g++) _mm512_storeu_si512((void *)(o + 64 * g), q6k_group(s, j / 4, j % 4, g));
+                _mm512_storeu_ps((void *)(o + 512), _mm512_load_ps(A[2 * j]));
+                _mm512_storeu_ps((void *)(o + 576), _mm512_load_ps(A[2 * j + 1]));
+            }
+        }
+        return 32 | DSI_GEMM_HALVES;
+    }
     if (layout == DSI_LAYOUT_Q4_K_X16) { /* a = d * sc, c = -dmin * m: the row packer's values */
         const __m512i m4 = _mm512_set1_epi8(0x0f);
         _Alignas(64) float A[8][16], C[8][16];
