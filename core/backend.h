@@ -51,6 +51,8 @@ struct dsi_attn_params {
     int n_head, n_head_kv;
     int head_dim, head_dim_v;
     float scale;
+    bool per_key; /* CPU: no prompt path with transposed keys (batch-invariant contexts: a
+                   * token's scores then never depend on how its prompt was batched) */
 };
 
 /* A run of consecutive tokens of one sequence in a forward pass: tokens [t0, t0 + n) of the

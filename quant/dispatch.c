@@ -9,6 +9,7 @@ static const char *best_variant = "ref";
 static int ready;
 static dsi_acc_rows_fn acc_f32 = dsi_acc_rows_f32_ref, acc_f16 = dsi_acc_rows_f16_ref;
 static dsi_silu_mul_fn silu_mul = dsi_silu_mul_ref;
+static dsi_scores_kt_fn scores_kt = dsi_scores_kt_ref;
 
 const enum dsi_type dsi_qdot_types[DSI_QDOT_NTYPES] = {
     DSI_TYPE_Q4_0, DSI_TYPE_Q4_1, DSI_TYPE_Q5_0, DSI_TYPE_Q5_1, DSI_TYPE_Q8_0,   DSI_TYPE_Q2_K,
@@ -85,6 +86,7 @@ void dsi_kernels_init(void) {
         table[DSI_TYPE_F32].variant = "avx512";
         acc_f32 = dsi_acc_rows_f32_avx512, acc_f16 = dsi_acc_rows_f16_avx512;
         silu_mul = dsi_silu_mul_avx512;
+        scores_kt = dsi_scores_kt_avx512;
     } else if (f & DSI_CPU_AVX2) {
         table[DSI_TYPE_F32].dot_f32 = dsi_dot_f32_f32_avx2;
         table[DSI_TYPE_F16] = (struct dsi_type_kernels){dsi_to_f32_f16_avx2, dsi_dot_f32_f16_avx2, NULL, "avx2"};
@@ -92,6 +94,7 @@ void dsi_kernels_init(void) {
         table[DSI_TYPE_F32].variant = "avx2";
         acc_f32 = dsi_acc_rows_f32_avx2, acc_f16 = dsi_acc_rows_f16_avx2;
         silu_mul = dsi_silu_mul_avx2;
+        scores_kt = dsi_scores_kt_avx2;
     }
 #endif
     __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
@@ -100,6 +103,11 @@ void dsi_kernels_init(void) {
 dsi_acc_rows_fn dsi_kernels_acc_rows(enum dsi_type t) {
     if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) dsi_kernels_init();
     return t == DSI_TYPE_F32 ? acc_f32 : t == DSI_TYPE_F16 ? acc_f16 : NULL;
+}
+
+dsi_scores_kt_fn dsi_kernels_scores_kt(void) {
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) dsi_kernels_init();
+    return scores_kt;
 }
 
 dsi_silu_mul_fn dsi_kernels_silu_mul(void) {

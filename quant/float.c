@@ -12,6 +12,16 @@ void dsi_silu_mul_ref(float *g, const float *u, int64_t n) {
     for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+void dsi_scores_kt_ref(int64_t D, int R, const float *q, size_t qs, const float *kt, size_t ldk,
+                       int64_t n, float *s, size_t ss) {
+    for (int r = 0; r < R; r++)
+        for (int64_t j = 0; j < n; j++) {
+            float acc = 0.0f;
+            for (int64_t d = 0; d < D; d++) acc = fmaf(q[(size_t)r * qs + (size_t)d], kt[(size_t)d * ldk + (size_t)j], acc);
+            s[(size_t)r * ss + (size_t)j] = acc;
+        }
+}
+
 void dsi_to_f32_f16_ref(const void *w, float *y, int64_t n) {
     const uint8_t *p = w;
     for (int64_t i = 0; i < n; i++) {

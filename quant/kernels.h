@@ -145,6 +145,20 @@ typedef void (*dsi_acc_rows_fn)(int64_t n, int64_t m, int G, const float *s, siz
                                 const void *v, size_t vs, float *out, size_t os);
 dsi_acc_rows_fn dsi_kernels_acc_rows(enum dsi_type t); /* NULL for other types */
 
+/* ---- prompt attention: scores against transposed keys --------------------------------
+ * s[r * ss + j] = sum_{d < D} q[r * qs + d] * kt[d * ldk + j] for r < R, j < n (n a multiple
+ * of 16): the keys converted to f32 and transposed once per prompt, every query row then
+ * takes 16 (8) keys per vector. Each score is one fused multiply-add chain over d in order,
+ * so every variant gives the reference's bits. */
+typedef void (*dsi_scores_kt_fn)(int64_t D, int R, const float *q, size_t qs, const float *kt,
+                                 size_t ldk, int64_t n, float *s, size_t ss);
+dsi_scores_kt_fn dsi_kernels_scores_kt(void);
+void dsi_scores_kt_ref(int64_t D, int R, const float *q, size_t qs, const float *kt, size_t ldk,
+                       int64_t n, float *s, size_t ss);
+#if defined(__x86_64__)
+void dsi_scores_kt_avx2(int64_t, int, const float *, size_t, const float *, size_t, int64_t, float *, size_t);
+void dsi_scores_kt_avx512(int64_t, int, const float *, size_t, const float *, size_t, int64_t, float *, size_t);
+#endif
 /* SwiGLU's product: g[i] = g[i] / (1 + e^-g[i]) * u[i]. The vector versions use their own
  * exponential (within 2 ulp of expf; tests/test_ops.c bounds the result). */
 typedef void (*dsi_silu_mul_fn)(float *g, const float *u, int64_t n);

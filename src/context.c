@@ -48,7 +48,7 @@ static size_t carve(struct dsi_context *c, struct dsi_arena *a) {
     TAKE(s->gate, B * ff, float);
     TAKE(s->up, B * ff, float);
     struct dsi_attn_params ap = {hp->n_head, hp->n_head_kv > 0 ? hp->n_head_kv : 1, hp->head_dim,
-                                 hp->head_dim_v, 1.0f};
+                                 hp->head_dim_v, 1.0f, false};
     size_t att = dsi_op_attention_scratch(c->p.n_threads, c->p.n_ctx, &ap);
     /* widest K among the matmuls */
     int64_t kmax = hp->n_embd > ff ? hp->n_embd : ff;
@@ -59,7 +59,7 @@ static size_t carve(struct dsi_context *c, struct dsi_arena *a) {
         TAKE(s->kva, B * Rk, float);
         TAKE(s->qfull, B * H * Rk, float);
         TAKE(s->lat, B * H * R, float);
-        struct dsi_attn_params al = {hp->n_head, 1, (int)Rk, (int)R, 1.0f};
+        struct dsi_attn_params al = {hp->n_head, 1, (int)Rk, (int)R, 1.0f, false};
         size_t a2 = dsi_op_attention_scratch(c->p.n_threads, c->p.n_ctx, &al);
         if (a2 > att) att = a2;
         /* per-head products quantize T * H rows of qk_nope or kv_lora */

@@ -673,6 +673,24 @@ void dsi_op_kv_store(const struct dsi_kv_view *kv, const float *k, const float *
  * scores of up to DSI_DOT_MAX_X heads against each key row come from one kernel call on the
  * stored (f16/f32) row; the value sums of all G heads from one dsi_acc_rows kernel call.
  * s: G * n floats. */
+/* Softmax of G rows of n scores (rows ss apart) scaled by scale, in place. */
+static void softmax_scaled(float *s, int G, int64_t n, size_t ss, float scale) {
+    for (int g = 0; g < G; g++) {
+        float *sg = s + (size_t)g * ss, mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < n; j++) {
+            sg[j] *= scale;
+            if (sg[j] > mx) mx = sg[j];
+        }
+        for (int64_t j = 0; j < n; j++) {
+            sg[j] = expf(sg[j] - mx);
+            sum += sg[j];
+        }
+        float inv = 1.0f / sum;
+        for (int64_t j = 0; j < n; j++)
+            sg[j] *= inv;
+    }
+}
+
 static void attend_group(float *out, const float *q, int G, const struct dsi_kv_view *kv, int kvh,
                          int64_t n, const struct dsi_attn_params *p,
                          const struct dsi_type_kernels *kt, float *s) {
@@ -685,31 +703,83 @@ static void attend_group(float *out, const float *q, int G, const struct dsi_kv_
             kt->dot_f32(p->head_dim, kb + (size_t)j * kv->k_row * es, q + (size_t)g0 * p->head_dim,
                         (size_t)p->head_dim, nx, s + (size_t)g0 * n + j, (size_t)n);
         }
-    for (int g = 0; g < G; g++) {
-        float *sg = s + (size_t)g * n, mx = -INFINITY, sum = 0;
-        for (int64_t j = 0; j < n; j++) {
-            sg[j] *= p->scale;
-            if (sg[j] > mx) mx = sg[j];
-        }
-        for (int64_t j = 0; j < n; j++) {
-            sg[j] = expf(sg[j] - mx);
-            sum += sg[j];
-        }
-        float inv = 1.0f / sum;
-        for (int64_t j = 0; j < n; j++)
-            sg[j] *= inv;
-    }
+    softmax_scaled(s, G, n, (size_t)n, p->scale);
     dsi_kernels_acc_rows(kv->type)(p->head_dim_v, n, G, s, (size_t)n, vb, (size_t)kv->v_row * es,
                                    out, (size_t)p->head_dim_v);
 }
 
+/* Keys in the transposed f32 layout of the prompt path, per KV head D x n16 floats. */
+#define KT_MAX_DIM 256
+
+/* A prompt of one sequence (16 tokens or more): the keys of each KV head converted to f32 and
+ * transposed once (kt[d][j]), then per token its group's scores as a small matrix product, 16
+ * keys per vector, instead of a dot product per key and head with the key converted each
+ * time. False (nothing done) when it does not apply or the keys' buffer cannot be had. */
+static bool attention_prompt(const struct dsi_attn_seg *g, const struct dsi_attn_params *p,
+                             int n_threads, float *scratch, int64_t n_ctx) {
+    const struct dsi_kv_view *kv = g->kv;
+    const int64_t D = p->head_dim, n = g->pos0 + g->T, n16 = (n + 15) / 16 * 16;
+    const int group = p->n_head / p->n_head_kv;
+    dsi_to_f32_fn to_f32 = dsi_kernels(kv->type) ? dsi_kernels(kv->type)->to_f32 : NULL;
+    dsi_acc_rows_fn acc = dsi_kernels_acc_rows(kv->type);
+    if (g->T < 16 || D > KT_MAX_DIM || D % 16 || !to_f32 || !acc) return false;
+    size_t per = (size_t)D * (size_t)n16, es = (size_t)dsi_type_traits(kv->type)->size;
+    float *kt = aligned_alloc(64, per * (size_t)p->n_head_kv * sizeof(float));
+    if (!kt) return false;
+    dsi_scores_kt_fn scores = dsi_kernels_scores_kt();
+    const int64_t nblk = n16 / 16;
+    size_t per_thread = dsi_op_attention_scratch(1, n_ctx, p);
+#pragma omp parallel num_threads(n_threads)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+#pragma omp for schedule(static)
+        for (int64_t w = 0; w < p->n_head_kv * nblk; w++) {
+            int64_t kvh = w / nblk, j0 = w % nblk * 16;
+            float rows[16][KT_MAX_DIM];
+            for (int i = 0; i < 16; i++) {
+                if (j0 + i < n)
+                    to_f32((const char *)kv->k + ((size_t)(j0 + i) * kv->k_row + (size_t)(kvh * D)) * es, rows[i], D);
+                else
+                    memset(rows[i], 0, (size_t)D * sizeof(float));
+            }
+            float *o = kt + (size_t)kvh * per + (size_t)j0;
+            for (int64_t d = 0; d < D; d++)
+                for (int i = 0; i < 16; i++) o[(size_t)d * (size_t)n16 + (size_t)i] = rows[i][d];
+        }
+        float *s = scratch + (size_t)tid * per_thread;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t w = 0; w < g->T * p->n_head_kv; w++) {
+            int64_t t = w / p->n_head_kv, kvh = w % p->n_head_kv, h0 = kvh * group;
+            int64_t nt = g->pos0 + t + 1, st = (nt + 15) / 16 * 16;
+            scores(D, group, g->q + (t * p->n_head + h0) * D, (size_t)D, kt + (size_t)kvh * per,
+                   (size_t)n16, st, s, (size_t)st);
+            softmax_scaled(s, group, nt, (size_t)st, p->scale);
+            acc(p->head_dim_v, nt, group, s, (size_t)st,
+                (const char *)kv->v + (size_t)(kvh * p->head_dim_v) * es, (size_t)kv->v_row * es,
+                g->out + (t * p->n_head + h0) * p->head_dim_v, (size_t)p->head_dim_v);
+        }
+    }
+    free(kt);
+    return true;
+}
+
 size_t dsi_op_attention_scratch(int n_threads, int64_t n_ctx, const struct dsi_attn_params *p) {
     int group = p->n_head / p->n_head_kv;
-    return (size_t)n_threads * (size_t)group * (size_t)n_ctx;
+    return (size_t)n_threads * (size_t)group * (size_t)((n_ctx + 15) / 16 * 16);
 }
 
 void dsi_op_attention_segs(const struct dsi_attn_seg *segs, int nseg, const struct dsi_attn_params *p,
                            int n_threads, float *scratch, int64_t n_ctx) {
+    /* prompts (every segment 16 tokens or more): keys transposed once per segment */
+    bool prompt = !p->per_key && nseg > 0;
+    for (int i = 0; i < nseg; i++) prompt = prompt && segs[i].T >= 16;
+    int done = 0;
+    while (prompt && done < nseg && attention_prompt(&segs[done], p, n_threads, scratch, n_ctx)) done++;
+    if (done == nseg) return;
+    segs += done, nseg -= done; /* the rest (no memory for the keys: all of it) per key */
     int group = p->n_head / p->n_head_kv;
     int64_t T = 0;
     for (int i = 0; i < nseg; i++) T += segs[i].T;

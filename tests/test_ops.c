@@ -257,11 +257,14 @@ static void test_rope_attention(void) {
     }
     /* attention: GQA 6 query heads over 2 KV heads (3 per group: a pair and a single for
      * the value sums), caches f32 and f16, head sizes below, across and at the SIMD chunks */
+    /* ... for a few tokens (decode-like) and for prompts of 16 tokens or more (keys transposed
+     * once, contexts not a multiple of 16), heads of 72 falling back to the per-key path */
     int H = 6, KV = 2;
-    int64_t pos0 = 3, T = 5, n_ctx = 16;
-    static const int hds[] = {16, 80, 128};
-    for (int kvt = 0; kvt < 6; kvt++) {
-        int hd = hds[kvt / 2];
+    static const int64_t shapes[][3] = {{3, 5, 16}, {7, 21, 40}, {0, 33, 33}}; /* pos0, T, n_ctx */
+    static const int hds[] = {16, 80, 128, 72};
+    for (int kvt = 0; kvt < 24; kvt++) {
+        int hd = hds[kvt / 2 % 4];
+        int64_t pos0 = shapes[kvt / 8][0], T = shapes[kvt / 8][1], n_ctx = shapes[kvt / 8][2];
         enum dsi_type t = kvt % 2 ? DSI_TYPE_F16 : DSI_TYPE_F32;
         size_t es = kvt % 2 ? 2 : 4;
         void *k = calloc((size_t)(n_ctx * KV * hd), es), *v = calloc((size_t)(n_ctx * KV * hd), es);
@@ -271,20 +274,36 @@ static void test_rope_attention(void) {
         dsi_op_kv_store(&kvv, kk, vv, 0, pos0 + T, 1);
         float *q = malloc((size_t)(T * H * hd) * 4), *o1 = malloc((size_t)(T * H * hd) * 4), *o2 = malloc((size_t)(T * H * hd) * 4);
         for (int64_t i = 0; i < T * H * hd; i++) q[i] = frand();
-        struct dsi_attn_params ap = {H, KV, hd, hd, 0.25f};
+        struct dsi_attn_params ap = {H, KV, hd, hd, 0.25f, false};
         float *scratch = malloc(dsi_op_attention_scratch(2, n_ctx, &ap) * 4);
         dsi_op_attention(o1, q, &kvv, pos0, T, &ap, 2, scratch, n_ctx);
         dsi_op_attention_ref(o2, q, &kvv, pos0, T, &ap);
         double worst = 0;
         for (int64_t i = 0; i < T * H * hd; i++) worst = fmax(worst, fabs(o1[i] - o2[i]));
-        TU_CHECK(worst < 1e-5, "attention (kv %s, head %d): max diff %.3g", kvt % 2 ? "f16" : "f32", hd, worst);
+        TU_CHECK(worst < 1e-5, "attention (kv %s, head %d, T %lld): max diff %.3g", kvt % 2 ? "f16" : "f32", hd,
+                 (long long)T, worst);
         /* causality: the first query sees positions 0..pos0 only; changing a later key must not matter */
         float keep = o1[0];
-        kk[(pos0 + 2) * KV * hd] += 5.0f;
+        kk[(pos0 + 1) * KV * hd] += 5.0f;
         dsi_op_kv_store(&kvv, kk, vv, 0, pos0 + T, 1);
         dsi_op_attention(o1, q, &kvv, pos0, T, &ap, 2, scratch, n_ctx);
         TU_CHECK(o1[0] == keep, "attention is not causal");
         free(k), free(v), free(kk), free(vv), free(q), free(o1), free(o2), free(scratch);
+    }
+    /* the transposed-key score kernel of this CPU gives the reference's bits (one FMA chain
+     * per score), for 1..11 rows */
+    {
+        int64_t D = 80, n = 48;
+        float *qq = malloc(sizeof(float) * 11 * (size_t)D), *kt = malloc(sizeof(float) * (size_t)(D * n));
+        float *s1 = malloc(sizeof(float) * 11 * (size_t)n), *s2 = malloc(sizeof(float) * 11 * (size_t)n);
+        for (int64_t i = 0; i < 11 * D; i++) qq[i] = frand();
+        for (int64_t i = 0; i < D * n; i++) kt[i] = frand();
+        for (int R = 1; R <= 11; R++) {
+            dsi_kernels_scores_kt()(D, R, qq, (size_t)D, kt, (size_t)n, n, s1, (size_t)n);
+            dsi_scores_kt_ref(D, R, qq, (size_t)D, kt, (size_t)n, n, s2, (size_t)n);
+            TU_CHECK(!memcmp(s1, s2, sizeof(float) * (size_t)(R * n)), "scores_kt with %d rows differs from the reference", R);
+        }
+        free(qq), free(kt), free(s1), free(s2);
     }
     /* rmsnorm and swiglu against their formulas */
     float x[64], w[64], y[64], g[64], u[64], g0[64];

@@ -291,7 +291,7 @@ static void test_vision_ops(struct dsi_vk *vk, struct dsi_backend *b) {
         fill(q, T * NH * HD, 1.0f);
         fill(k, T * NKV * HD, 1.0f);
         fill(v, T * NKV * HD, 1.0f);
-        struct dsi_attn_params ap = {NH, NKV, HD, HD, 0.125f};
+        struct dsi_attn_params ap = {NH, NKV, HD, HD, 0.125f, false};
         struct dsi_matmul_scratch mm = {0};
         TU_CHECK(dsi_op_attention_full(want, q, k, v, T, &ap, 1, &mm) == DSI_OK, "cpu attention");
         free(mm.wbuf), free(mm.xq), free(mm.gemm);
@@ -346,7 +346,7 @@ static void test_attention(struct dsi_vk *vk, enum dsi_type kv_type, bool invari
     struct dsi_kv_view kv[2];
     for (int s = 0; s < 2; s++)
         kv[s] = (struct dsi_kv_view){DSI_TYPE_F32, kc + s * n_ctx * kw, vc + s * n_ctx * kw, kw, kw};
-    struct dsi_attn_params ap = {NH, NKV, HD, HD, 0.125f};
+    struct dsi_attn_params ap = {NH, NKV, HD, HD, 0.125f, false};
     float *q = malloc(sizeof(float) * NB * qw), *k = malloc(sizeof(float) * NB * kw);
     float *v = malloc(sizeof(float) * NB * kw), *want = malloc(sizeof(float) * NB * qw);
     float *got = malloc(sizeof(float) * NB * qw);
@@ -444,7 +444,7 @@ static void test_mla(struct dsi_vk *vk, enum dsi_type kv_type, enum dsi_type wty
     TU_CHECK(dsi_vk_upload(vk, tp, 2, vp, vn, 1, &g) == DSI_OK, "upload MLA weights");
     float *kc = calloc((size_t)(n_ctx * RK), sizeof(float));
     struct dsi_kv_view kv = {DSI_TYPE_F32, kc, kc, RK, RK};
-    struct dsi_attn_params ap = {H, 1, RK, R, 0.07f};
+    struct dsi_attn_params ap = {H, 1, RK, R, 0.07f, false};
     struct dsi_rope r = {DSI_ROPE_NORM, P, NULL, 1.0f};
     float inv[P / 2];
     for (int i = 0; i < P / 2; i++) inv[i] = powf(10000.0f, -2.0f * (float)i / P);

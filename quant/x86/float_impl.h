@@ -139,3 +139,39 @@ void CAT(dsi_silu_mul, SUFFIX)(float *g, const float *u, int64_t n) {
     }
     if (i < n) dsi_silu_mul_ref(g + i, u + i, n - i);
 }
+
+/* Attention scores against transposed keys (quant/kernels.h, dsi_scores_kt_fn): nr (1..8)
+ * query rows at a time, VL keys per vector, one FMA per row and dimension. */
+static inline __attribute__((always_inline)) void CAT(scores_rows, SUFFIX)(
+    const int nr, int64_t D, const float *q, size_t qs, const float *kt, size_t ldk, int64_t n,
+    float *s, size_t ss) {
+    for (int64_t j = 0; j < n; j += VL) {
+        VEC acc[8];
+        _Pragma("GCC unroll 8") for (int i = 0; i < nr; i++) acc[i] = VZERO();
+        const float *kp = kt + j;
+        for (int64_t d = 0; d < D; d++) {
+            VEC k = VLOAD_F32(kp + (size_t)d * ldk);
+            _Pragma("GCC unroll 8") for (int i = 0; i < nr; i++)
+                acc[i] = VFMA(VSET1(q[(size_t)i * qs + (size_t)d]), k, acc[i]);
+        }
+        _Pragma("GCC unroll 8") for (int i = 0; i < nr; i++) VSTORE(s + (size_t)i * ss + (size_t)j, acc[i]);
+    }
+}
+
+void CAT(dsi_scores_kt, SUFFIX)(int64_t D, int R, const float *q, size_t qs, const float *kt,
+                                size_t ldk, int64_t n, float *s, size_t ss) {
+    for (int r = 0; r < R; r += 8) {
+        const float *qr = q + (size_t)r * qs;
+        float *sr = s + (size_t)r * ss;
+        switch (R - r < 8 ? R - r : 8) {
+        case 1: CAT(scores_rows, SUFFIX)(1, D, qr, qs, kt, ldk, n, sr, ss); break;
+        case 2: CAT(scores_rows, SUFFIX)(2, D, qr, qs, kt, ldk, n, sr, ss); break;
+        case 3: CAT(scores_rows, SUFFIX)(3, D, qr, qs, kt, ldk, n, sr, ss); break;
+        case 4: CAT(scores_rows, SUFFIX)(4, D, qr, qs, kt, ldk, n, sr, ss); break;
+        case 5: CAT(scores_rows, SUFFIX)(5, D, qr, qs, kt, ldk, n, sr, ss); break;
+        case 6: CAT(scores_rows, SUFFIX)(6, D, qr, qs, kt, ldk, n, sr, ss); break;
+        case 7: CAT(scores_rows, SUFFIX)(7, D, qr, qs, kt, ldk, n, sr, ss); break;
+        default: CAT(scores_rows, SUFFIX)(8, D, qr, qs, kt, ldk, n, sr, ss); break;
+        }
+    }
+}

@@ -47,7 +47,7 @@ void dsi_block_attn_gqa(struct dsi_context *c, struct dsi_backend *be, const str
     B->rope(be, DSI_ACT_Q, T, hp->n_head, hp->head_dim, 0, &r);
     B->rope(be, DSI_ACT_K, T, hp->n_head_kv, hp->head_dim, 0, &r);
     struct dsi_attn_params ap = {hp->n_head, hp->n_head_kv, hp->head_dim, hp->head_dim_v,
-                                 1.0f / sqrtf((float)hp->head_dim)};
+                                 1.0f / sqrtf((float)hp->head_dim), c->p.batch_invariant};
     B->attention(be, il, DSI_ACT_ATTN, DSI_ACT_Q, DSI_ACT_K, DSI_ACT_V, &ap);
     B->matmul_add(be, DSI_ACT_X, DSI_ACT_ATTN, T, &l->wo, NULL);
 }

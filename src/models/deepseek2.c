@@ -51,7 +51,7 @@ static void attn_naive(struct dsi_context *c, const struct dsi_layer *l, int il,
     for (int64_t t = 0; t < T; t++)
         for (int64_t h = 0; h < H; h++)
             memcpy(s->k + (t * H + h) * Dq + N, s->kva + t * Rk + R, (size_t)P * sizeof(float));
-    struct dsi_attn_params ap = {(int)H, (int)H, (int)Dq, (int)Dv, hp->attn_scale};
+    struct dsi_attn_params ap = {(int)H, (int)H, (int)Dq, (int)Dv, hp->attn_scale, c->p.batch_invariant};
     for (int i = 0; i < c->n_segs; i++) {
         const struct dsi_seg *g = &c->segs[i];
         struct dsi_kv_view *kv = dsi_ctx_kv(c, g->seq, il);
@@ -102,7 +102,7 @@ void dsi_block_attn_mla(struct dsi_context *c, struct dsi_backend *be, const str
         B->matmul_heads(be, DSI_ACT_QFULL, Rk, DSI_ACT_Q, Dq, 0, T, H,
                         hp->mla_legacy ? &uk : &l->wk_b, hp->mla_legacy);
         B->copy_heads(be, DSI_ACT_QFULL, Rk, R, DSI_ACT_Q, Dq, N, T, H, P);
-        struct dsi_attn_params ap = {H, 1, (int)Rk, (int)R, hp->attn_scale};
+        struct dsi_attn_params ap = {H, 1, (int)Rk, (int)R, hp->attn_scale, c->p.batch_invariant};
         B->attention(be, il, DSI_ACT_LAT, DSI_ACT_QFULL, DSI_ACT_KVA, DSI_ACT_KVA, &ap);
         B->matmul_heads(be, DSI_ACT_ATTN, Dv, DSI_ACT_LAT, R, 0, T, H,
                         hp->mla_legacy ? &uv : &l->wv_b, false);

@@ -371,7 +371,7 @@ static enum dsi_status run_tower(const struct dsi_vl2 *v, struct dsi_backend *be
     }
     struct dsi_seg seg = {0, 0, T, 0};
     struct dsi_attn_params ap = {v->n_head, v->n_head, (int)(W / v->n_head), (int)(W / v->n_head),
-                                 1.0f / sqrtf((float)(W / v->n_head))};
+                                 1.0f / sqrtf((float)(W / v->n_head)), false};
     const enum dsi_act X = DSI_ACT_X, XN = DSI_ACT_XN, TMP = DSI_ACT_TMP, GATE = DSI_ACT_GATE;
     const enum dsi_act qkv[3] = {DSI_ACT_Q, DSI_ACT_K, DSI_ACT_V};
     B->begin(be, &seg, 1, pos, T, true);
